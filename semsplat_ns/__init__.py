@@ -1,0 +1,1 @@
+"""semsplat: efficient semantic splatting for multi-view remote-sensing segmentation (nerfstudio plugin)."""
