@@ -1,0 +1,82 @@
+"""What splatfacto 1.1.5 needs to run offline, on CPU and under torch >= 2.6, handled in the plugin.
+
+- torchmetrics' LPIPS downloads AlexNet weights when it is *built*; machines without network (and
+  CPU test boxes) cannot. We build it lazily on first use and skip the metric with one warning.
+- torch >= 2.6 loads checkpoints with ``weights_only=True``; nerfstudio checkpoints hold numpy
+  scalars (scheduler learning rates), so ``ns-viewer``/``ns-render``/``ns-eval`` fail with
+  "Weights only load failed". We allow-list exactly those numpy types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+def allow_numpy_scalars_in_checkpoints() -> None:
+    """Allow-list the numpy scalar types nerfstudio checkpoints contain for ``torch.load``."""
+    add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
+    if add_safe_globals is None:  # torch < 2.4 loads everything anyway
+        return
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import scalar  # type: ignore
+    safe = [scalar, np.dtype]
+    # numpy >= 1.25 pickles dtypes through their classes (np.dtypes.Float64DType, ...)
+    dtypes_module = getattr(np, "dtypes", None)
+    if dtypes_module is not None:
+        safe += [getattr(dtypes_module, name) for name in dir(dtypes_module) if name.endswith("DType")]
+    add_safe_globals(safe)
+
+
+class LazyLPIPS:
+    """LPIPS metric built on first call; returns NaN (and warns once) when it cannot be built.
+
+    Deliberately not an ``nn.Module``: its weights do not belong in our checkpoints.
+    """
+
+    def __init__(self, normalize: bool = True, **kwargs):
+        self._kwargs = dict(normalize=normalize, **kwargs)
+        self._metric: Optional[torch.nn.Module] = None
+        self._unavailable = False
+
+    def __call__(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self._unavailable:
+            return torch.tensor(float("nan"))
+        if self._metric is None:
+            try:
+                from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+                self._metric = LearnedPerceptualImagePatchSimilarity(**self._kwargs)
+            except Exception as err:  # no network / no cached AlexNet weights
+                self._unavailable = True
+                warnings.warn(
+                    "LPIPS is skipped: its AlexNet weights could not be loaded "
+                    f"({type(err).__name__}: {err}). Put alexnet-owt-7be5be79.pth under "
+                    "$TORCH_HOME/hub/checkpoints to enable it.",
+                    stacklevel=2,
+                )
+                return torch.tensor(float("nan"))
+        self._metric = self._metric.to(preds.device)
+        return self._metric(preds, target)
+
+
+@contextlib.contextmanager
+def lazy_lpips_during_setup():
+    """Within the block, building torchmetrics' LPIPS yields a :class:`LazyLPIPS` instead.
+
+    Scoped to ``SplatfactoModel.populate_modules`` so that constructing the model never downloads.
+    """
+    import torchmetrics.image.lpip as lpip_module
+
+    original = lpip_module.LearnedPerceptualImagePatchSimilarity
+    lpip_module.LearnedPerceptualImagePatchSimilarity = LazyLPIPS  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        lpip_module.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]

@@ -1,0 +1,164 @@
+"""Semantic losses of semsplat: cross-entropy on labels and pseudo labels, 2D and 3D aggregation.
+
+Pure functions on tensors; the model decides which views and Gaussians they see.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def downscale_labels(labels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Nearest-neighbour downscaling of an id map to a rendered size.
+
+    Area averaging (what splatfacto does to photos) mixes class ids, so labels are sampled at the
+    centre of each block instead.
+
+    Args:
+        labels: Integer (or bool) map [H, W].
+        height: Target height (<= H).
+        width: Target width (<= W).
+
+    Returns:
+        The map sampled to [height, width].
+    """
+    full_h, full_w = labels.shape
+    if (full_h, full_w) == (height, width):
+        return labels
+    rows = ((torch.arange(height, device=labels.device) + 0.5) * full_h / height).long().clamp_(max=full_h - 1)  # [h]
+    cols = ((torch.arange(width, device=labels.device) + 0.5) * full_w / width).long().clamp_(max=full_w - 1)  # [w]
+    return labels[rows][:, cols]
+
+
+def semantic_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Mean cross-entropy over pixels with a label (Eq. 9; Eq. 10 with ``valid_mask`` = B).
+
+    Args:
+        logits: Class logits [H, W, C].
+        labels: Class ids [H, W]; 255 means "no label".
+        valid_mask: Optional bool mask [H, W]; only pixels where it is True count.
+
+    Returns:
+        Scalar loss; 0 (with a graph to ``logits``) when no pixel counts.
+    """
+    labels = labels.long()
+    if valid_mask is not None:
+        labels = torch.where(valid_mask, labels, torch.full_like(labels, IGNORE_INDEX))
+    if not (labels != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def softmax_kl(features: torch.Tensor, neighbour_features: torch.Tensor) -> torch.Tensor:
+    """Mean KL(P || Q) between softmax-normalised features and those of their neighbours (Eq. 11).
+
+    Args:
+        features: Features of the sampled elements [M, D].
+        neighbour_features: Features of their k neighbours [M, K, D].
+
+    Returns:
+        Scalar mean over the M*K pairs.
+    """
+    log_p = F.log_softmax(features, dim=-1)[:, None, :]  # [M, 1, D]
+    log_q = F.log_softmax(neighbour_features, dim=-1)  # [M, K, D]
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+# The k nearest pixels of a pixel are its 4-neighbours (distance 1), then the 4 diagonals
+# (distance sqrt 2); ties among the diagonals are broken at random per sample.
+_DIRECT_OFFSETS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+_DIAGONAL_OFFSETS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def pixel_neighbour_offsets(num_samples: int, k: int, generator: Optional[torch.Generator] = None, device=None):
+    """Row/column offsets of the k nearest pixels (k <= 8) for each sample.
+
+    Returns:
+        Integer offsets [M, K, 2] as (drow, dcol).
+    """
+    if not 1 <= k <= 8:
+        raise ValueError(f"agg2d k must be in 1..8 (pixel neighbours), got {k}")
+    direct = torch.tensor(_DIRECT_OFFSETS, device=device)  # [4, 2]
+    diagonal = torch.tensor(_DIAGONAL_OFFSETS, device=device)  # [4, 2]
+    if k <= 4:
+        order = torch.rand(num_samples, 4, generator=generator, device=device).argsort(dim=1)[:, :k]  # [M, k]
+        return direct[order]
+    order = torch.rand(num_samples, 4, generator=generator, device=device).argsort(dim=1)[:, : k - 4]  # [M, k-4]
+    return torch.cat([direct[None].expand(num_samples, 4, 2), diagonal[order]], dim=1)  # [M, k, 2]
+
+
+def aggregation_2d_loss(
+    feature_map: torch.Tensor, num_samples: int, k: int = 5, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """L2D: KL between m random pixels of the rendered feature map and their k nearest pixels.
+
+    Args:
+        feature_map: Rendered semantic features [H, W, D].
+        num_samples: m, the number of sampled pixels.
+        k: Neighbours per pixel (<= 8).
+        generator: Optional random generator (on the feature map's device).
+
+    Returns:
+        Scalar loss.
+    """
+    height, width, _ = feature_map.shape
+    device = feature_map.device
+    rows = torch.randint(0, height, (num_samples,), generator=generator, device=device)  # [M]
+    cols = torch.randint(0, width, (num_samples,), generator=generator, device=device)  # [M]
+    offsets = pixel_neighbour_offsets(num_samples, k, generator=generator, device=device)  # [M, K, 2]
+    # Reflect at the border so every sample keeps k in-image neighbours.
+    n_rows = rows[:, None] + offsets[..., 0]  # [M, K]
+    n_cols = cols[:, None] + offsets[..., 1]  # [M, K]
+    n_rows = torch.where((n_rows < 0) | (n_rows >= height), rows[:, None] - offsets[..., 0], n_rows)
+    n_cols = torch.where((n_cols < 0) | (n_cols >= width), cols[:, None] - offsets[..., 1], n_cols)
+    n_rows = n_rows.clamp(0, height - 1)
+    n_cols = n_cols.clamp(0, width - 1)
+    return softmax_kl(feature_map[rows, cols], feature_map[n_rows, n_cols])
+
+
+@torch.no_grad()
+def knn_indices(queries: torch.Tensor, points: torch.Tensor, k: int, query_ids: Optional[torch.Tensor] = None,
+                chunk: int = 1024) -> torch.Tensor:
+    """Brute-force k nearest neighbours on the tensors' device, excluding the query itself.
+
+    Args:
+        queries: Query positions [M, 3].
+        points: All positions [N, 3].
+        k: Neighbours to return (clamped to N - 1).
+        query_ids: Indices of the queries in ``points`` [M], so they can exclude themselves.
+        chunk: Queries per distance block (memory: chunk * N floats).
+
+    Returns:
+        Neighbour indices into ``points`` [M, k].
+    """
+    k = min(k, points.shape[0] - 1)
+    out = []
+    for start in range(0, queries.shape[0], chunk):
+        dist = torch.cdist(queries[start : start + chunk], points)  # [m, N]
+        if query_ids is not None:
+            dist.scatter_(1, query_ids[start : start + chunk, None], float("inf"))
+        out.append(dist.topk(k, dim=1, largest=False).indices)
+    return torch.cat(out, dim=0)
+
+
+def aggregation_3d_loss(
+    semantic_features: torch.Tensor, sample_ids: torch.Tensor, neighbour_ids: torch.Tensor
+) -> torch.Tensor:
+    """L3D: KL between sampled Gaussians' features and their k nearest Gaussians' features.
+
+    Args:
+        semantic_features: Per-Gaussian features [N, D].
+        sample_ids: Sampled Gaussians [M].
+        neighbour_ids: Their k nearest Gaussians [M, K].
+
+    Returns:
+        Scalar loss.
+    """
+    return softmax_kl(semantic_features[sample_ids], semantic_features[neighbour_ids])
