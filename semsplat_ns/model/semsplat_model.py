@@ -113,6 +113,7 @@ class SemSplatModel(SplatfactoModel):
         self.transfer_head = _transfer_head(self.config.semantic_dim, self.config.transfer_hidden_dim, self.num_classes)
         self.register_buffer("class_colors", colors, persistent=False)
         self.last_semantic_logits: Optional[torch.Tensor] = None
+        self.render_visuals = True
         self._knn_pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._knn_key: Optional[Tuple[int, int]] = None
         self._knn_step = 0
@@ -263,7 +264,8 @@ class SemSplatModel(SplatfactoModel):
             self.last_semantic_logits = logits
             if background.shape[0] == 3:
                 outputs["background"] = background.expand(H, W, 3)
-            outputs.update(self.semantic_visuals(logits, feature_map))
+            if self.render_visuals:
+                outputs.update(self.semantic_visuals(logits, feature_map))
         return outputs
 
     @torch.no_grad()
@@ -307,15 +309,24 @@ class SemSplatModel(SplatfactoModel):
 
     @torch.no_grad()
     def render_semantics(self, camera: Cameras) -> torch.Tensor:
-        """Class logits of one camera at full resolution [H, W, C] (for evaluation code)."""
-        was_training = self.training
+        """Class logits of one camera at full resolution [H, W, C] (for evaluation code).
+
+        Renders RGB and semantics (one pass) but skips the viewer pictures.
+        """
+        was_training, self.render_visuals = self.training, False
         self.eval()
         try:
             self.get_outputs_for_camera(camera)
             assert self.last_semantic_logits is not None
             return self.last_semantic_logits
         finally:
+            self.render_visuals = True
             self.train(was_training)
+
+    @torch.no_grad()
+    def render_labels(self, camera: Cameras) -> torch.Tensor:
+        """Predicted class id of every pixel [H, W] (long)."""
+        return self.render_semantics(camera).argmax(dim=-1)
 
     # -- losses ---------------------------------------------------------------------------------
     def _labels_at(self, batch: Dict, key: str, height: int, width: int) -> Optional[torch.Tensor]:
