@@ -1,0 +1,181 @@
+"""The semsplat model trained for real on CPU: losses, densification, checkpoints, outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+from semsplat_ns.config import semsplat_trainer_config
+from semsplat_ns.data.demo_scene import make_scene
+
+STEPS = 100
+
+
+def _write_pseudo_labels(scene: Path, gt_dir: Path) -> None:
+    """Stand-in pseudo labels for the training test: full labels with a hole, boundary = left half."""
+    labelled = {p.stem for p in (scene / "train" / "rgb").glob("*.png")}
+    (scene / "train" / "pseudo").mkdir(exist_ok=True)
+    (scene / "train" / "boundary").mkdir(exist_ok=True)
+    for photo in sorted((scene / "train" / "color").iterdir()):
+        if photo.stem in labelled:
+            continue
+        label = np.asarray(Image.open(gt_dir / f"{photo.stem}.png"))
+        label = label[..., 0] if label.ndim == 3 else label
+        pseudo = label.copy()
+        pseudo[: label.shape[0] // 4] = 255
+        boundary = np.zeros_like(label)
+        boundary[:, : label.shape[1] // 2] = 255
+        Image.fromarray(pseudo).save(scene / "train" / "pseudo" / f"{photo.stem}.png")
+        Image.fromarray(boundary).save(scene / "train" / "boundary" / f"{photo.stem}.png")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    scene = make_scene(root / "scene", n_views=20, resolution=48, n_labelled=2, seed=3)
+    _write_pseudo_labels(scene, root / "scene" / "gt_all")
+    config = semsplat_trainer_config(max_steps=STEPS)
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = root / "outputs"
+    config.timestamp = "test"
+    config.steps_per_save = 10_000
+    config.steps_per_eval_image = 10_000
+    config.pipeline.datamanager.data = scene
+    model_cfg = config.pipeline.model
+    model_cfg.warmup_length = 20
+    model_cfg.refine_every = 10
+    model_cfg.reset_alpha_every = 1000
+    model_cfg.stop_split_at = 80
+    model_cfg.densify_grad_thresh = 0.0002
+    model_cfg.resolution_schedule = 40
+    model_cfg.num_downscales = 1
+    model_cfg.agg2d_num_samples = 256
+    model_cfg.agg3d_num_samples = 256
+    model_cfg.agg3d_knn_refresh_every = 30
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    counts, history = [model.num_points], []
+    for step in range(STEPS):
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        _, loss_dict, _ = trainer.train_iteration(step)
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        history.append({k: float(v) for k, v in loss_dict.items()})
+        counts.append(model.num_points)
+    trainer.save_checkpoint(STEPS - 1)
+    return dict(config=config, trainer=trainer, history=history, counts=counts, scene=scene)
+
+
+def test_every_loss_is_active_finite_and_falling(trained):
+    history = trained["history"]
+    for name in ("main_loss", "semantic_loss", "pseudo_loss", "agg2d_loss", "agg3d_loss"):
+        values = [h[name] for h in history if name in h]
+        assert values, f"{name} never computed"
+        assert all(math.isfinite(v) for v in values), f"{name} not finite"
+        assert any(v > 0 for v in values), f"{name} always zero"
+    total = [sum(h.values()) for h in history]
+    assert np.mean(total[-15:]) < np.mean(total[:15])
+    semantic = [h["semantic_loss"] for h in history if h["semantic_loss"] > 0]
+    assert np.mean(semantic[-3:]) < np.mean(semantic[:3])
+
+
+def test_densification_changes_count_and_carries_features(trained):
+    counts = trained["counts"]
+    model = trained["trainer"].pipeline.model
+    assert len(set(counts)) > 1, "densification never changed the Gaussian count"
+    assert model.semantic_features.shape == (model.num_points, model.config.semantic_dim)
+    optimizer = trained["trainer"].optimizers.optimizers["semantic_features"]
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    assert state["exp_avg"].shape[0] == model.num_points
+
+
+def test_checkpoint_round_trip_gives_identical_renders(trained):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    model = trained["trainer"].pipeline.model
+    model.eval()
+    camera = trained["trainer"].pipeline.datamanager.eval_dataset.cameras[0:1]
+    before = model.get_outputs_for_camera(camera)
+    logits_before = model.last_semantic_logits.clone()
+    _, pipeline, checkpoint, step = eval_setup(trained["config"].get_base_dir() / "config.yml", test_mode="test")
+    after = pipeline.model.get_outputs_for_camera(camera)
+    assert step == STEPS - 1 and checkpoint.exists()
+    assert pipeline.model.num_points == model.num_points
+    for key in ("rgb", "depth", "semantics_colormap", "semantic_confidence"):
+        assert torch.allclose(before[key], after[key], atol=1e-6), key
+    assert torch.allclose(logits_before, pipeline.model.last_semantic_logits, atol=1e-6)
+    model.train()
+
+
+def test_viewer_outputs_have_image_shapes(trained):
+    model = trained["trainer"].pipeline.model
+    model.eval()
+    camera = trained["trainer"].pipeline.datamanager.eval_dataset.cameras[0:1]
+    outputs = model.get_outputs_for_camera(camera)
+    H, W = int(camera.height), int(camera.width)
+    assert outputs["semantics_colormap"].shape == (H, W, 3)
+    assert outputs["semantic_confidence"].shape == (H, W, 1)
+    assert outputs["semantic_features_pca"].shape == (H, W, 3)
+    # no integer single-channel output (the 1.1.5 viewer cannot show it)
+    for key, value in outputs.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 3 and value.shape[-1] == 1:
+            assert torch.is_floating_point(value), key
+    conf = outputs["semantic_confidence"]
+    assert torch.all(conf >= 1.0 / model.num_classes - 1e-6) and torch.all(conf <= 1.0)
+    model.train()
+
+
+def test_eval_metrics_include_semantics(trained):
+    pipeline = trained["trainer"].pipeline
+    pipeline.model.eval()
+    camera, batch = pipeline.datamanager.fixed_indices_eval_dataloader[0]
+    outputs = pipeline.model.get_outputs_for_camera(camera)
+    metrics, images = pipeline.model.get_image_metrics_and_images(outputs, batch)
+    assert 0.0 <= metrics["semantic_acc"] <= 1.0 and 0.0 <= metrics["semantic_miou"] <= 1.0
+    H, W = batch["semantics"].shape
+    assert images["semantics"].shape == (H, 3 * W, 3)
+    pipeline.model.train()
+
+
+def test_split_duplicate_prune_carry_semantic_features(trained):
+    """The DefaultStrategy's own ops carry the semantic features row by row (with optimiser state)."""
+    from gsplat.strategy import ops
+
+    model = trained["trainer"].pipeline.model
+    params = torch.nn.ParameterDict(
+        {name: torch.nn.Parameter(value.detach().clone()) for name, value in model.gauss_params.items()}
+    )
+    optimizers = {name: torch.optim.Adam([param], lr=1e-3) for name, param in params.items()}
+    n = params["means"].shape[0]
+    params["semantic_features"].data = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, model.config.semantic_dim)
+    state = {"grad2d": torch.zeros(n), "count": torch.zeros(n)}
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[:3] = True
+    ops.duplicate(params, optimizers, state, mask)
+    assert params["semantic_features"].shape[0] == n + 3
+    assert torch.equal(params["semantic_features"][n:, 0], torch.tensor([0.0, 1.0, 2.0]))
+    parents = params["semantic_features"][:, 0].clone()
+    split_mask = torch.zeros(n + 3, dtype=torch.bool)
+    split_mask[5] = True
+    ops.split(params, optimizers, state, split_mask)
+    # the split Gaussian is replaced by two children that inherit its features
+    assert params["semantic_features"].shape[0] == n + 4
+    assert (params["semantic_features"][:, 0] == parents[5]).sum() == 2
+    prune = torch.zeros(n + 4, dtype=torch.bool)
+    prune[0] = True
+    before = params["semantic_features"][1:, 0].clone()
+    ops.remove(params, optimizers, state, prune)
+    assert torch.equal(params["semantic_features"][:, 0], before)
+    assert params["semantic_features"].shape[0] == params["means"].shape[0]
