@@ -205,7 +205,8 @@ def test_depth_is_consistent_between_views():
         d = (depth_map[y0, x0] * (1 - fx) * (1 - fy) + depth_map[y0, x0 + 1] * fx * (1 - fy)
              + depth_map[y0 + 1, x0] * (1 - fx) * fy + depth_map[y0 + 1, x0 + 1] * fx * fy)  # fmt: skip
         match = np.abs(d - z[inside]) < 0.005 * z[inside]
-        same = label_map[np.round(y[inside]).astype(int), np.round(x[inside]).astype(int)] == label_a.reshape(-1)[inside]
+        nearest = label_map[np.round(y[inside]).astype(int), np.round(x[inside]).astype(int)]
+        same = nearest == label_a.reshape(-1)[inside]
         return inside.sum(), match.mean(), same[match].mean()
 
     count, matched, same_label = agreement(c2w[1], depth_b, label_b)
@@ -222,7 +223,8 @@ def test_photos_have_features_that_match_across_views(scene):
     meta = _meta(scene)
     cameras = _cameras(scene)
     a, b = meta["train_stems"][0], meta["train_stems"][1]
-    gray = [cv2.cvtColor(np.asarray(Image.open(scene / "train" / "color" / f"{s}.png")), cv2.COLOR_RGB2GRAY) for s in (a, b)]
+    photos = [np.asarray(Image.open(scene / "train" / "color" / f"{s}.png")) for s in (a, b)]
+    gray = [cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY) for photo in photos]
     sift = cv2.SIFT_create()
     (k1, d1), (k2, d2) = (sift.detectAndCompute(g, None) for g in gray)
     good = [m for m, n in cv2.BFMatcher().knnMatch(d1, d2, k=2) if m.distance < 0.8 * n.distance]

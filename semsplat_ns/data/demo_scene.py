@@ -72,7 +72,8 @@ _GROUND_TEXTURE_OF_CLASS = np.zeros(20, np.int64)  # [20] lookup table of the di
 for _cls, _tex in _GROUND_TEXTURE.items():
     _GROUND_TEXTURE_OF_CLASS[_cls] = _tex
 _GROUND_COLOUR = {TEX_GRASS: (0.30, 0.42, 0.15), TEX_ASPHALT: (0.30, 0.30, 0.31), TEX_LINE: (0.92, 0.90, 0.80),
-                  TEX_TILES: (0.66, 0.60, 0.56), TEX_SLABS: (0.52, 0.47, 0.40), TEX_WATER: (0.12, 0.24, 0.42)}  # fmt: skip
+                  TEX_TILES: (0.66, 0.60, 0.56), TEX_SLABS: (0.52, 0.47, 0.40),
+                  TEX_WATER: (0.12, 0.24, 0.42)}  # fmt: skip
 
 _GROUND_COLOUR_OF_TEXTURE = np.zeros((10, 3))  # [T, 3] lookup table of the dict above, T texture kinds
 for _tex, _rgb in _GROUND_COLOUR.items():
@@ -1036,8 +1037,10 @@ def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     console = Console()
     try:
-        out = make_scene(args.out, n_views=args.views, resolution=args.res, n_labelled=args.labelled,
-                         seed=args.seed, test_every=args.test_every, overwrite=args.overwrite, progress=True)  # fmt: skip
+        out = make_scene(
+            args.out, n_views=args.views, resolution=args.res, n_labelled=args.labelled, seed=args.seed,
+            test_every=args.test_every, overwrite=args.overwrite, progress=True,
+        )
     except DemoSceneError as err:
         parser.exit(2, f"semsplat-make-scene: error: {err}\n")
     console.print(_summary(out), highlight=False)
