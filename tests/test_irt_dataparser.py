@@ -240,7 +240,7 @@ def test_bare_name_resolution(scene, tmp_path, monkeypatch):
     # ./data/<name>
     (tmp_path / "data").mkdir()
     (scene).rename(tmp_path / "data" / "townX")
-    assert resolve_scene_dir(Path("townX")) == Path("data") / "townX"
+    assert resolve_scene_dir(Path("townX")) == tmp_path / "data" / "townX"
     assert parse(Path("townX")).metadata["stems"] == ["v0", "v1", "v2", "v3"]
     # $SEMSPLAT_DATA/<name> comes first
     env_root = tmp_path / "envroot"

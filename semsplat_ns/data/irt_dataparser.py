@@ -46,7 +46,7 @@ class IRTDataParserConfig(DataParserConfig):
     center_method: Literal["none", "poses", "focus"] = "none"
     """Re-centring of the poses; none keeps the region of interest at the origin as IRT stores it."""
     auto_scale_poses: bool = False
-    """Scale the camera centres so the farthest lies at distance 1 from the origin (per axis)."""
+    """Scale the camera centres so their largest coordinate magnitude is 1 (all in the [-1, 1] cube)."""
     scale_factor: float = 1.0
     """Extra scale applied to the camera centres (after auto scaling)."""
     scene_scale: float = 1.0
@@ -54,7 +54,7 @@ class IRTDataParserConfig(DataParserConfig):
     load_points: bool = True
     """Seed splatfacto from points triangulated from the known poses (cached in <scene>/sparse/points3D.ply)."""
     load_pseudo_labels: bool = True
-    """Use train/pseudo/<stem>.png pseudo labels where present."""
+    """Use train/pseudo/<stem>.png pseudo labels where present (train/boundary/ masks are listed either way)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def resolve_scene_dir(data: Path) -> Path:
             then ``./data/<name>``.
 
     Returns:
-        The scene folder.
+        The scene folder (absolute when found by name).
     """
     data = Path(data).expanduser()
     if data.is_dir():
@@ -88,7 +88,9 @@ def resolve_scene_dir(data: Path) -> Path:
     looked = [data]
     if not data.is_absolute() and len(data.parts) == 1:
         env_root = os.environ.get(DATA_ENV_VAR)
+        # Absolute, so saved configs still find the scene when run from another folder.
         candidates = ([Path(env_root).expanduser() / data] if env_root else []) + [Path("data") / data]
+        candidates = [candidate.absolute() for candidate in candidates]
         for candidate in candidates:
             if candidate.is_dir():
                 return candidate
