@@ -80,9 +80,9 @@ def make_scene(seed: int, n: int, cameras: int, channels: int, width: int, heigh
 def reference_rasterization(
     means, quats, scales, opacities, colors, viewmats, Ks, width, height,
     eps2d=0.3, near_plane=0.01, far_plane=1e10, backgrounds=None, render_mode="RGB",
-    antialiased=False,
+    antialiased=False, packed=False,
 ):
-    """Dense reference. Returns colours [C,H,W,X], alphas [C,H,W,1], means2d [C,N,2], per-pixel means2d copies, radii."""
+    """Dense reference (gsplat 1.4's packed kernel floors the radius discriminant at 0.1, not 0.01). Returns colours [C,H,W,X], alphas [C,H,W,1], means2d [C,N,2], per-pixel means2d copies, radii."""
     num_cameras, n = viewmats.shape[0], means.shape[0]
     # rotation of a unit quaternion: R = I + 2 w [v]x + 2 [v]x^2
     unit = quats / quats.norm(dim=-1, keepdim=True)  # [N, 4]
@@ -122,7 +122,8 @@ def reference_rasterization(
         with torch.no_grad():
             det = torch.linalg.det(blurred)
             half_trace = 0.5 * (blurred[:, 0, 0] + blurred[:, 1, 1])
-            radius = torch.ceil(3 * torch.sqrt(half_trace + torch.sqrt(torch.clamp(half_trace**2 - det, min=0.01))))
+            floor = 0.1 if packed else 0.01
+            radius = torch.ceil(3 * torch.sqrt(half_trace + torch.sqrt(torch.clamp(half_trace**2 - det, min=floor))))
             visible = (
                 (z >= near_plane) & (z <= far_plane) & (det > 0)
                 & (means2d[:, 0] + radius > 0) & (means2d[:, 0] - radius < width)
@@ -215,7 +216,7 @@ def test_values_and_gradients_match_dense_reference(
     ref = leaves(scene)
     bg_ref = backgrounds.clone().requires_grad_(True) if with_bg else None
     ref_colors, ref_alphas, ref_means2d, ref_copies, ref_radii = reference_rasterization(
-        **ref, backgrounds=bg_ref, render_mode=mode, antialiased=antialiased
+        **ref, backgrounds=bg_ref, render_mode=mode, antialiased=antialiased, packed=packed
     )
     weighted_loss(ref_colors, ref_alphas).backward()
 
@@ -257,11 +258,12 @@ def test_values_and_gradients_match_dense_reference(
     assert (dense_abs >= dense_grad.abs() - 1e-12).all()
 
 
-def test_info_contract_and_packed_equivalence():
+def test_info_contract_and_packed_layout():
     scene = make_scene(5, 50, 2, 5, 36, 30, dtype=torch.float32)
     dense_colors, dense_alphas, dense = rasterization_torch(**scene, packed=False)
     packed_colors, packed_alphas, packed = rasterization_torch(**scene, packed=True)
-    assert torch.equal(dense_colors, packed_colors) and torch.equal(dense_alphas, packed_alphas)
+    # packed radii may be a pixel larger (gsplat's packed kernel), reaching a little more of a tile border
+    assert (packed_colors - dense_colors).abs().max() < 0.05 and (packed_alphas - dense_alphas).abs().mean() < 1e-3
 
     assert dense["camera_ids"] is None and dense["gaussian_ids"] is None
     assert dense["radii"].shape == (2, 50) and dense["radii"].dtype == torch.int32
@@ -275,14 +277,18 @@ def test_info_contract_and_packed_equivalence():
     m2d, r = dense["means2d"][visible], dense["radii"][visible]
     assert ((m2d[:, 0] + r > 0) & (m2d[:, 0] - r < 36) & (m2d[:, 1] + r > 0) & (m2d[:, 1] - r < 30)).all()
 
-    nnz = int(visible.sum())
-    assert packed["camera_ids"].shape == (nnz,) and packed["gaussian_ids"].shape == (nnz,)
+    nnz = len(packed["camera_ids"])
+    assert packed["gaussian_ids"].shape == (nnz,) and packed["radii"].shape == (nnz,)
     cam, gid = packed["camera_ids"], packed["gaussian_ids"]
-    assert torch.equal(packed["radii"], dense["radii"][cam, gid])
-    assert torch.equal(packed["means2d"], dense["means2d"][cam, gid])
-    assert torch.equal(packed["conics"], dense["conics"][cam, gid])
-    assert torch.equal(packed["opacities"], dense["opacities"][cam, gid])
-    assert (cam[1:] * 50 + gid[1:] > cam[:-1] * 50 + gid[:-1]).all(), "packed order is camera-major"
+    assert nnz >= int(visible.sum()) and visible.sum() == visible[cam, gid].sum(), "packed keeps every visible one"
+    assert (packed["radii"] >= dense["radii"][cam, gid]).all() and (packed["radii"] > 0).all()
+    cam, gid = cam[visible[cam, gid]], gid[visible[cam, gid]]
+    in_both = visible[packed["camera_ids"], packed["gaussian_ids"]]
+    assert torch.equal(packed["means2d"][in_both], dense["means2d"][cam, gid])
+    assert torch.equal(packed["conics"][in_both], dense["conics"][cam, gid])
+    assert torch.equal(packed["opacities"][in_both], dense["opacities"][cam, gid])
+    order = packed["camera_ids"] * 50 + packed["gaussian_ids"]
+    assert (order[1:] > order[:-1]).all(), "packed order is camera-major"
 
 
 def test_default_strategy_reads_cpu_info():

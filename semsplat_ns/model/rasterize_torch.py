@@ -86,6 +86,7 @@ def project_gaussians(
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
     calc_compensations: bool = False,
+    packed: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
     """Projects 3D Gaussians into pinhole cameras (EWA splatting), like gsplat's ``fully_fused_projection``.
 
@@ -101,6 +102,8 @@ def project_gaussians(
         far_plane: Gaussians with camera depth above this are culled.
         radius_clip: Gaussians whose pixel radius is at most this are culled.
         calc_compensations: Also return ``sqrt(det(cov2d) / det(cov2d + eps2d I))`` (Mip-Splatting).
+        packed: Use the radius of gsplat 1.4's packed kernel, whose eigenvalue discriminant is floored
+            at 0.1 instead of 0.01 (slightly larger radii for near-isotropic footprints).
 
     Returns:
         A tuple; entries of culled Gaussians are 0:
@@ -154,7 +157,8 @@ def project_gaussians(
 
     with torch.no_grad():
         half_trace = 0.5 * (cov_xx + cov_yy)  # [C, N]
-        lambda_max = half_trace + torch.sqrt(torch.clamp_min(half_trace * half_trace - det, 0.01))  # [C, N]
+        discriminant_floor = 0.1 if packed else 0.01
+        lambda_max = half_trace + torch.sqrt(torch.clamp_min(half_trace * half_trace - det, discriminant_floor))
         radii_float = torch.ceil(3.0 * torch.sqrt(lambda_max))  # [C, N]
         onscreen = (
             (means2d[..., 0] + radii_float > 0)
@@ -328,7 +332,8 @@ def _candidate_pixels(
     span_x1 = row_centre_x - (-conic_xy * delta_y - root) / conic_xx  # [R]
     pixel_x0 = torch.maximum(_take(tile_x0, row_entry), torch.ceil(span_x0 - 0.5) - 1)  # [R]
     pixel_x1 = torch.minimum(_take(tile_x1, row_entry), torch.floor(span_x1 - 0.5) + 2)  # [R] exclusive
-    row_width = torch.where(disc >= 0, torch.clamp_min(pixel_x1 - pixel_x0, 0), torch.zeros_like(disc))  # [R]
+    # rows that miss the ellipse (disc < 0, only the margin rows) keep a 3-pixel span: rounding-safe and cheap
+    row_width = torch.clamp_min(pixel_x1 - pixel_x0, 0)  # [R]
     pixel_row, pixel_x = _expand_ranges(pixel_x0.long(), row_width.long())  # [M0] each
     return _take(row_entry, pixel_row), pixel_x, _take(row_y, pixel_row)
 
@@ -567,7 +572,9 @@ def rasterization_torch(
         sh_degree: SH degree to evaluate (0 to 4), or None when ``colors`` are features. View
             directions are ``mean - camera centre``; colours are ``max(sh + 0.5, 0)``.
         packed: Whether ``info`` holds packed [nnz, ...] tensors (with camera_ids/gaussian_ids) or
-            dense [C, N, ...] ones. Images are identical either way.
+            dense [C, N, ...] ones. As in gsplat 1.4, packed radii can be a pixel larger (see
+            :func:`project_gaussians`), which may add a Gaussian's faint tail at a tile border;
+            otherwise the images are identical.
         tile_size: gsplat's tile size; a Gaussian reaches the pixels of the tiles its radius box touches.
         backgrounds: Background colour per camera. [C, D]
         render_mode: "RGB", "D" (accumulated depth), "ED" (expected depth), "RGB+D" or "RGB+ED";
@@ -658,6 +665,7 @@ def rasterization_torch(
         far_plane=far_plane,
         radius_clip=radius_clip,
         calc_compensations=rasterize_mode == "antialiased",
+        packed=packed,
     )  # [C, N] / [C, N, 2] / [C, N] / [C, N, 3] / [C, N]
     opacities_cn = opacities[None, :].expand(num_cameras, -1)  # [C, N]
     if compensations is not None:
