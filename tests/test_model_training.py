@@ -60,6 +60,8 @@ def trained(tmp_path_factory):
     model_cfg.agg2d_num_samples = 256
     model_cfg.agg3d_num_samples = 256
     model_cfg.agg3d_knn_refresh_every = 30
+    model_cfg.agg3d_pool_factor = 2
+    model_cfg.num_random = 3000
     config.set_timestamp()
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)

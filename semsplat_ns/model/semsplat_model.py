@@ -38,6 +38,8 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     """Channels of the per-Gaussian semantic feature, rendered by alpha blending with the colour (Eq. 8)."""
     transfer_hidden_dim: int = 64
     """Hidden width of the per-pixel transfer MLP (features -> class logits); 0 = a single linear layer."""
+    random_scale: float = 2.0
+    """Side of the cube for random initialisation (when no seed points): IRT scenes lie in the unit sphere."""
     max_gaussians: int = 300_000
     """Densification stops growing the Gaussian count at this cap (pruning continues)."""
     semantic_loss_weight: float = 1.0
