@@ -123,6 +123,10 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
         return order
 
     def _load_images(self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]):
+        if cache_images_device == "cpu" and not torch.cuda.is_available():
+            # "cpu" caching pins host memory, which needs CUDA; without it, "gpu" caching on the
+            # CPU device holds the same tensors in host memory.
+            cache_images_device = "gpu"
         cached = super()._load_images(split, cache_images_device)
         if cache_images_device == "gpu":
             for data in cached:
