@@ -8,16 +8,19 @@ semantically, so images agree with gsplat to float rounding:
   ``eps2d`` added to the 2D covariance (optionally with the "antialiased" opacity compensation);
   3-sigma radius ``ceil(3 * sqrt(lambda_max))``; culled (radius 0) when behind ``near_plane``, past
   ``far_plane``, degenerate, ``radius <= radius_clip`` or off screen.
-- A Gaussian reaches exactly the pixels of the 16x16 tiles its radius box touches (gsplat's tile
-  intersection), in front-to-back depth order (ties: lower Gaussian index first).
+- A Gaussian reaches exactly the pixels of the tiles (``tile_size``, 16) its radius box touches
+  (gsplat's tile intersection), in front-to-back depth order (ties: lower Gaussian index first).
+- gsplat 1.4's packed kernel floors the radius' eigenvalue discriminant at 0.1 (0.01 unpacked);
+  mirrored, so radii match in both layouts.
 - Per pixel: ``alpha = min(0.999, opacity * exp(-sigma))``; skipped when ``sigma < 0`` or
   ``alpha < 1/255``; compositing stops before the Gaussian that would drop transmittance to
   ``<= 1e-4``.
 
 Instead of tiles and threads it works on a flat list of (Gaussian, pixel) intersections: each
-Gaussian is expanded over the pixels where its alpha can reach 1/255 (an ellipse box, cut to its
+Gaussian is expanded row by row over the ellipse where its alpha can reach 1/255 (cut to its
 tiles), the list is sorted by (pixel, depth) and transmittance is a segmented cumulative sum of
-``log(1 - alpha)``. Everything after the (gradient-free) selection of intersections is ordinary
+``log(1 - alpha)``. Gaussians are taken in depth-ordered passes so that pixels already opaque are
+not expanded again. Everything after the (gradient-free) selection of intersections is ordinary
 autograd, so gradients reach means, quats, scales, opacities, colours, backgrounds and viewmats.
 """
 
