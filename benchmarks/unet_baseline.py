@@ -96,8 +96,9 @@ class UnetBaselineConfig:
     """AdamW weight decay."""
     brightness: float = 0.2
     """Brightness jitter: each crop is scaled by a factor drawn from [1-b, 1+b]."""
-    bf16: bool = True
-    """Use bf16 autocast on CUDA (ignored on CPU)."""
+    bf16: bool = False
+    """Use bf16 autocast on CUDA (ignored on CPU). Off by default: on an H100 this small network is
+    launch-bound and float32 (TF32 convolutions) trained a step faster (9.8 vs 11.0 ms) at equal mIoU."""
     warmup_views: int = 3
     """Untimed forward passes before the per-view test timing (cuDNN autotuning, caches)."""
     seed: int = 0
@@ -541,7 +542,7 @@ def evaluate_unet(
     model: Unet,
     scene: SceneViews,
     device: torch.device,
-    bf16: bool = True,
+    bf16: bool = False,
     warmup_views: int = 3,
     progress: Optional[Progress] = None,
 ) -> Dict[str, float]:
@@ -681,8 +682,6 @@ def main(config: UnetBaselineConfig) -> List[dict]:
         The new rows, in the order of ``--data``.
     """
     device = _resolve_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     command = _command_line()
     rows = []
     with _progress() as progress:
