@@ -304,6 +304,11 @@ def _sam2_pseudo_labels(
         prompt_views = list(scene.labelled)
     else:
         prompt_views = [random.Random(args.seed).choice(scene.labelled)]
+    sizes = sorted(set(scene.sizes))
+    if len(sizes) > 1:
+        odd = next(p for p, size in zip(scene.files.photo_paths, scene.sizes) if size != scene.sizes[0])
+        raise IRTDataError(f"{odd}: the SAM2 backend tracks the training photos as one video, so all must have one "
+                           f"size; this one differs from {scene.files.photo_paths[0].name} (sizes: {sizes})")
     started = time.perf_counter()
     _read_photos(scene, range(len(scene.files.stems)), photos)
     video = [photos[i] for i in range(len(scene.files.stems))]  # the training photos in stem order
@@ -337,9 +342,10 @@ def _sam2_pseudo_labels(
 
     started = time.perf_counter()
     with _progress() as progress:
-        # Forward from the first prompted frame to the end, then backward to frame 0.
+        # Forward from the first prompted frame to the end, then backward to frame 0 (none if it is frame 0).
         first = min(p.frame_index for p in prompts)
-        task = progress.add_task(f"SAM2 tracking {len(prompts)} masks", total=len(video) + first + 1)
+        steps = len(video) - first + (first + 1 if first > 0 else 0)
+        task = progress.add_task(f"SAM2 tracking {len(prompts)} masks", total=steps)
         frames, visited = pseudo_sam2.propagate_class_masks(
             settings, video, prompts, pending, on_frame=lambda _i: progress.advance(task)
         )
@@ -385,15 +391,16 @@ def measure_against_truth(scene_dir: Path, scene: _Scene, gt_dir: Path) -> dict:
             inside = accuracy_against(np.where(boundary, pseudo, IGNORE_ID).astype(np.uint8),
                                       np.where(boundary, truth, IGNORE_ID).astype(np.uint8))
             totals += np.array(everywhere + inside, dtype=np.int64)
-            per_view[stem] = {"accuracy": everywhere[0] / max(everywhere[1], 1),
+            per_view[stem] = {"accuracy": everywhere[0] / everywhere[1] if everywhere[1] else None,
                               "coverage": everywhere[1] / max(everywhere[2], 1)}
             progress.advance(task)
     return {
         "gt_dir": str(gt_dir),
         "views": len(per_view),
-        "accuracy": float(totals[0] / max(totals[1], 1)),
+        # None where no pixel has a pseudo label (accuracy undefined).
+        "accuracy": float(totals[0] / totals[1]) if totals[1] else None,
         "coverage": float(totals[1] / max(totals[2], 1)),
-        "accuracy_in_boundary": float(totals[3] / max(totals[4], 1)),
+        "accuracy_in_boundary": float(totals[3] / totals[4]) if totals[4] else None,
         "coverage_in_boundary": float(totals[4] / max(totals[5], 1)),
         "per_view": per_view,
     }
@@ -552,10 +559,14 @@ def _print_summary(record: dict, meta_path: Path) -> None:
         table.add_row("SAM2 frames tracked", str(counts["sam2_frames_propagated"]))
     if "report" in record:
         report = record["report"]
-        table.add_row("accuracy where set (vs --report)", f"{100 * report['accuracy']:.2f} %")
-        table.add_row("coverage (vs --report)", f"{100 * report['coverage']:.2f} %")
-        table.add_row("accuracy / coverage inside B", f"{100 * report['accuracy_in_boundary']:.2f} % / "
-                                                      f"{100 * report['coverage_in_boundary']:.2f} %")
+
+        def percent(value: Optional[float]) -> str:
+            return "n/a" if value is None else f"{100 * value:.2f} %"
+
+        table.add_row("accuracy where set (vs --report)", percent(report["accuracy"]))
+        table.add_row("coverage (vs --report)", percent(report["coverage"]))
+        table.add_row("accuracy / coverage inside B",
+                      f"{percent(report['accuracy_in_boundary'])} / {percent(report['coverage_in_boundary'])}")
     for step, seconds in record["times_s"].items():
         table.add_row(f"time: {step}", f"{seconds:.1f} s")
     CONSOLE.print(table)
