@@ -64,15 +64,15 @@ class PseudoLabelArgs:
     data: Path
     """The IRT scene folder (holds train/color, train/rgb, train/pose, train/intrinsics)."""
     backend: Literal["sam2", "reproject"] = "sam2"
-    """sam2: SAM2 masks of a labelled view tracked through the training views (paper). reproject: the
-    labelled views' classes carried into the other views by depth-tested reprojection."""
+    """sam2: SAM2 masks of a labelled view, tracked through the training views (paper).
+    reproject: the labelled views' classes carried into the other views by depth-tested reprojection."""
     boundary: Optional[Literal["unseen", "all"]] = None
-    """B written per view. unseen: pixels no labelled view observes (paper; with sam2, grown to whole SAM2
-    masks that touch it). all: B everywhere, so the model's pseudo loss uses every pseudo label (ablation).
-    Default: unseen for sam2, all for reproject (whose pseudo labels lie only outside the unseen B)."""
+    """B written per view. unseen: pixels no labelled view observes (paper; with sam2, grown to whole masks).
+    all: B everywhere, so the model's pseudo loss uses every pseudo label (ablation).
+    Default: unseen for sam2, all for reproject (its pseudo labels lie only outside the unseen B)."""
     depth: Literal["points", "config", "dir"] = "points"
-    """Depth source for the reprojection: points (triangulated from the known poses, cached in
-    sparse/points3D.ply), config (render a trained model, --depth-config), dir (.npy maps, --depth-dir).
+    """Depth for the reprojection: points (triangulated from the known poses, cached in sparse/points3D.ply),
+    config (a trained model renders it, --depth-config), dir (.npy maps, --depth-dir).
     Giving --depth-config or --depth-dir selects those."""
     depth_config: Optional[Path] = None
     """A trained nerfstudio run's config.yml (e.g. splatfacto or semsplat on this scene) to render depth."""
@@ -81,8 +81,8 @@ class PseudoLabelArgs:
     depth_tolerance: float = ReprojectSettings.depth_tolerance
     """Relative depth difference up to which a reprojected pixel counts as seen by a labelled view."""
     color_tolerance: float = ReprojectSettings.color_tolerance
-    """Largest mean absolute RGB difference (0-255, 3x3-averaged photos) between a pixel and where it lands in
-    a labelled view for it to count as seen (a different colour means a different surface); 0 = off."""
+    """Largest mean |RGB difference| (0-255, 3x3 means) between a pixel and where it lands in a labelled view.
+    Above it the pixel is not seen there (a different colour means a different surface); 0 = off."""
     label_uncertainty: float = ReprojectSettings.label_uncertainty
     """reproject: a class is carried only if unchanged when the depth is off by this relative amount."""
     label_margin: int = ReprojectSettings.label_margin
@@ -90,15 +90,16 @@ class PseudoLabelArgs:
     points_max_edge: float = PointsDepthSettings.max_edge
     """--depth points: mesh triangles with an edge longer than this (pixels) leave their pixels without depth."""
     points_max_spread: float = PointsDepthSettings.max_spread
-    """--depth points: mesh triangles whose corner depths differ by more than this ratio (a depth edge) leave
-    their pixels without depth."""
+    """--depth points: mesh triangles whose corner depths differ by more than this ratio leave no depth."""
     sam2_checkpoint: str = "checkpoints/sam2.1_hiera_tiny.pt"
-    """SAM2 checkpoint .pt (get sam2.1_hiera_tiny.pt from the facebookresearch/sam2 release). 'none' = random
-    weights: for tests only, the pseudo labels are then meaningless."""
+    """SAM2 checkpoint .pt (get sam2.1_hiera_tiny.pt from the facebookresearch/sam2 release).
+    'none' = random weights: for tests only, the pseudo labels are then meaningless."""
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
     """SAM2 model config (inside the sam2 package); must match the checkpoint."""
     sam2_image_size: Optional[int] = None
     """SAM2 input size (multiple of 32); default: the config's 1024. Small values only for quick tests."""
+    sam2_offload: bool = False
+    """Keep SAM2's video frames and tracking state in CPU memory (GPUs with little memory; slower)."""
     sam2_all_labelled: bool = False
     """Prompt SAM2 with masks of every labelled view (merged) instead of one random labelled view."""
     sam2_points_per_side: int = 32
@@ -114,8 +115,8 @@ class PseudoLabelArgs:
     overwrite: bool = False
     """Rewrite views whose pseudo label and boundary mask already exist (default: skip them)."""
     report: Optional[Path] = None
-    """Folder of full labels <stem>.png to measure pseudo-label accuracy and coverage against (read only
-    for this report; stored in meta.json)."""
+    """Folder of full labels <stem>.png to measure pseudo-label accuracy and coverage against.
+    Read only for this report; the figures go into meta.json."""
 
 
 @dataclass
@@ -298,8 +299,11 @@ def _sam2_pseudo_labels(
         config=args.sam2_config, checkpoint=checkpoint, image_size=args.sam2_image_size,
         points_per_side=args.sam2_points_per_side, pred_iou_thresh=args.sam2_pred_iou_thresh,
         stability_score_thresh=args.sam2_stability_thresh, min_class_share=args.sam2_min_class_share,
-        device=pseudo_sam2.sam2_device(),
+        device=pseudo_sam2.sam2_device(), offload_to_cpu=args.sam2_offload,
     )
+    if not pseudo_sam2.has_compiled_extension():
+        CONSOLE.print("[dim]sam2 was installed without its compiled extension: SAM2 skips filling small holes in "
+                      "tracked masks (results are otherwise the same).[/dim]")
     if args.sam2_all_labelled:
         prompt_views = list(scene.labelled)
     else:
@@ -579,7 +583,7 @@ def main() -> None:
 
     # sam2 draws tqdm bars of its own; the rich bars above already show its progress.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    args = tyro.cli(PseudoLabelArgs)
+    args = tyro.cli(PseudoLabelArgs, prog="semsplat-pseudo-labels")
     try:
         run(args)
     except ValueError as err:

@@ -69,6 +69,8 @@ class Sam2Settings:
     """A mask is kept when its majority ground-truth class covers at least this share of it."""
     device: str = "cpu"
     """Torch device SAM2 runs on."""
+    offload_to_cpu: bool = False
+    """Keep the video frames and the tracking state in CPU memory (for GPUs with little memory; slower)."""
 
 
 @dataclass
@@ -257,7 +259,11 @@ def propagate_class_masks(
     with tempfile.TemporaryDirectory(prefix="semsplat-sam2-frames-") as frames_dir:
         write_video_frames(photos, Path(frames_dir))
         with torch.inference_mode(), _autocast(settings.device), _quiet_sam2():
-            state = predictor.init_state(video_path=frames_dir)
+            state = predictor.init_state(
+                video_path=frames_dir,
+                offload_video_to_cpu=settings.offload_to_cpu,
+                offload_state_to_cpu=settings.offload_to_cpu,
+            )
             for object_id, prompt in enumerate(prompts):
                 predictor.add_new_mask(state, prompt.frame_index, object_id, prompt.mask)
             for reverse in (False, True):
@@ -301,6 +307,15 @@ def grow_boundary_to_masks(boundary: np.ndarray, objects: np.ndarray) -> np.ndar
     return boundary | np.isin(objects, touching)
 
 
+def has_compiled_extension() -> bool:
+    """Whether sam2's compiled ``_C`` extension is there (without it SAM2 skips filling small mask holes)."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def sam2_device() -> str:
     """``cuda`` when a GPU is present, else ``cpu``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -321,5 +336,6 @@ __all__ = [
     "write_video_frames",
     "propagate_class_masks",
     "grow_boundary_to_masks",
+    "has_compiled_extension",
     "sam2_device",
 ]
