@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -117,6 +118,15 @@ def resolve_checkpoint(value: str, config: str) -> Optional[Path]:
             f"({SAM2_RELEASE_URL}/{wanted} if the name is a SAM 2.1 file) and pass it with "
             f"--sam2-checkpoint PATH (model config: {config}, change it with --sam2-config)."
         )
+    # Read it now, so a wrong file stops the run before its long steps.
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise Sam2CheckpointError(f"{path}: not a readable SAM2 checkpoint ({type(err).__name__}: {_first_line(err)})"
+                                  ) from None
+    if not isinstance(content, dict) or "model" not in content:
+        raise Sam2CheckpointError(f"{path}: not a SAM2 checkpoint (no 'model' entry); get the .pt files of the "
+                                  f"facebookresearch/sam2 release ({SAM2_RELEASE_URL})")
     return path
 
 
@@ -138,12 +148,36 @@ def _autocast(device: str):
 
 @contextlib.contextmanager
 def _quiet_sam2():
-    """Hides sam2's repeated warning about the missing compiled hole-filling kernel (already logged once)."""
+    """Hides sam2's per-frame warning about its missing compiled hole-filling kernel (the CLI notes it once)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"(?s).*Skipping the post-processing step.*")
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*")
         warnings.filterwarnings("ignore", message=r".*cannot import name '_C' from 'sam2'.*")
         yield
+
+
+def _first_line(err: BaseException, limit: int = 100) -> str:
+    # torch's load errors run to many lines; the first words say enough.
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _build(builder, settings: Sam2Settings):
+    """Calls a sam2 builder; a checkpoint that does not load becomes one :class:`Sam2CheckpointError`."""
+    ckpt = None if settings.checkpoint is None else str(settings.checkpoint)
+    try:
+        return builder(settings.config, ckpt, device=settings.device, hydra_overrides_extra=_hydra_overrides(settings))
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as err:
+        if ckpt is None:
+            raise
+        raise Sam2CheckpointError(
+            f"{ckpt}: cannot load this SAM2 checkpoint into the model of --sam2-config {settings.config} "
+            f"({type(err).__name__}: {_first_line(err)}); it must be the matching "
+            f"{CHECKPOINT_FOR_CONFIG.get(settings.config, '.pt')}"
+        ) from None
 
 
 def build_mask_generator(settings: Sam2Settings):
@@ -158,8 +192,7 @@ def build_mask_generator(settings: Sam2Settings):
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from sam2.build_sam import build_sam2
 
-    ckpt = None if settings.checkpoint is None else str(settings.checkpoint)
-    model = build_sam2(settings.config, ckpt, device=settings.device, hydra_overrides_extra=_hydra_overrides(settings))
+    model = _build(build_sam2, settings)
     generator = SAM2AutomaticMaskGenerator(
         model,
         points_per_side=settings.points_per_side,
@@ -248,10 +281,7 @@ def propagate_class_masks(
     if not prompts:
         raise ValueError("propagate_class_masks: no masks to propagate")
     height, width = photos[0].shape[:2]
-    ckpt = None if settings.checkpoint is None else str(settings.checkpoint)
-    predictor = build_sam2_video_predictor(
-        settings.config, ckpt, device=settings.device, hydra_overrides_extra=_hydra_overrides(settings)
-    )
+    predictor = _build(build_sam2_video_predictor, settings)
     class_of_object = np.array([p.class_id for p in prompts] + [IGNORE_ID], dtype=np.uint8)  # [O + 1]
     wanted = set(int(i) for i in wanted_frames)
     results: Dict[int, PropagatedFrame] = {}
