@@ -43,6 +43,7 @@ from semsplat_ns.data.pseudo_reproject import (
     ReferenceView,
     ReprojectSettings,
     accuracy_against,
+    coverage_stats,
     depth_from_points,
     load_depth_dir,
     render_depths_from_config,
@@ -358,10 +359,6 @@ def _sam2_pseudo_labels(
     return frames
 
 
-def _view_stats(pseudo: np.ndarray, boundary: np.ndarray) -> Dict[str, float]:
-    return {"coverage": float((pseudo != IGNORE_ID).mean()), "boundary_share": float(boundary.mean())}
-
-
 def measure_against_truth(scene_dir: Path, scene: _Scene, gt_dir: Path) -> dict:
     """Pseudo-label pixel accuracy (where set) and coverage against full labels ``<gt_dir>/<stem>.png``.
 
@@ -496,14 +493,14 @@ def run(args: PseudoLabelArgs) -> dict:
                 pseudo_path, boundary_path = _output_paths(scene_dir, stems[i])
                 irt_io.atomic_write_png(boundary_path, boundary)
                 irt_io.atomic_write_png(pseudo_path, np.ascontiguousarray(pseudo, dtype=np.uint8))
-                stats[stems[i]] = _view_stats(pseudo, boundary)
+                stats[stems[i]] = coverage_stats(pseudo, boundary)
                 counts["written"] += 1
                 progress.advance(task)
         times["reproject_and_write"] = time.perf_counter() - started
 
     for i in skipped:
         pseudo_path, boundary_path = _output_paths(scene_dir, stems[i])
-        stats[stems[i]] = _view_stats(irt_io.read_pseudo_label(pseudo_path), irt_io.read_boundary_mask(boundary_path))
+        stats[stems[i]] = coverage_stats(irt_io.read_pseudo_label(pseudo_path), irt_io.read_boundary_mask(boundary_path))
 
     meta_path = scene_dir / "train" / "pseudo" / META_NAME
     previous = _read_previous_meta(meta_path)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import pickle
 import tempfile
 import warnings
@@ -24,8 +23,6 @@ import torch
 from PIL import Image
 
 from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
-
-LOGGER = logging.getLogger(__name__)
 
 SAM2_RELEASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 """Where the facebookresearch/sam2 release keeps the SAM 2.1 checkpoints."""
