@@ -174,9 +174,10 @@ def read_points_ply(path: Path) -> PlyPoints:
 
 def points_cache_key(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray,
                      options: TriangulationOptions = TriangulationOptions()) -> str:
-    """Hash of everything that decides the points: image names and contents, Ks, poses, options, pycolmap.
+    """Hash of everything that decides the points: image names and contents, Ks, poses, options.
 
-    Contents rather than mtimes, so a copied scene keeps its cache.
+    Contents rather than mtimes, so a copied scene keeps its cache. The pycolmap version is left out on
+    purpose: a cache made elsewhere stays usable on machines without pycolmap (e.g. a GPU box).
 
     Args:
         image_paths: The photos, in view order.
@@ -187,11 +188,9 @@ def points_cache_key(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: n
     Returns:
         A hex SHA-256 digest.
     """
-    import pycolmap
-
     digest = hashlib.sha256()
     recipe = {k: v for k, v in asdict(options).items() if k != "num_threads"}
-    digest.update(f"{CACHE_FORMAT};pycolmap={pycolmap.__version__};{sorted(recipe.items())}".encode())
+    digest.update(f"{CACHE_FORMAT};{sorted(recipe.items())}".encode())
     for image_path in image_paths:
         image_path = Path(image_path)
         digest.update(image_path.name.encode() + b"\0")
