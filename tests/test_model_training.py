@@ -181,3 +181,22 @@ def test_split_duplicate_prune_carry_semantic_features(trained):
     ops.remove(params, optimizers, state, prune)
     assert torch.equal(params["semantic_features"][:, 0], before)
     assert params["semantic_features"].shape[0] == params["means"].shape[0]
+
+
+def test_gaussian_cap_holds_after_a_training_step(trained):
+    """Runs last: lowers the cap below the current count and trains one more step."""
+    trainer = trained["trainer"]
+    model = trainer.pipeline.model
+    model.train()
+    cap = model.num_points - 25
+    model.config.max_gaussians = cap
+    step = STEPS
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    trainer.train_iteration(step)
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    assert model.num_points == cap
+    assert model.semantic_features.shape[0] == cap
+    optimizer = trainer.optimizers.optimizers["means"]
+    assert optimizer.state[optimizer.param_groups[0]["params"][0]]["exp_avg"].shape[0] == cap

@@ -58,7 +58,7 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     """m, pixels sampled per step for L2D."""
     agg3d_num_samples: int = 4096
     """m, Gaussians sampled per step for L3D."""
-    agg3d_pool_factor: int = 8
+    agg3d_pool_factor: int = 2
     """kNN is computed for a pool of factor*m Gaussians at each refresh; each step samples m of them."""
     agg3d_knn_refresh_every: int = 500
     """Recompute the 3D kNN pool every this many steps (and whenever densification changed the Gaussians)."""
@@ -145,7 +145,8 @@ class SemSplatModel(SplatfactoModel):
         super().load_state_dict(dict, **kwargs)
 
     def step_post_backward(self, step):
-        # Cap the count by stopping growth (the paper's 300k limit); pruning and resets continue.
+        # Cap the count (the paper's 300k limit): no growth at the cap, and a refinement step that
+        # overshoots it drops its least opaque Gaussians. Pruning and opacity resets continue.
         at_cap = self.num_points >= self.config.max_gaussians
         saved_grow_grad2d = self.strategy.grow_grad2d
         if at_cap:
@@ -154,6 +155,13 @@ class SemSplatModel(SplatfactoModel):
             super().step_post_backward(step)
         finally:
             self.strategy.grow_grad2d = saved_grow_grad2d
+        excess = self.num_points - self.config.max_gaussians
+        if excess > 0:
+            from gsplat.strategy import ops
+
+            drop = torch.zeros(self.num_points, dtype=torch.bool, device=self.means.device)  # [N]
+            drop[self.opacities.detach().squeeze(-1).argsort()[:excess]] = True
+            ops.remove(self.gauss_params, self.optimizers, self.strategy_state, drop)
 
     # -- rendering ------------------------------------------------------------------------------
     def _view_colors(self, means: torch.Tensor, camera_to_world: torch.Tensor, crop_ids) -> torch.Tensor:
