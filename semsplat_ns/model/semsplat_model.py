@@ -67,9 +67,10 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     semantic_grad_to_geometry: bool = True
     """Let semantic gradients reach positions, shapes and opacities (one raster pass). False renders the
     semantics in a second pass with detached geometry."""
-    channel_chunk: int = 32
-    """Channels per rasterization kernel (gsplat pads 19 -> 32; 16 splits RGB+semantics into 16 + 3/4 without
-    padding, sharing one projection)."""
+    channel_chunk: int = 16
+    """Channels per rasterization kernel while training. gsplat pads 19 -> 32; 16 runs RGB + semantics as a
+    16- and a 3/4-channel kernel sharing one projection: 9 % faster forward+backward at 300k Gaussians on an
+    H100 (BENCHMARKS.md). Evaluation renders use 32, whose forward pass is faster."""
 
 
 def _transfer_head(semantic_dim: int, hidden_dim: int, num_classes: int) -> nn.Module:
@@ -228,7 +229,7 @@ class SemSplatModel(SplatfactoModel):
             sh_degree=None,
             sparse_grad=False,
             rasterize_mode=self.config.rasterize_mode,
-            channel_chunk=self.config.channel_chunk,
+            channel_chunk=self.config.channel_chunk if self.training else 32,
         )
         if self.config.semantic_grad_to_geometry:
             render, alpha, self.info = rasterization(
