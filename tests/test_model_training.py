@@ -183,6 +183,52 @@ def test_split_duplicate_prune_carry_semantic_features(trained):
     assert params["semantic_features"].shape[0] == params["means"].shape[0]
 
 
+def test_semsplat_eval_cli_writes_metrics_and_pictures(trained, tmp_path):
+    import json
+
+    from semsplat_ns.scripts.eval import EvalArgs, run
+
+    config_path = trained["config"].get_base_dir() / "config.yml"
+    result = run(EvalArgs(load_config=config_path, output_dir=tmp_path / "eval"))
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["miou"] == pytest.approx(result["miou"])
+    assert 0.0 <= written["miou"] <= written["acc"] + 1.0
+    assert written["n_views"] == len(list((trained["scene"] / "test" / "rgb").glob("*.png")))
+    assert written["test_ms_per_view"] > 0 and written["test_ms_per_view_p95"] >= written["test_ms_per_view"]
+    cm = np.asarray(written["confusion_matrix"])
+    assert cm.sum() == written["n_pixels"]
+    for name in ("confusion_matrix.png", "per_class_iou.png"):
+        assert Image.open(tmp_path / "eval" / name).size[0] > 100
+    panels = sorted((tmp_path / "eval" / "predictions").glob("*.png"))
+    assert len(panels) == written["n_views"]
+    H, W = np.asarray(Image.open(next((trained["scene"] / "test" / "rgb").glob("*.png")))).shape[:2]
+    assert Image.open(panels[0]).size == (3 * W, H)
+
+
+def test_semsplat_export_writes_labelled_plys(trained, tmp_path):
+    from plyfile import PlyData
+
+    from semsplat_ns.scripts.export import export_model
+
+    pipeline = trained["trainer"].pipeline
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    summary = export_model(pipeline.model, outputs.dataparser_transform, float(outputs.dataparser_scale), tmp_path)
+    splats = PlyData.read(str(tmp_path / "gaussians.ply"))["vertex"]
+    n = pipeline.model.num_points
+    assert splats.count == n == summary["n_gaussians"]
+    names = {p.name for p in splats.properties}
+    assert {"x", "f_dc_0", "opacity", "scale_0", "rot_0", "class_id", "class_confidence"} <= names
+    assert np.asarray(splats["class_id"]).max() < pipeline.model.num_classes
+    cloud = PlyData.read(str(tmp_path / "semantic_points.ply"))["vertex"]
+    # back in the input frame: re-applying the dataparser transform gives the training positions
+    world = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1)
+    transform = outputs.dataparser_transform.numpy()
+    again = (world @ transform[:, :3].T + transform[:, 3]) * float(outputs.dataparser_scale)
+    assert np.allclose(again, pipeline.model.means.detach().numpy(), atol=1e-4)
+    colors = (pipeline.model.class_colors.numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(np.stack([cloud["red"], cloud["green"], cloud["blue"]], 1), colors[np.asarray(cloud["class_id"])])
+
+
 def test_gaussian_cap_holds_after_a_training_step(trained):
     """Runs last: lowers the cap below the current count and trains one more step."""
     trainer = trained["trainer"]
