@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import colorsys
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+from semsplat_ns.atomic import atomic_open
 
 IGNORE_ID = 255
 """Label / pseudo-label value meaning "no class here"."""
@@ -457,16 +457,8 @@ def atomic_write_png(path: Path, array: np.ndarray) -> None:
         array = array.astype(np.uint8) * 255
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ValueError(f"atomic_write_png({path}): need uint8 [H, W] or [H, W, 3|4]; got {array.dtype} {array.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(array).save(handle, format="PNG")
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(array).save(handle, format="PNG")
 
 
 def _files_by_stem(folder: Path, suffixes: Tuple[str, ...]) -> dict:

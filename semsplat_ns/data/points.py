@@ -27,6 +27,8 @@ from plyfile import PlyData, PlyElement, PlyParseError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from semsplat_ns.atomic import atomic_open
+
 CONSOLE = Console()
 
 # Bump when the triangulation recipe changes: old caches then no longer match.
@@ -126,17 +128,8 @@ def write_points_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, comment: str 
         vertices[name] = rgb[:, channel]
     ply = PlyData([PlyElement.describe(vertices, "vertex")], text=False, byte_order="<",
                   comments=[comment] if comment else [])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            ply.write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as stream:
+        ply.write(stream)
 
 
 def read_points_ply(path: Path) -> PlyPoints:

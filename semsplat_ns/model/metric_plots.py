@@ -8,8 +8,6 @@ the process-wide backend. Every file is written atomically: to a temp file in th
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Union
 
@@ -18,6 +16,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from semsplat_ns.atomic import atomic_open
 
 __all__ = [
     "PlotInputError",
@@ -48,20 +48,11 @@ def _to_numpy(array: ArrayLike) -> np.ndarray:
     return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
-def _write_atomically(path: Union[str, Path], write: Callable[[str], None]) -> Path:
-    """Calls ``write(temp_path)`` for a temp file beside ``path``, then moves it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(temp_path)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-    return path
+def _write_atomically(path: Union[str, Path], write: Callable) -> Path:
+    """Calls ``write(handle)`` on a temp file beside ``path``, then moves it into place."""
+    with atomic_open(path, "wb") as handle:
+        write(handle)
+    return Path(path)
 
 
 def save_png(path: Union[str, Path], image: ArrayLike) -> Path:
@@ -80,7 +71,7 @@ def save_png(path: Union[str, Path], image: ArrayLike) -> Path:
             f"cannot save {path}: expected a uint8 [H, W], [H, W, 3] or [H, W, 4] image, "
             f"got {image.dtype} {tuple(image.shape)}"
         )
-    return _write_atomically(path, lambda temp: Image.fromarray(image).save(temp, format="PNG"))
+    return _write_atomically(path, lambda handle: Image.fromarray(image).save(handle, format="PNG"))
 
 
 def colorize_labels(
@@ -155,7 +146,7 @@ def error_panel(
 def _save_figure(figure: Figure, path: Union[str, Path]) -> Path:
     """Renders a figure on the Agg canvas into ``path`` (PNG), atomically."""
     FigureCanvasAgg(figure)
-    return _write_atomically(path, lambda temp: figure.savefig(temp, format="png", bbox_inches="tight"))
+    return _write_atomically(path, lambda handle: figure.savefig(handle, format="png", bbox_inches="tight"))
 
 
 def save_confusion_matrix_png(

@@ -8,7 +8,7 @@ the semantic losses of the paper, semantic outputs for the viewer and semantic m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -17,7 +17,6 @@ from torch.nn import Parameter
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, get_viewmat
-from nerfstudio.utils.rich_utils import CONSOLE
 
 from semsplat_ns.model import losses as L
 from semsplat_ns.model.compat import allow_numpy_scalars_in_checkpoints, lazy_lpips_during_setup

@@ -9,10 +9,7 @@ PNG and colourised predictions (GT | prediction | error).
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,21 +21,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from semsplat_ns.atomic import write_json_atomic
+
 CONSOLE = Console()
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    """Writes JSON to a temp file beside ``path`` and renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _sync(device: torch.device) -> None:

@@ -10,9 +10,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -21,6 +18,8 @@ import numpy as np
 import torch
 import tyro
 from rich.console import Console
+
+from semsplat_ns.atomic import atomic_open, write_json_atomic
 
 CONSOLE = Console()
 
@@ -42,17 +41,9 @@ def write_ply(path: Path, columns: Dict[str, np.ndarray]) -> None:
         records[name] = columns[name]
         header.append(f"property {types[columns[name].dtype]} {name}")
     header.append("end_header")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(("\n".join(header) + "\n").encode("ascii"))
-            handle.write(records.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as handle:
+        handle.write(("\n".join(header) + "\n").encode("ascii"))
+        handle.write(records.tobytes())
 
 
 @torch.no_grad()
@@ -123,8 +114,6 @@ def export_model(model, dataparser_transform: torch.Tensor, dataparser_scale: fl
         "dataparser_transform": transform.tolist(),
         "dataparser_scale": float(dataparser_scale),
     }
-    from semsplat_ns.scripts.eval import write_json_atomic
-
     write_json_atomic(output_dir / "transform.json", summary)
     return summary
 
