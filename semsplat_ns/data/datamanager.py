@@ -61,7 +61,7 @@ class SemanticIRTDataset(InputDataset):
             return array
         height, width = array.shape[:2]
         size = (int(width * self.scale_factor), int(height * self.scale_factor))
-        return np.asarray(Image.fromarray(array).resize(size, resample=resample))
+        return np.array(Image.fromarray(array).resize(size, resample=resample))  # writable copy
 
     def get_metadata(self, data: Dict) -> Dict:
         idx = data["image_idx"]
