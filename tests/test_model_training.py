@@ -229,6 +229,35 @@ def test_semsplat_export_writes_labelled_plys(trained, tmp_path):
     assert np.array_equal(np.stack([cloud["red"], cloud["green"], cloud["blue"]], 1), colors[np.asarray(cloud["class_id"])])
 
 
+@pytest.mark.parametrize("grad_to_geometry", [True, False])
+def test_semantic_gradients_reach_geometry_only_when_asked(trained, grad_to_geometry):
+    from semsplat_ns.model.losses import semantic_cross_entropy
+
+    pipeline = trained["trainer"].pipeline
+    model = pipeline.model
+    model.train()
+    saved = model.config.semantic_grad_to_geometry
+    model.config.semantic_grad_to_geometry = grad_to_geometry
+    try:
+        camera, batch = next(
+            (cam, data) for cam, data in (pipeline.datamanager.next_train(0) for _ in range(40)) if "semantics" in data
+        )
+        model.zero_grad(set_to_none=True)
+        outputs = model.get_outputs(camera)
+        logits = outputs["semantic_logits"]
+        labels = batch["semantics"][: logits.shape[0], : logits.shape[1]]
+        semantic_cross_entropy(logits, labels).backward()
+        means_grad = model.gauss_params["means"].grad
+        assert model.gauss_params["semantic_features"].grad.abs().sum() > 0
+        if grad_to_geometry:
+            assert means_grad is not None and means_grad.abs().sum() > 0
+        else:
+            assert means_grad is None or means_grad.abs().sum() == 0
+    finally:
+        model.config.semantic_grad_to_geometry = saved
+        model.zero_grad(set_to_none=True)
+
+
 def test_gaussian_cap_holds_after_a_training_step(trained):
     """Runs last: lowers the cap below the current count and trains one more step."""
     trainer = trained["trainer"]
