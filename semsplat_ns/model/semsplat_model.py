@@ -24,9 +24,6 @@ from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
 
 allow_numpy_scalars_in_checkpoints()
 
-# Kinds of training view, as the datamanager marks them in ``batch["view_kind"]``.
-VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED = 0, 1, 2
-
 
 @dataclass
 class SemSplatModelConfig(SplatfactoModelConfig):
@@ -135,14 +132,6 @@ class SemSplatModel(SplatfactoModel):
         groups = super().get_param_groups()
         groups["transfer_head"] = list(self.transfer_head.parameters())
         return groups
-
-    def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
-        # splatfacto resizes its six parameters to the checkpoint's count; ours must follow.
-        newp = dict["gauss_params.means"].shape[0]
-        self.gauss_params["semantic_features"] = Parameter(
-            torch.zeros(newp, self.config.semantic_dim, device=self.device)
-        )
-        super().load_state_dict(dict, **kwargs)
 
     def step_post_backward(self, step):
         # Cap the count (the paper's 300k limit): no growth at the cap, and a refinement step that
