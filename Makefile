@@ -7,7 +7,7 @@ STAMP := $(VENV)/.semsplat-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean browser
 
 install: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation "sam2==1.1.0"
 	touch $@
 
+# Headless Chromium for the viewer test (Debian packages; needs root). Best effort: without it
+# that one test skips with a reason.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
+	  echo "chromium unavailable: tests/test_viewer_browser.py will skip"
+
 # Passive OpenMP waits: spinning threads starve each other on small shared CPUs.
-test: $(STAMP)
+test: $(STAMP) browser
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 demo: $(STAMP)
