@@ -10,9 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nerfstudio.engine.callbacks import TrainingCallbackLocation
-
-from semsplat_ns.config import semsplat_trainer_config
+from cpu_training import cpu_trainer_config, run_steps
 from semsplat_ns.data.demo_scene import make_scene
 
 STEPS = 100
@@ -41,14 +39,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     scene = make_scene(root / "scene", n_views=20, resolution=48, n_labelled=2, seed=3)
     _write_pseudo_labels(scene, root / "scene" / "gt_all")
-    config = semsplat_trainer_config(max_steps=STEPS)
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = root / "outputs"
-    config.timestamp = "test"
-    config.steps_per_save = 10_000
-    config.steps_per_eval_image = 10_000
-    config.pipeline.datamanager.data = scene
+    config = cpu_trainer_config(scene, root / "outputs", STEPS, "test")
     model_cfg = config.pipeline.model
     model_cfg.warmup_length = 20
     model_cfg.refine_every = 10
@@ -62,20 +53,19 @@ def trained(tmp_path_factory):
     model_cfg.agg3d_knn_refresh_every = 30
     model_cfg.agg3d_pool_factor = 2
     model_cfg.num_random = 3000
+    counts, history = [], []
+
+    def record(step, loss_dict):
+        history.append({k: float(v) for k, v in loss_dict.items()})
+        counts.append(model.num_points)
+
     config.set_timestamp()
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     model = trainer.pipeline.model
-    counts, history = [model.num_points], []
-    for step in range(STEPS):
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        _, loss_dict, _ = trainer.train_iteration(step)
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-        history.append({k: float(v) for k, v in loss_dict.items()})
-        counts.append(model.num_points)
+    counts.append(model.num_points)
+    run_steps(trainer, range(STEPS), record)
     trainer.save_checkpoint(STEPS - 1)
     return dict(config=config, trainer=trainer, history=history, counts=counts, scene=scene)
 
@@ -265,12 +255,7 @@ def test_gaussian_cap_holds_after_a_training_step(trained):
     model.train()
     cap = model.num_points - 25
     model.config.max_gaussians = cap
-    step = STEPS
-    for callback in trainer.callbacks:
-        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-    trainer.train_iteration(step)
-    for callback in trainer.callbacks:
-        callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    run_steps(trainer, [STEPS])
     assert model.num_points == cap
     assert model.semantic_features.shape[0] == cap
     optimizer = trainer.optimizers.optimizers["means"]

@@ -312,18 +312,9 @@ def test_bad_depth_files_name_the_file(base, tmp_path):
 
 def _train_tiny_model(scene: Path, out: Path, steps: int, scale_factor: float) -> Path:
     """Trains semsplat for a few CPU steps on ``scene`` and returns the run's config.yml."""
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+    from cpu_training import cpu_trainer_config, train
 
-    from semsplat_ns.config import semsplat_trainer_config
-
-    config = semsplat_trainer_config(max_steps=steps)
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = out
-    config.timestamp = "depth"
-    config.steps_per_save = 10_000
-    config.steps_per_eval_image = 10_000
-    config.pipeline.datamanager.data = scene
+    config = cpu_trainer_config(scene, out, steps, "depth")
     # A scaled dataparser frame, so that depth must be converted back to scene units.
     config.pipeline.datamanager.dataparser.scale_factor = scale_factor
     model_cfg = config.pipeline.model
@@ -336,17 +327,7 @@ def _train_tiny_model(scene: Path, out: Path, steps: int, scale_factor: float) -
     # Only the geometry matters here: no aggregation losses (their kNN work dominates a CPU step).
     model_cfg.agg2d_loss_weight = 0.0
     model_cfg.agg3d_loss_weight = 0.0
-    config.set_timestamp()
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    for step in range(steps):
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.train_iteration(step)
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-    trainer.save_checkpoint(steps - 1)
+    train(config, steps)
     return config.get_base_dir() / "config.yml"
 
 

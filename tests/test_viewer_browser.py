@@ -43,35 +43,17 @@ def _free_port() -> int:
 
 def _train_checkpoint(root: Path) -> Tuple[Path, Path]:
     """Trains semsplat on a tiny demo scene on CPU; returns (config.yml, scene folder)."""
-    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+    from cpu_training import cpu_trainer_config, train
 
-    from semsplat_ns.config import semsplat_trainer_config
     from semsplat_ns.data.demo_scene import make_scene
 
     scene = make_scene(root / "scene", n_views=12, resolution=48, n_labelled=2, seed=3)
-    config = semsplat_trainer_config(max_steps=STEPS)
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = root / "outputs"
-    config.timestamp = "viewer"
-    config.steps_per_save = 10_000
-    config.steps_per_eval_image = 10_000
-    config.pipeline.datamanager.data = scene
+    config = cpu_trainer_config(scene, root / "outputs", STEPS, "viewer")
     # every other drawn view labelled: the head learns classes within a few hundred steps
     config.pipeline.datamanager.labelled_to_other_ratio = 1
     config.pipeline.model.num_random = 3000
     config.pipeline.model.warmup_length = 10 * STEPS  # no densification: keeps the run short
-    config.set_timestamp()
-    config.save_config()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    for step in range(STEPS):
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        trainer.train_iteration(step)
-        for callback in trainer.callbacks:
-            callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-    trainer.save_checkpoint(STEPS - 1)
+    train(config, STEPS)
     return config.get_base_dir() / "config.yml", scene
 
 
