@@ -10,6 +10,7 @@ benchmark format (see ``benchmarks/common.py``).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -23,6 +24,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import append_rows, result_row  # noqa: E402
 
+from semsplat_ns.atomic import write_json_atomic  # noqa: E402
+
 # Table III rows of the paper as flag sets on the model config.
 ABLATIONS = {
     "semsplat-baseline": dict(pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
@@ -32,13 +35,18 @@ ABLATIONS = {
 }
 
 
+JOBS_SHARING_GPU = 1
+"""Training jobs running on the GPU at the same time as this one (``--jobs-sharing-gpu``)."""
+
+
 def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
     from semsplat_ns.config import semsplat_trainer_config
 
     config = semsplat_trainer_config(max_steps=steps)
     config.vis = "tensorboard"
     config.output_dir = output_dir
-    config.method_name = method
+    # method_name stays "semsplat" so ns-viewer/ns-eval (which look it up) load every ablation's run.
+    config.experiment_name = f"{scene.name}_{method}_{steps}"
     config.steps_per_save = steps  # one checkpoint at the end
     config.steps_per_eval_image = 10 * steps  # no eval renders inside the timed loop
     config.pipeline.datamanager.data = scene
@@ -56,9 +64,8 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
     return config
 
 
-def run_one(scene: Path, method: str, steps: int, out: Path, output_dir: Path, model_overrides: dict) -> dict:
-    from semsplat_ns.scripts.eval import evaluate_pipeline, print_result
-
+def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
+    """Trains one row's model; returns what its row needs besides the evaluation (the "state")."""
     config = build_config(scene, method, steps, output_dir, model_overrides)
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
@@ -72,23 +79,51 @@ def run_one(scene: Path, method: str, steps: int, out: Path, output_dir: Path, m
         torch.cuda.synchronize()
     train_s = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
-    result = evaluate_pipeline(trainer.pipeline, config.get_base_dir() / "eval-test")
+    state = dict(
+        scene=scene.name,
+        method=method,
+        steps=steps,
+        train_s=train_s,
+        peak_gpu_mem_gb=peak,
+        config=str(config.get_base_dir() / "config.yml"),
+        jobs_sharing_gpu=JOBS_SHARING_GPU,
+        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+    )
+    return state, trainer.pipeline
+
+
+def eval_one(state: dict, pipeline, out: Path) -> dict:
+    """Evaluates a trained pipeline on the test split and appends its row to ``out``."""
+    from semsplat_ns.scripts.eval import evaluate_pipeline, print_result
+
+    result = evaluate_pipeline(pipeline, Path(state["config"]).parent / "eval-test")
     print_result(result)
     row = result_row(
-        scene.name,
-        method,
+        state["scene"],
+        state["method"],
         miou=result["miou"],
         miou_present=result["miou_present"],
         acc=result["acc"],
         test_ms_per_view=result["test_ms_per_view"],
-        train_s=train_s,
-        steps=steps,
-        peak_gpu_mem_gb=peak,
+        train_s=state["train_s"],
+        steps=state["steps"],
+        peak_gpu_mem_gb=state["peak_gpu_mem_gb"],
         n_gaussians=result["n_gaussians"],
-        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+        command=state["command"],
     )
+    # Training runs that shared the GPU have slower train_s; the row says how many ran at once.
+    row["jobs_sharing_gpu"] = state.get("jobs_sharing_gpu", 1)
     append_rows(out, [row])
     return row
+
+
+def eval_from_state(state_path: Path, out: Path) -> dict:
+    """Loads the checkpoint a ``--stage train`` run left and evaluates it (``--stage eval``)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    state = json.loads(state_path.read_text())
+    _, pipeline, _, _ = eval_setup(Path(state["config"]), test_mode="test")
+    return eval_one(state, pipeline, out)
 
 
 def main() -> None:
@@ -98,19 +133,38 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semsplat.json")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs-bench"))
+    parser.add_argument("--stage", choices=("all", "train", "eval"), default="all",
+                        help="train: train only and write --state; eval: evaluate the run a --state names "
+                             "(so evaluations can wait until concurrent trainings are done)")
+    parser.add_argument("--jobs-sharing-gpu", type=int, default=1,
+                        help="how many trainings share the GPU with this one (recorded in the row)")
+    parser.add_argument("--state", type=Path, help="JSON handed from --stage train to --stage eval")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="extra model config override, e.g. channel_chunk=16")
     args = parser.parse_args()
     from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+
+    global JOBS_SHARING_GPU
+    JOBS_SHARING_GPU = args.jobs_sharing_gpu
 
     defaults, overrides = SemSplatModelConfig(), {}
     for item in args.set:
         name, value = item.split("=", 1)
         kind = type(getattr(defaults, name))
         overrides[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    if args.stage != "all" and (args.state is None or len(args.scene) * len(args.method or [1]) != 1):
+        parser.error("--stage train/eval needs --state and exactly one --scene and --method")
+    if args.stage == "eval":
+        row = eval_from_state(args.state, args.out)
+        print({k: row[k] for k in ("scene", "method", "miou", "acc", "test_ms_per_view", "train_s")}, flush=True)
+        return
     for scene in args.scene:
         for method in args.method or ["semsplat"]:
-            row = run_one(scene, method, args.steps, args.out, args.output_dir, overrides)
+            state, pipeline = train_one(scene, method, args.steps, args.output_dir, overrides)
+            if args.stage == "train":
+                write_json_atomic(args.state, state)
+                continue
+            row = eval_one(state, pipeline, args.out)
             print({k: row[k] for k in ("scene", "method", "miou", "miou_present", "acc", "test_ms_per_view", "train_s", "peak_gpu_mem_gb", "n_gaussians")}, flush=True)
 
 

@@ -51,9 +51,14 @@ class ResultsFileError(ValueError):
 def git_commit(repo: Union[str, Path] = REPO_ROOT) -> str:
     """Short commit hash of ``repo``'s HEAD, or ``"unknown"`` when it is not a git checkout.
 
+    ``$SEMSPLAT_COMMIT``, when set, wins: the GPU box runs on a copy of the working tree without
+    ``.git``, so the caller passes the commit it sent there.
+
     Args:
         repo: Directory inside the git checkout.
     """
+    if os.environ.get("SEMSPLAT_COMMIT"):
+        return os.environ["SEMSPLAT_COMMIT"]
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

@@ -182,7 +182,8 @@ def evaluation_row(
 
 
 def run_scene(
-    scene: Path, steps: int, out: Path, output_dir: Path, device: str, command: str, **overrides
+    scene: Path, steps: int, out: Path, output_dir: Path, device: str, command: str, jobs_sharing_gpu: int = 1,
+    **overrides
 ) -> Dict[str, Any]:
     """Trains semantic-nerfw on one scene, scores it, and appends the row to ``out``.
 
@@ -193,6 +194,7 @@ def run_scene(
         output_dir: Folder for nerfstudio's run folders.
         device: ``"cuda"`` or ``"cpu"``.
         command: Command line recorded in the row.
+        jobs_sharing_gpu: Trainings sharing the GPU with this one (recorded in the row).
         **overrides: ``rays_per_batch`` / ``eval_rays_per_chunk`` for :func:`build_config`.
 
     Returns:
@@ -220,6 +222,7 @@ def run_scene(
         peak_gpu_mem_gb=peak,
         command=command,
     )
+    row["jobs_sharing_gpu"] = jobs_sharing_gpu  # train_s and test ms are slower when > 1
     append_rows(out, [row])
     return row
 
@@ -233,6 +236,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
                         help="JSON results file; a (scene, method) row is replaced")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs-bench"), help="nerfstudio run folders")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--jobs-sharing-gpu", type=int, default=1,
+                        help="how many trainings share the GPU with this one (recorded in the row)")
     parser.add_argument("--rays-per-batch", type=int, default=None, help="training rays per step (default 4096)")
     parser.add_argument("--eval-rays-per-chunk", type=int, default=None, help="rays per render chunk (default 65536)")
     args = parser.parse_args(argv)
@@ -245,6 +250,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     rows = []
     for scene in args.scene:
         row = run_scene(scene, args.steps, args.out, args.output_dir, args.device, command,
+                        jobs_sharing_gpu=args.jobs_sharing_gpu,
                         rays_per_batch=args.rays_per_batch, eval_rays_per_chunk=args.eval_rays_per_chunk)
         shown = ("scene", "method", "miou", "miou_present", "acc", "test_ms_per_view", "train_s", "peak_gpu_mem_gb")
         print({key: row[key] for key in shown}, flush=True)

@@ -339,8 +339,15 @@ def test_result_row_stamps_device_date_commit_and_drops_nan():
     json.dumps(row, allow_nan=False)
 
 
-def test_git_commit_outside_a_checkout_is_unknown(tmp_path):
+def test_git_commit_outside_a_checkout_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEMSPLAT_COMMIT", raising=False)
     assert common.git_commit(tmp_path) == "unknown"
+
+
+def test_git_commit_from_environment_wins(tmp_path, monkeypatch):
+    # The GPU box gets the tree without .git; the sender names the commit.
+    monkeypatch.setenv("SEMSPLAT_COMMIT", "abc1234")
+    assert common.git_commit(tmp_path) == "abc1234"
 
 
 def test_append_rows_replaces_same_pair_in_place_and_appends_new(tmp_path):
