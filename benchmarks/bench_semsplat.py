@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -113,6 +114,8 @@ def eval_one(state: dict, pipeline, out: Path) -> dict:
     )
     # Training runs that shared the GPU have slower train_s; the row says how many ran at once.
     row["jobs_sharing_gpu"] = state.get("jobs_sharing_gpu", 1)
+    # Set by benchmarks/box/batch.py when other trainings still ran during this evaluation.
+    row["test_ms_shared_gpu"] = os.environ.get("SEMSPLAT_TEST_SHARED_GPU") == "1"
     append_rows(out, [row])
     return row
 

@@ -5,14 +5,15 @@ its own process session and later calls only watch it (``poll.sh``). Everything 
 ``--work`` (``/tmp/work``), outside the repo copy that each call re-syncs.
 
 Phase files ``<work>/plan/phase<N>.txt`` are read when phase N starts, so a later call can still
-write or change them. First line ``concurrency P``, then one job per line::
+write or change them. First line ``concurrency P [eval-as-done]``, then one job per line::
 
     semsplat SCENE METHOD STEPS RESULTS_NAME      # e.g. semsplat townA semsplat 30000 semsplat.json
     nerfw SCENE STEPS RESULTS_NAME                 # nerfstudio's semantic-nerfw
 
 A phase trains its jobs, at most P at a time; then it evaluates the semsplat runs one after another on
 an otherwise idle GPU, so every semsplat row's test time is uncontended (semantic-nerfw evaluates
-inside its own job). Rows go to ``<work>/results/RESULTS_NAME``; ``<work>/status.txt`` says where
+inside its own job). With ``eval-as-done`` each semsplat run is evaluated as soon as its training
+ends, while others still train (rows come sooner; their ``test_ms_shared_gpu`` is true). Rows go to ``<work>/results/RESULTS_NAME``; ``<work>/status.txt`` says where
 the runner is. The runner ends when the next phase file does not exist.
 """
 
@@ -81,14 +82,27 @@ def read_phase(path: Path, work: Path, phase: int) -> tuple:
     if not lines or lines[0][0] != "concurrency":
         raise ValueError(f"{path}: the first line must be 'concurrency P'")
     concurrency = int(lines[0][1])
+    eval_as_done = "eval-as-done" in lines[0][2:]
     jobs_sharing = min(concurrency, len(lines) - 1)
-    return concurrency, [Job(words, work, phase, jobs_sharing) for words in lines[1:]]
+    return concurrency, eval_as_done, [Job(words, work, phase, jobs_sharing) for words in lines[1:]]
 
 
 def write_status(work: Path, text: str) -> None:
     tmp = work / ".status.tmp"
     tmp.write_text(text)
     os.replace(tmp, work / "status.txt")
+
+
+def evaluate(job: Job, phase: int, history: List[str], shared_gpu: bool) -> None:
+    """Evaluates a finished semsplat training (semantic-nerfw evaluates inside its own job)."""
+    if job.kind != "semsplat" or not job.state.exists():
+        return
+    write_status(job.work, "\n".join(history + [f"phase {phase} evaluating {job.name}"]) + "\n")
+    env = dict(os.environ, SEMSPLAT_TEST_SHARED_GPU="1" if shared_gpu else "0")
+    with open(job.log, "a") as log:
+        done = subprocess.run(job.eval_command(), cwd=job.work / "repo", stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, env=env)
+    history.append(f"phase {phase} eval {job.name}: rc {done.returncode}")
 
 
 def run(work: Path) -> None:
@@ -98,7 +112,7 @@ def run(work: Path) -> None:
     history: List[str] = []
     phase = 1
     while (work / "plan" / f"phase{phase}.txt").exists():
-        concurrency, jobs = read_phase(work / "plan" / f"phase{phase}.txt", work, phase)
+        concurrency, eval_as_done, jobs = read_phase(work / "plan" / f"phase{phase}.txt", work, phase)
         waiting, running = list(jobs), []
         while waiting or running:
             while waiting and len(running) < concurrency:
@@ -113,19 +127,16 @@ def run(work: Path) -> None:
                     history.append(f"phase {phase} train {job.name}: rc {job.process.returncode}, "
                                    f"{job.ended - job.started:.0f} s")
                     running.remove(job)
+                    if eval_as_done:
+                        evaluate(job, phase, history, shared_gpu=bool(running or waiting))
             lines = [f"{time.strftime('%H:%M:%S')} phase {phase} training ({concurrency} at a time)"]
             lines += [f"  {job.name}: {last_progress(job.log)} ({time.time() - job.started:.0f} s)" for job in running]
             lines += [f"  {job.name}: waiting" for job in waiting]
             write_status(work, "\n".join(history + lines) + "\n")
             time.sleep(5)
         for job in jobs:
-            if job.kind != "semsplat" or not job.state.exists():
-                continue
-            write_status(work, "\n".join(history + [f"phase {phase} evaluating {job.name}"]) + "\n")
-            with open(job.log, "a") as log:
-                done = subprocess.run(job.eval_command(), cwd=repo, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
-            history.append(f"phase {phase} eval {job.name}: rc {done.returncode}")
+            if not eval_as_done:
+                evaluate(job, phase, history, shared_gpu=False)
         phase += 1
     write_status(work, "\n".join(history + ["runner done"]) + "\n")
     (work / "done").write_text("done\n")
