@@ -58,7 +58,7 @@ class SemanticIRTDataset(InputDataset):
 
     def _resize(self, array: np.ndarray, resample) -> np.ndarray:
         if self.scale_factor == 1.0:
-            return array
+            return array if array.flags.writeable else array.copy()  # torch wants writable arrays
         height, width = array.shape[:2]
         size = (int(width * self.scale_factor), int(height * self.scale_factor))
         return np.array(Image.fromarray(array).resize(size, resample=resample))  # writable copy
