@@ -6,6 +6,9 @@ module is still being initialised.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -21,8 +24,23 @@ from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 PAPER_STEPS = 30_000
 
 
+@dataclass
+class FusedAdamOptimizerConfig(AdamOptimizerConfig):
+    """nerfstudio's Adam config, stepping with torch's fused Adam kernel where the parameters allow it."""
+
+    fused: Optional[bool] = True
+    """Use the fused kernel (CUDA and CPU parameters). splatfacto keeps one optimiser per Gaussian
+    attribute, so per-step launch overhead is paid 8 times; the fused step launches far fewer kernels.
+    False or None: torch's default implementation."""
+
+    def setup(self, params) -> torch.optim.Optimizer:
+        params = list(params)
+        fused = bool(self.fused) and all(p.device.type in ("cuda", "cpu") for p in params)
+        return self._target(params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=fused or None)
+
+
 def _adam(lr: float) -> dict:
-    return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
+    return {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
 
 
 def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> TrainerConfig:
@@ -43,7 +61,7 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> TrainerConfig:
         ),
         optimizers={
             "means": {
-                "optimizer": AdamOptimizerConfig(lr=1.6e-4, eps=1e-15),
+                "optimizer": FusedAdamOptimizerConfig(lr=1.6e-4, eps=1e-15),
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=max_steps),
             },
             "features_dc": _adam(0.0025),
@@ -53,17 +71,17 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> TrainerConfig:
             "quats": _adam(0.001),
             "semantic_features": _adam(0.0025),
             "transfer_head": {
-                "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+                "optimizer": FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15),
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
             },
             "camera_opt": {
-                "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
+                "optimizer": FusedAdamOptimizerConfig(lr=1e-4, eps=1e-15),
                 "scheduler": ExponentialDecaySchedulerConfig(
                     lr_final=5e-7, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
                 ),
             },
             "bilateral_grid": {
-                "optimizer": AdamOptimizerConfig(lr=2e-3, eps=1e-15),
+                "optimizer": FusedAdamOptimizerConfig(lr=2e-3, eps=1e-15),
                 "scheduler": ExponentialDecaySchedulerConfig(
                     lr_final=1e-4, max_steps=max_steps, warmup_steps=1000, lr_pre_warmup=0
                 ),

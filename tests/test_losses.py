@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from semsplat_ns.model import losses as L
@@ -97,3 +98,15 @@ def test_aggregation_3d_hand_value():
     loss = L.aggregation_3d_loss(features, torch.tensor([0]), torch.tensor([[1, 2]]))
     expected = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
     assert torch.isclose(loss, torch.tensor(expected), atol=1e-6)
+
+
+def test_psnr_unit_range_matches_torchmetrics():
+    from torchmetrics.image import PeakSignalNoiseRatio
+
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.rand(1, 3, 17, 23, generator=generator)
+    target = (prediction + 0.05 * torch.randn(1, 3, 17, 23, generator=generator)).clamp(0, 1)
+    expected = PeakSignalNoiseRatio(data_range=1.0)(prediction, target)
+    assert L.psnr_unit_range(prediction, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    # Hand value: a uniform error of 0.1 is 20 dB.
+    assert L.psnr_unit_range(torch.zeros(4, 4, 3), torch.full((4, 4, 3), 0.1)).item() == pytest.approx(20.0, rel=1e-5)

@@ -87,6 +87,17 @@ def test_every_loss_is_active_finite_and_falling(trained):
     assert np.mean(semantic[-3:]) < np.mean(semantic[:3])
 
 
+def test_preset_steps_with_fused_adam_and_plain_psnr(trained):
+    trainer = trained["trainer"]
+    optimizers = trainer.optimizers.optimizers
+    assert {"means", "semantic_features", "transfer_head"} <= set(optimizers)
+    assert all(optimizer.defaults["fused"] for optimizer in optimizers.values())
+    # Densification replaced the Gaussian tensors: the optimisers hold the model's current ones.
+    model = trainer.pipeline.model
+    assert optimizers["semantic_features"].param_groups[0]["params"][0] is model.semantic_features
+    assert not isinstance(model.psnr, torch.nn.Module)
+
+
 def test_densification_changes_count_and_carries_features(trained):
     counts = trained["counts"]
     model = trained["trainer"].pipeline.model

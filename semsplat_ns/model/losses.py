@@ -35,6 +35,16 @@ def downscale_labels(labels: torch.Tensor, height: int, width: int) -> torch.Ten
     return labels[rows][:, cols]
 
 
+def psnr_unit_range(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in [0, 1] over all their elements (torchmetrics' value for data_range=1).
+
+    Args:
+        prediction: Image(s), any shape.
+        target: Same shape as ``prediction``.
+    """
+    return -10.0 * torch.log10(torch.mean((prediction - target) ** 2))
+
+
 def semantic_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
