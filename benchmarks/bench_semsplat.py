@@ -36,10 +36,6 @@ ABLATIONS = {
 }
 
 
-JOBS_SHARING_GPU = 1
-"""Training jobs running on the GPU at the same time as this one (``--jobs-sharing-gpu``)."""
-
-
 def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
     from semsplat_ns.config import semsplat_trainer_config
 
@@ -65,8 +61,10 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
     return config
 
 
-def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
-    """Trains one row's model; returns what its row needs besides the evaluation (the "state")."""
+def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict,
+              jobs_sharing_gpu: int = 1):
+    """Trains one row's model; returns what its row needs besides the evaluation (the "state") and
+    the trained pipeline. ``jobs_sharing_gpu`` (trainings on the GPU at once) is recorded in the row."""
     config = build_config(scene, method, steps, output_dir, model_overrides)
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
@@ -87,7 +85,7 @@ def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_over
         train_s=train_s,
         peak_gpu_mem_gb=peak,
         config=str(config.get_base_dir() / "config.yml"),
-        jobs_sharing_gpu=JOBS_SHARING_GPU,
+        jobs_sharing_gpu=jobs_sharing_gpu,
         command="python " + " ".join(shlex.quote(a) for a in sys.argv),
     )
     return state, trainer.pipeline
@@ -147,9 +145,6 @@ def main() -> None:
     args = parser.parse_args()
     from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 
-    global JOBS_SHARING_GPU
-    JOBS_SHARING_GPU = args.jobs_sharing_gpu
-
     defaults, overrides = SemSplatModelConfig(), {}
     for item in args.set:
         name, value = item.split("=", 1)
@@ -163,7 +158,7 @@ def main() -> None:
         return
     for scene in args.scene:
         for method in args.method or ["semsplat"]:
-            state, pipeline = train_one(scene, method, args.steps, args.output_dir, overrides)
+            state, pipeline = train_one(scene, method, args.steps, args.output_dir, overrides, args.jobs_sharing_gpu)
             if args.stage == "train":
                 write_json_atomic(args.state, state)
                 continue

@@ -7,7 +7,6 @@ module is still being initialised.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -28,14 +27,14 @@ PAPER_STEPS = 30_000
 class FusedAdamOptimizerConfig(AdamOptimizerConfig):
     """nerfstudio's Adam config, stepping with torch's fused Adam kernel where the parameters allow it."""
 
-    fused: Optional[bool] = True
+    fused: bool = True
     """Use the fused kernel (CUDA and CPU parameters). splatfacto keeps one optimiser per Gaussian
     attribute, so per-step launch overhead is paid 8 times; the fused step launches far fewer kernels.
-    False or None: torch's default implementation."""
+    False: torch's default implementation."""
 
     def setup(self, params) -> torch.optim.Optimizer:
         params = list(params)
-        fused = bool(self.fused) and all(p.device.type in ("cuda", "cpu") for p in params)
+        fused = self.fused and all(p.device.type in ("cuda", "cpu") for p in params)
         return self._target(params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=fused or None)
 
 

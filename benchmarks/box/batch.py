@@ -13,8 +13,8 @@ write or change them. First line ``concurrency P [eval-as-done]``, then one job 
 A phase trains its jobs, at most P at a time; then it evaluates the semsplat runs one after another on
 an otherwise idle GPU, so every semsplat row's test time is uncontended (semantic-nerfw evaluates
 inside its own job). With ``eval-as-done`` each semsplat run is evaluated as soon as its training
-ends, while others still train (rows come sooner; their ``test_ms_shared_gpu`` is true). Rows go to ``<work>/results/RESULTS_NAME``; ``<work>/status.txt`` says where
-the runner is. The runner ends when the next phase file does not exist.
+ends, while others still train (rows come sooner; their ``test_ms_shared_gpu`` is true). Rows go to
+``<work>/results/RESULTS_NAME``; ``<work>/status.txt`` says where the runner is. The runner ends when the next phase file does not exist.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 from typing import List, Optional
+
+from semsplat_ns.atomic import atomic_open
 
 STEP_LINE = re.compile(r"^\s*(\d+) \((\d+\.\d+)%\)\s+(\S+ ?\S*)")
 
@@ -88,9 +90,8 @@ def read_phase(path: Path, work: Path, phase: int) -> tuple:
 
 
 def write_status(work: Path, text: str) -> None:
-    tmp = work / ".status.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, work / "status.txt")
+    with atomic_open(work / "status.txt", "w") as handle:
+        handle.write(text)
 
 
 def evaluate(job: Job, phase: int, history: List[str], shared_gpu: bool) -> None:
@@ -134,8 +135,8 @@ def run(work: Path) -> None:
             lines += [f"  {job.name}: waiting" for job in waiting]
             write_status(work, "\n".join(history + lines) + "\n")
             time.sleep(5)
-        for job in jobs:
-            if not eval_as_done:
+        if not eval_as_done:
+            for job in jobs:
                 evaluate(job, phase, history, shared_gpu=False)
         phase += 1
     write_status(work, "\n".join(history + ["runner done"]) + "\n")
