@@ -7,7 +7,7 @@ STAMP := $(VENV)/.semsplat-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo
 
-.PHONY: install test demo clean browser
+.PHONY: install test lint demo clean browser
 
 install: $(STAMP)
 
@@ -27,8 +27,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
 	  echo "chromium unavailable: tests/test_viewer_browser.py will skip"
 
+# ruff (lint + format) and pyright (basic), configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
+
 # Passive OpenMP waits: spinning threads starve each other on small shared CPUs.
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 demo: $(STAMP)

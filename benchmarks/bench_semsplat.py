@@ -21,10 +21,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import append_rows, result_row  # noqa: E402
-
+from benchmarks.common import append_rows, result_row  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 # Table III rows of the paper as flag sets on the model config.
@@ -61,8 +59,7 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
     return config
 
 
-def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict,
-              jobs_sharing_gpu: int = 1):
+def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict, jobs_sharing_gpu: int = 1):
     """Trains one row's model; returns what its row needs besides the evaluation (the "state") and
     the trained pipeline. ``jobs_sharing_gpu`` (trainings on the GPU at once) is recorded in the row."""
     config = build_config(scene, method, steps, output_dir, model_overrides)
@@ -134,14 +131,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semsplat.json")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs-bench"))
-    parser.add_argument("--stage", choices=("all", "train", "eval"), default="all",
-                        help="train: train only and write --state; eval: evaluate the run a --state names "
-                             "(so evaluations can wait until concurrent trainings are done)")
-    parser.add_argument("--jobs-sharing-gpu", type=int, default=1,
-                        help="how many trainings share the GPU with this one (recorded in the row)")
+    parser.add_argument(
+        "--stage",
+        choices=("all", "train", "eval"),
+        default="all",
+        help="train: train only and write --state; eval: evaluate the run a --state names "
+        "(so evaluations can wait until concurrent trainings are done)",
+    )
+    parser.add_argument(
+        "--jobs-sharing-gpu",
+        type=int,
+        default=1,
+        help="how many trainings share the GPU with this one (recorded in the row)",
+    )
     parser.add_argument("--state", type=Path, help="JSON handed from --stage train to --stage eval")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="extra model config override, e.g. channel_chunk=16")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="extra model config override, e.g. channel_chunk=16",
+    )
     args = parser.parse_args()
     from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 
@@ -163,7 +173,23 @@ def main() -> None:
                 write_json_atomic(args.state, state)
                 continue
             row = eval_one(state, pipeline, args.out)
-            print({k: row[k] for k in ("scene", "method", "miou", "miou_present", "acc", "test_ms_per_view", "train_s", "peak_gpu_mem_gb", "n_gaussians")}, flush=True)
+            print(
+                {
+                    k: row[k]
+                    for k in (
+                        "scene",
+                        "method",
+                        "miou",
+                        "miou_present",
+                        "acc",
+                        "test_ms_per_view",
+                        "train_s",
+                        "peak_gpu_mem_gb",
+                        "n_gaussians",
+                    )
+                },
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ def _check_row(row: Any, where: str) -> None:
         raise ResultsFileError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
     missing = [key for key in ROW_KEYS if key not in row]
     if missing:
-        raise ResultsFileError(f"{where}: row lacks the keys {missing} (scene={row.get('scene')!r}, method={row.get('method')!r})")
+        raise ResultsFileError(
+            f"{where}: row lacks the keys {missing} (scene={row.get('scene')!r}, method={row.get('method')!r})"
+        )
 
 
 def read_rows(path: Union[str, Path]) -> List[Dict[str, Any]]:

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 
-from bench_semsplat import build_config  # noqa: E402
+from benchmarks.bench_semsplat import build_config  # noqa: E402
 
 VARIANTS = {
     "semsplat": {},
@@ -72,8 +72,13 @@ def run_variant(scene: Path, variant: str, iterations: int, output_dir: Path, pr
         profile_to.write_text(text.getvalue())
     half = clock.stamps[len(clock.stamps) // 2 :]
     ms = 1000 * (half[-1] - half[0]) / max(1, len(half) - 1)
-    return dict(variant=variant, iterations=iterations, ms_per_step_second_half=ms,
-                n_gaussians=int(trainer.pipeline.model.num_points), profiled=bool(profiler))
+    return dict(
+        variant=variant,
+        iterations=iterations,
+        ms_per_step_second_half=ms,
+        n_gaussians=int(trainer.pipeline.model.num_points),
+        profiled=bool(profiler),
+    )
 
 
 def main() -> None:
@@ -87,7 +92,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for index, variant in enumerate(args.variant or list(VARIANTS)):
-        for profiled in ([True, False] if index == 0 else [False]):
+        for profiled in [True, False] if index == 0 else [False]:
             target = args.out / f"profile_{variant}.txt" if profiled else None
             row = run_variant(args.scene, variant, args.iterations, args.output_dir, target)
             print(row, flush=True)

@@ -19,7 +19,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def random_scene(n: int, device: str, seed: int = 0):
@@ -58,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     from gsplat import rasterization
 
-    from common import device_name, git_commit
+    from benchmarks.common import device_name, git_commit
 
     rows = []
     for n in args.n or [100_000, 300_000]:
@@ -68,28 +67,36 @@ def main() -> None:
 
         def one_pass(chunk: int):
             def run(backward: bool):
-                render, alpha, _ = rasterization(means, quats, scales, opacities, torch.cat([rgb, features], -1),
-                                                 channel_chunk=chunk, **common)
+                render, alpha, _ = rasterization(
+                    means, quats, scales, opacities, torch.cat([rgb, features], -1), channel_chunk=chunk, **common
+                )
                 if backward:
                     (render.sum() + alpha.sum()).backward()
+
             return run
 
         def two_calls(backward: bool):
             render, alpha, _ = rasterization(means, quats, scales, opacities, rgb, **common)
-            sem, _, _ = rasterization(means, quats, scales, opacities, features, channel_chunk=32,
-                                      **{**common, "render_mode": "RGB"})
+            sem, _, _ = rasterization(
+                means, quats, scales, opacities, features, channel_chunk=32, **{**common, "render_mode": "RGB"}
+            )
             if backward:
                 (render.sum() + alpha.sum() + sem.sum()).backward()
 
-        variants = {"one_pass_chunk32 (19+1 -> 32)": one_pass(32), "one_pass_chunk16 (16 + 4)": one_pass(16),
-                    "two_calls (3+1, 16)": two_calls}
+        variants = {
+            "one_pass_chunk32 (19+1 -> 32)": one_pass(32),
+            "one_pass_chunk16 (16 + 4)": one_pass(16),
+            "two_calls (3+1, 16)": two_calls,
+        }
         for name, fn in variants.items():
             with torch.no_grad():
                 fwd = time_ms(lambda: fn(False))
             fwd_bwd = time_ms(lambda: fn(True), repeats=30)
             for p in params:
                 p.grad = None
-            rows.append(dict(n_gaussians=n, variant=name, forward_ms=round(fwd, 3), forward_backward_ms=round(fwd_bwd, 3)))
+            rows.append(
+                dict(n_gaussians=n, variant=name, forward_ms=round(fwd, 3), forward_backward_ms=round(fwd_bwd, 3))
+            )
             print(rows[-1], flush=True)
     payload = dict(device=device_name(), commit=git_commit(), resolution=512, rows=rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

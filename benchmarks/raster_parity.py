@@ -165,7 +165,9 @@ def compare(case: ParityCase, seed: int) -> Dict:
         max_abs_diff=max_abs_diff,
         max_abs_gsplat=max_abs_ref,
         pixels_colour_diff_over_1e_3=int(((ours["colors"] - ref["colors"]).abs().amax(-1) > 1e-3).sum()),
-        seconds=dict(torch_cpu_forward=ours_fwd, torch_cpu_backward=ours_bwd, gsplat_forward=ref_fwd, gsplat_backward=ref_bwd),
+        seconds=dict(
+            torch_cpu_forward=ours_fwd, torch_cpu_backward=ours_bwd, gsplat_forward=ref_fwd, gsplat_backward=ref_bwd
+        ),
     )
 
 

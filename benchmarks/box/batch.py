@@ -14,7 +14,8 @@ A phase trains its jobs, at most P at a time; then it evaluates the semsplat run
 an otherwise idle GPU, so every semsplat row's test time is uncontended (semantic-nerfw evaluates
 inside its own job). With ``eval-as-done`` each semsplat run is evaluated as soon as its training
 ends, while others still train (rows come sooner; their ``test_ms_shared_gpu`` is true). Rows go to
-``<work>/results/RESULTS_NAME``; ``<work>/status.txt`` says where the runner is. The runner ends when the next phase file does not exist.
+``<work>/results/RESULTS_NAME``; ``<work>/status.txt`` says where the runner is. The runner ends when the next
+phase file does not exist.
 """
 
 from __future__ import annotations
@@ -66,16 +67,45 @@ class Job:
     def train_command(self) -> List[str]:
         scene = str(self.work / "repo" / ".scenes" / self.scene)
         out = str(self.work / "results" / self.results)
-        shared = ["--steps", str(self.steps), "--output-dir", str(self.work / "outputs"),
-                  "--jobs-sharing-gpu", str(self.jobs_sharing_gpu)]
+        shared = [
+            "--steps",
+            str(self.steps),
+            "--output-dir",
+            str(self.work / "outputs"),
+            "--jobs-sharing-gpu",
+            str(self.jobs_sharing_gpu),
+        ]
         if self.kind == "nerfw":
-            return [sys.executable, "benchmarks/semantic_nerfw.py", "--scene", scene, "--out", out, *shared]
-        return [sys.executable, "benchmarks/bench_semsplat.py", "--scene", scene, "--method", self.method,
-                "--stage", "train", "--state", str(self.state), *shared]
+            return [sys.executable, "benchmarks/baselines/semantic_nerfw.py", "--scene", scene, "--out", out, *shared]
+        return [
+            sys.executable,
+            "benchmarks/bench_semsplat.py",
+            "--scene",
+            scene,
+            "--method",
+            self.method,
+            "--stage",
+            "train",
+            "--state",
+            str(self.state),
+            *shared,
+        ]
 
     def eval_command(self) -> List[str]:
-        return [sys.executable, "benchmarks/bench_semsplat.py", "--scene", self.scene, "--method", self.method,
-                "--stage", "eval", "--state", str(self.state), "--out", str(self.work / "results" / self.results)]
+        return [
+            sys.executable,
+            "benchmarks/bench_semsplat.py",
+            "--scene",
+            self.scene,
+            "--method",
+            self.method,
+            "--stage",
+            "eval",
+            "--state",
+            str(self.state),
+            "--out",
+            str(self.work / "results" / self.results),
+        ]
 
 
 def read_phase(path: Path, work: Path, phase: int) -> tuple:
@@ -101,8 +131,14 @@ def evaluate(job: Job, phase: int, history: List[str], shared_gpu: bool) -> None
     write_status(job.work, "\n".join(history + [f"phase {phase} evaluating {job.name}"]) + "\n")
     env = dict(os.environ, SEMSPLAT_TEST_SHARED_GPU="1" if shared_gpu else "0")
     with open(job.log, "a") as log:
-        done = subprocess.run(job.eval_command(), cwd=job.work / "repo", stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, env=env)
+        done = subprocess.run(
+            job.eval_command(),
+            cwd=job.work / "repo",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     history.append(f"phase {phase} eval {job.name}: rc {done.returncode}")
 
 
@@ -119,14 +155,20 @@ def run(work: Path) -> None:
             while waiting and len(running) < concurrency:
                 job = waiting.pop(0)
                 job.started = time.time()
-                job.process = subprocess.Popen(job.train_command(), cwd=repo, stdout=open(job.log, "w"),
-                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                job.process = subprocess.Popen(
+                    job.train_command(),
+                    cwd=repo,
+                    stdout=open(job.log, "w"),
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
                 running.append(job)
             for job in list(running):
                 if job.process.poll() is not None:
                     job.ended = time.time()
-                    history.append(f"phase {phase} train {job.name}: rc {job.process.returncode}, "
-                                   f"{job.ended - job.started:.0f} s")
+                    history.append(
+                        f"phase {phase} train {job.name}: rc {job.process.returncode}, {job.ended - job.started:.0f} s"
+                    )
                     running.remove(job)
                     if eval_as_done:
                         evaluate(job, phase, history, shared_gpu=bool(running or waiting))

@@ -14,10 +14,9 @@ from typing import Dict, List, Literal, Optional, Type
 
 import numpy as np
 import torch
-from PIL import Image
-
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
+from PIL import Image
 
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig

@@ -1,6 +1,6 @@
 """The ``irt-data`` dataparser: IRT / Carla-MVS scenes (photos, known poses, few labelled views).
 
-Layout: /work/shared/IRT_LAYOUT.md. Every file of a split is checked once, up front; a bad file
+Layout: docs/IRT_LAYOUT.md. Every file of a split is checked once, up front; a bad file
 stops parsing with one :class:`~semsplat_ns.data.irt_io.IRTDataError` naming it.
 """
 
@@ -13,12 +13,11 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from nerfstudio.cameras import camera_utils
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.irt_io import IRTDataError
@@ -55,13 +54,6 @@ class IRTDataParserConfig(DataParserConfig):
     """Seed splatfacto from points triangulated from the known poses (cached in <scene>/sparse/points3D.ply)."""
     load_pseudo_labels: bool = True
     """Use train/pseudo/<stem>.png pseudo labels where present (train/boundary/ masks are listed either way)."""
-
-
-@dataclass(frozen=True)
-class _SceneClasses:
-    names: List[str]
-    colors: np.ndarray  # [C, 3] uint8
-    label_is_color: bool
 
 
 def _split_folder_for(split: str, eval_split: str) -> str:
@@ -127,7 +119,7 @@ class IRTDataParser(DataParser):
         super().__init__(config=config)
         self._scene_dir: Optional[Path] = None
         self._train_transform: Optional[Tuple[torch.Tensor, float]] = None
-        self._classes: Optional[_SceneClasses] = None
+        self._classes: Optional[irt_io.SceneClasses] = None
 
     @property
     def scene_dir(self) -> Path:
@@ -145,7 +137,7 @@ class IRTDataParser(DataParser):
                 f"{scene / folder}: split folder does not exist (scene has: {', '.join(present) or 'no folders'})"
             )
         files = irt_io.find_split_stems(scene / folder)
-        Ks, c2ws_opencv = _read_cameras(files)  # [N, 3, 3], [N, 4, 4]
+        Ks, c2ws_opencv = irt_io.read_cameras(files)  # [N, 3, 3], [N, 4, 4]
         classes = self._scene_classes()
         num_classes = len(classes.names)
 
@@ -230,37 +222,10 @@ class IRTDataParser(DataParser):
             self._train_transform = (transform, scale)
         return self._train_transform
 
-    def _scene_classes(self) -> _SceneClasses:
-        """Class names/colours from classes.json, else from the largest id over all labels (cached)."""
-        if self._classes is not None:
-            return self._classes
-        scene = self.scene_dir
-        label_paths: List[Path] = []
-        for name in SPLIT_NAMES:
-            rgb_dir = scene / name / "rgb"
-            if rgb_dir.is_dir():
-                label_paths += sorted(p for p in rgb_dir.glob("*.png") if not p.name.startswith("."))
-        classes_json = scene / "classes.json"
-        if classes_json.is_file():
-            names, colors = irt_io.read_classes_json(classes_json)
-            is_color = False
-            for path in label_paths:
-                is_color |= irt_io.decode_label(path, colors, len(names))[1]
-        else:
-            max_id = -1
-            is_color = False
-            for path in label_paths:
-                ids, _ = irt_io.decode_label(path, None, None)  # [H, W]
-                valid = ids[ids != irt_io.IGNORE_ID]  # [M]
-                if valid.size:
-                    max_id = max(max_id, int(valid.max()))
-            if max_id < 0:
-                raise IRTDataError(
-                    f"{scene}: no classes.json and no label holds a class id; cannot tell the number of classes"
-                )
-            names = [f"class_{i}" for i in range(max_id + 1)]
-            colors = irt_io.default_palette(max_id + 1)
-        self._classes = _SceneClasses(names=names, colors=colors, label_is_color=is_color)
+    def _scene_classes(self) -> irt_io.SceneClasses:
+        """The scene's classes (cached)."""
+        if self._classes is None:
+            self._classes = irt_io.read_scene_classes(self.scene_dir)
         return self._classes
 
     def _seed_points(
@@ -289,13 +254,6 @@ class IRTDataParser(DataParser):
         }
 
 
-def _read_cameras(files: irt_io.SplitFiles) -> Tuple[np.ndarray, np.ndarray]:
-    """K [N, 3, 3] and OpenCV camera-to-world [N, 4, 4] of every view, each file checked."""
-    Ks = np.stack([irt_io.read_intrinsics(p) for p in files.intrinsics_paths])  # [N, 3, 3]
-    c2ws = np.stack([irt_io.read_pose(p) for p in files.pose_paths])  # [N, 4, 4]
-    return Ks, c2ws
-
-
 def _optional_paths(files: irt_io.SplitFiles, folder: str) -> List[Optional[Path]]:
     """``<split>/<folder>/<stem>.png`` per view where it exists, else None."""
     root = files.split_dir / folder
@@ -304,7 +262,7 @@ def _optional_paths(files: irt_io.SplitFiles, folder: str) -> List[Optional[Path
 
 def _validate_images(
     files: irt_io.SplitFiles,
-    classes: _SceneClasses,
+    classes: irt_io.SceneClasses,
     pseudo_paths: List[Optional[Path]],
     boundary_paths: List[Optional[Path]],
 ) -> np.ndarray:

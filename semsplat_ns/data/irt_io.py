@@ -1,4 +1,4 @@
-"""Reading and checking the files of an IRT scene (see /work/shared/IRT_LAYOUT.md).
+"""Reading and checking the files of an IRT scene (see docs/IRT_LAYOUT.md).
 
 Every reader raises one :class:`IRTDataError` naming the file and what is wrong with it, so a bad
 scene stops before training with a message the user can act on.
@@ -36,10 +36,26 @@ POSE_TOLERANCE = 1e-3
 # 'carla8' class order of the IRT CARLA scenes (CARLA 0.9.10-0.9.13 palette), ids 0-19.
 CARLA8_COLORS = np.array(
     [
-        [70, 70, 70], [45, 60, 150], [70, 130, 180], [244, 35, 232], [107, 142, 35],
-        [145, 170, 100], [110, 190, 160], [153, 153, 153], [55, 90, 80], [170, 120, 50],
-        [128, 64, 128], [157, 234, 50], [0, 0, 142], [220, 220, 0], [250, 170, 30],
-        [102, 102, 156], [100, 40, 40], [81, 0, 81], [230, 150, 140], [150, 100, 100],
+        [70, 70, 70],
+        [45, 60, 150],
+        [70, 130, 180],
+        [244, 35, 232],
+        [107, 142, 35],
+        [145, 170, 100],
+        [110, 190, 160],
+        [153, 153, 153],
+        [55, 90, 80],
+        [170, 120, 50],
+        [128, 64, 128],
+        [157, 234, 50],
+        [0, 0, 142],
+        [220, 220, 0],
+        [250, 170, 30],
+        [102, 102, 156],
+        [100, 40, 40],
+        [81, 0, 81],
+        [230, 150, 140],
+        [150, 100, 100],
     ],
     dtype=np.uint8,
 )  # [20, 3]
@@ -170,6 +186,13 @@ def _open_loaded(path: Path, what: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise IRTDataError(f"{path}: cannot read the {what} image (truncated or not an image?): {err}") from None
     return image
+
+
+def read_cameras(files: SplitFiles) -> Tuple[np.ndarray, np.ndarray]:
+    """K [N, 3, 3] and OpenCV camera-to-world [N, 4, 4] of every view of a split, each file checked."""
+    Ks = np.stack([read_intrinsics(p) for p in files.intrinsics_paths])  # [N, 3, 3]
+    c2ws = np.stack([read_pose(p) for p in files.pose_paths])  # [N, 4, 4]
+    return Ks, c2ws
 
 
 def read_photo(path: Path) -> np.ndarray:
@@ -363,8 +386,7 @@ def read_boundary_mask(path: Path) -> np.ndarray:
     bad = (pixels != 0) & (pixels != 255)
     if bad.any():
         raise IRTDataError(
-            f"{path}: a boundary mask holds only 0 and 255; found value {int(pixels[bad][0])} "
-            f"({int(bad.sum())} pixels)"
+            f"{path}: a boundary mask holds only 0 and 255; found value {int(pixels[bad][0])} ({int(bad.sum())} pixels)"
         )
     return pixels == 255  # [H, W]
 
@@ -467,7 +489,9 @@ def _files_by_stem(folder: Path, suffixes: Tuple[str, ...]) -> dict:
         if entry.name.startswith(".") or not entry.is_file() or entry.suffix.lower() not in suffixes:
             continue
         if entry.stem in by_stem:
-            raise IRTDataError(f"{folder}: two files share the stem {entry.stem!r}: {by_stem[entry.stem].name}, {entry.name}")
+            raise IRTDataError(
+                f"{folder}: two files share the stem {entry.stem!r}: {by_stem[entry.stem].name}, {entry.name}"
+            )
         by_stem[entry.stem] = entry
     return by_stem
 
@@ -535,3 +559,54 @@ def find_split_stems(split_dir: Path) -> SplitFiles:
         intrinsics_paths=[intrinsics[s] for s in stems],
         label_paths=[labels.get(s) for s in stems],
     )
+
+
+@dataclass(frozen=True)
+class SceneClasses:
+    """The classes of a scene."""
+
+    names: List[str]
+    colors: np.ndarray  # [C, 3] uint8
+    label_is_color: bool
+    """Labels are colour-coded through the palette (else channel 0 holds the class id)."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
+def read_scene_classes(scene_dir: Path) -> SceneClasses:
+    """The classes of a scene: names and colours from classes.json, else ``class_<i>`` up to the largest id
+    over the labels of every split (the one rule for the number of classes), and whether labels are
+    colour-coded.
+
+    Args:
+        scene_dir: The IRT scene folder.
+    """
+    scene = Path(scene_dir)
+    label_paths: List[Path] = []
+    for name in ("train", "test", "validation"):
+        rgb_dir = scene / name / "rgb"
+        if rgb_dir.is_dir():
+            label_paths += sorted(p for p in rgb_dir.glob("*.png") if not p.name.startswith("."))
+    classes_json = scene / "classes.json"
+    if classes_json.is_file():
+        names, colors = read_classes_json(classes_json)
+        is_color = False
+        for path in label_paths:
+            is_color |= decode_label(path, colors, len(names))[1]
+    else:
+        max_id = -1
+        is_color = False
+        for path in label_paths:
+            ids, _ = decode_label(path, None, None)  # [H, W]
+            valid = ids[ids != IGNORE_ID]  # [M]
+            if valid.size:
+                max_id = max(max_id, int(valid.max()))
+        if max_id < 0:
+            raise IRTDataError(
+                f"{scene}: no classes.json and no label holds a class id; cannot tell the number of classes"
+            )
+        names = [f"class_{i}" for i in range(max_id + 1)]
+        colors = default_palette(max_id + 1)
+    return SceneClasses(names=names, colors=colors, label_is_color=is_color)

@@ -24,12 +24,10 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 from plyfile import PlyData, PlyElement, PlyParseError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from semsplat_ns.atomic import atomic_open
-
-CONSOLE = Console()
+from semsplat_ns.console import CONSOLE, progress_bar
 
 # Bump when the triangulation recipe changes: old caches then no longer match.
 CACHE_FORMAT = "semsplat-points-v1"
@@ -120,14 +118,16 @@ def write_points_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, comment: str 
         raise PointsInputError(f"{path}: xyz and rgb must both be [P, 3], got {xyz.shape} and {rgb.shape}")
     if "\n" in comment or "\r" in comment:
         raise PointsInputError(f"{path}: a PLY comment must be a single line")
-    vertices = np.empty(xyz.shape[0], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                             ("red", "u1"), ("green", "u1"), ("blue", "u1")])  # [P]
+    vertices = np.empty(
+        xyz.shape[0], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )  # [P]
     for axis, name in enumerate("xyz"):
         vertices[name] = xyz[:, axis]
     for channel, name in enumerate(("red", "green", "blue")):
         vertices[name] = rgb[:, channel]
-    ply = PlyData([PlyElement.describe(vertices, "vertex")], text=False, byte_order="<",
-                  comments=[comment] if comment else [])
+    ply = PlyData(
+        [PlyElement.describe(vertices, "vertex")], text=False, byte_order="<", comments=[comment] if comment else []
+    )
     with atomic_open(path, "wb") as stream:
         ply.write(stream)
 
@@ -165,8 +165,12 @@ def read_points_ply(path: Path) -> PlyPoints:
     return PlyPoints(xyz, rgb, list(ply.comments))
 
 
-def points_cache_key(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray,
-                     options: TriangulationOptions = TriangulationOptions()) -> str:
+def points_cache_key(
+    image_paths: Sequence[Path],
+    Ks: np.ndarray,
+    c2ws_opencv: np.ndarray,
+    options: TriangulationOptions = TriangulationOptions(),
+) -> str:
     """Hash of everything that decides the points: image names and contents, Ks, poses, options.
 
     Contents rather than mtimes, so a copied scene keeps its cache. The pycolmap version is left out on
@@ -217,8 +221,12 @@ def select_image_pairs(c2ws_opencv: np.ndarray, num_neighbors: int) -> List[Tupl
     return sorted(pairs)
 
 
-def triangulate(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray,
-                options: TriangulationOptions = TriangulationOptions()) -> Triangulation:
+def triangulate(
+    image_paths: Sequence[Path],
+    Ks: np.ndarray,
+    c2ws_opencv: np.ndarray,
+    options: TriangulationOptions = TriangulationOptions(),
+) -> Triangulation:
     """Triangulate SIFT features of the views from their known, fixed cameras (pycolmap, CPU only).
 
     Works in a temporary folder (images symlinked there, database inside); nothing is written beside the
@@ -248,7 +256,7 @@ def triangulate(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: np.nda
     old_log_level = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = 2  # errors only: COLMAP's INFO log would drown the progress bar
     try:
-        with tempfile.TemporaryDirectory(prefix="semsplat_points_") as work, _progress() as progress:
+        with tempfile.TemporaryDirectory(prefix="semsplat_points_") as work, progress_bar() as progress:
             work = Path(work)
             names = _link_images(image_paths, work / "images")
             database_path = work / "database.db"
@@ -262,8 +270,14 @@ def triangulate(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: np.nda
             pipeline_options.triangulation.ignore_two_view_tracks = False
             try:
                 reconstruction = pycolmap.triangulate_points(
-                    reconstruction, database_path, work / "images", work / "sparse", clear_points=True,
-                    options=pipeline_options, refine_intrinsics=False)
+                    reconstruction,
+                    database_path,
+                    work / "images",
+                    work / "sparse",
+                    clear_points=True,
+                    options=pipeline_options,
+                    refine_intrinsics=False,
+                )
             except Exception as error:
                 raise TriangulationError(f"{scene}: pycolmap triangulation failed: {error}") from error
             progress.update(task, completed=1)
@@ -272,10 +286,15 @@ def triangulate(image_paths: Sequence[Path], Ks: np.ndarray, c2ws_opencv: np.nda
         pycolmap.logging.minloglevel = old_log_level
 
 
-def load_or_triangulate_points(image_paths: list[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray,
-                               cache_path: Path, min_points: int = 100, *,
-                               options: Optional[TriangulationOptions] = None,
-                               ) -> tuple[np.ndarray, np.ndarray] | None:
+def load_or_triangulate_points(
+    image_paths: list[Path],
+    Ks: np.ndarray,
+    c2ws_opencv: np.ndarray,
+    cache_path: Path,
+    min_points: int = 100,
+    *,
+    options: Optional[TriangulationOptions] = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Seed points for splatfacto: read them from ``cache_path`` if its key matches, else triangulate and cache.
 
     Args:
@@ -305,8 +324,12 @@ def load_or_triangulate_points(image_paths: list[Path], Ks: np.ndarray, c2ws_ope
         write_points_ply(cache_path, xyz, rgb, comment=CACHE_KEY_PREFIX + key)
         CONSOLE.print(f"[green]{len(xyz)} points triangulated from {len(image_paths)} views, cached in {cache_path}")
     if len(xyz) < min_points:
-        warnings.warn(f"{cache_path}: only {len(xyz)} points triangulated (fewer than min_points={min_points}); "
-                      "random initialisation will be used.", FewPointsWarning, stacklevel=2)
+        warnings.warn(
+            f"{cache_path}: only {len(xyz)} points triangulated (fewer than min_points={min_points}); "
+            "random initialisation will be used.",
+            FewPointsWarning,
+            stacklevel=2,
+        )
         return None
     return xyz, rgb
 
@@ -326,8 +349,7 @@ def _read_cache(cache_path: Path, key: str) -> Optional[Tuple[np.ndarray, np.nda
     return cached.xyz, cached.rgb
 
 
-def _check_inputs(image_paths: List[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray
-                  ) -> Tuple[np.ndarray, np.ndarray]:
+def _check_inputs(image_paths: List[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Validated float64 copies of Ks [N, 3, 3] and c2ws [N, 4, 4]; one clear error otherwise."""
     count = len(image_paths)
     Ks = np.asarray(Ks, dtype=np.float64)
@@ -352,20 +374,20 @@ def _check_inputs(image_paths: List[Path], Ks: np.ndarray, c2ws_opencv: np.ndarr
         if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[0, 1] != 0 or np.any(K[2] != (0, 0, 1)):
             raise PointsInputError(f"{image_path}: K (view {index}) is not a pinhole matrix: {K.tolist()}")
         if not (0 < K[0, 2] < width and 0 < K[1, 2] < height):
-            raise PointsInputError(f"{image_path}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the "
-                                   f"{width}x{height} image; K does not match this image's size")
+            raise PointsInputError(
+                f"{image_path}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the "
+                f"{width}x{height} image; K does not match this image's size"
+            )
         rotation = c2w[:3, :3]  # [3, 3]
-        rigid = (np.all(np.isfinite(c2w)) and np.allclose(c2w[3], (0, 0, 0, 1))
-                 and np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-4)
-                 and abs(np.linalg.det(rotation) - 1.0) < 1e-4)
+        rigid = (
+            np.all(np.isfinite(c2w))
+            and np.allclose(c2w[3], (0, 0, 0, 1))
+            and np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-4)
+            and abs(np.linalg.det(rotation) - 1.0) < 1e-4
+        )
         if not rigid:
             raise PointsInputError(f"{image_path}: pose (view {index}) is not a rigid camera-to-world transform")
     return Ks, c2ws
-
-
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=CONSOLE)
 
 
 def _link_images(image_paths: List[Path], folder: Path) -> List[str]:
@@ -382,8 +404,16 @@ def _link_images(image_paths: List[Path], folder: Path) -> List[str]:
     return names
 
 
-def _extract_features(database_path: Path, image_folder: Path, names: List[str], image_paths: List[Path],
-                      Ks: np.ndarray, options: TriangulationOptions, scene: Path, progress: Progress) -> None:
+def _extract_features(
+    database_path: Path,
+    image_folder: Path,
+    names: List[str],
+    image_paths: List[Path],
+    Ks: np.ndarray,
+    options: TriangulationOptions,
+    scene: Path,
+    progress: Progress,
+) -> None:
     """SIFT on the CPU into the database, one PINHOLE camera per view set to its K."""
     import pycolmap
 
@@ -397,12 +427,18 @@ def _extract_features(database_path: Path, image_folder: Path, names: List[str],
     task = progress.add_task("Extracting SIFT features", total=len(names))
     for start in range(0, len(names), batch):
         try:
-            pycolmap.extract_features(database_path, image_folder, image_names=names[start:start + batch],
-                                      camera_mode=pycolmap.CameraMode.PER_IMAGE, reader_options=reader_options,
-                                      extraction_options=extraction_options, device=pycolmap.Device.cpu)
+            pycolmap.extract_features(
+                database_path,
+                image_folder,
+                image_names=names[start : start + batch],
+                camera_mode=pycolmap.CameraMode.PER_IMAGE,
+                reader_options=reader_options,
+                extraction_options=extraction_options,
+                device=pycolmap.Device.cpu,
+            )
         except Exception as error:
             raise TriangulationError(f"{scene}: pycolmap feature extraction failed: {error}") from error
-        progress.update(task, advance=len(names[start:start + batch]))
+        progress.update(task, advance=len(names[start : start + batch]))
     database = pycolmap.Database.open(database_path)
     try:
         by_name = {image.name: image for image in database.read_all_images()}
@@ -417,8 +453,15 @@ def _extract_features(database_path: Path, image_folder: Path, names: List[str],
         database.close()
 
 
-def _match_pairs(database_path: Path, work: Path, names: List[str], pairs: List[Tuple[int, int]],
-                 options: TriangulationOptions, scene: Path, progress: Progress) -> None:
+def _match_pairs(
+    database_path: Path,
+    work: Path,
+    names: List[str],
+    pairs: List[Tuple[int, int]],
+    options: TriangulationOptions,
+    scene: Path,
+    progress: Progress,
+) -> None:
     """Match and geometrically verify the chosen pairs on the CPU."""
     import pycolmap
 
@@ -429,15 +472,19 @@ def _match_pairs(database_path: Path, work: Path, names: List[str], pairs: List[
     task = progress.add_task("Matching view pairs", total=len(pairs))
     for start in range(0, len(pairs), chunk):
         pair_list = work / f"pairs_{start:06d}.txt"
-        pair_list.write_text("".join(f"{names[i]} {names[j]}\n" for i, j in pairs[start:start + chunk]))
+        pair_list.write_text("".join(f"{names[i]} {names[j]}\n" for i, j in pairs[start : start + chunk]))
         pairing_options = pycolmap.ImportedPairingOptions()
         pairing_options.match_list_path = pair_list
         try:
-            pycolmap.match_image_pairs(database_path, matching_options=matching_options,
-                                       pairing_options=pairing_options, device=pycolmap.Device.cpu)
+            pycolmap.match_image_pairs(
+                database_path,
+                matching_options=matching_options,
+                pairing_options=pairing_options,
+                device=pycolmap.Device.cpu,
+            )
         except Exception as error:
             raise TriangulationError(f"{scene}: pycolmap feature matching failed: {error}") from error
-        progress.update(task, advance=len(pairs[start:start + chunk]))
+        progress.update(task, advance=len(pairs[start : start + chunk]))
 
 
 def _known_pose_reconstruction(database_path: Path, names: List[str], c2ws: np.ndarray):

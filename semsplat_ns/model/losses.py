@@ -10,7 +10,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from semsplat_ns.data.irt_io import IGNORE_ID
+
+IGNORE_INDEX = IGNORE_ID  # the label format's "no label" id
 
 
 def downscale_labels(labels: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -134,8 +136,9 @@ def aggregation_2d_loss(
 
 
 @torch.no_grad()
-def knn_indices(queries: torch.Tensor, points: torch.Tensor, k: int, query_ids: Optional[torch.Tensor] = None,
-                chunk: int = 1024) -> torch.Tensor:
+def knn_indices(
+    queries: torch.Tensor, points: torch.Tensor, k: int, query_ids: Optional[torch.Tensor] = None, chunk: int = 1024
+) -> torch.Tensor:
     """Brute-force k nearest neighbours on the tensors' device, excluding the query itself.
 
     Args:

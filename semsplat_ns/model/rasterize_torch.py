@@ -67,9 +67,15 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)  # [N] each
     rotations = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(-1, 3, 3)  # [N, 3, 3]
@@ -376,7 +382,10 @@ def _select_intersections(
         pixel_ids = (_take(camera_ids, entry_ids) * height + pixel_y) * width + pixel_x  # [M0]
         open_ids = torch.nonzero(~_take(terminated, pixel_ids)).squeeze(1)  # [M1]
         entry_ids, pixel_x, pixel_y, pixel_ids = (
-            _take(entry_ids, open_ids), _take(pixel_x, open_ids), _take(pixel_y, open_ids), _take(pixel_ids, open_ids)
+            _take(entry_ids, open_ids),
+            _take(pixel_x, open_ids),
+            _take(pixel_y, open_ids),
+            _take(pixel_ids, open_ids),
         )  # [M1] each
         alphas, sigmas = _alpha_at(
             _take(means2d, entry_ids), _take(conics, entry_ids), _take(opacities, entry_ids), pixel_x, pixel_y
@@ -625,9 +634,7 @@ def rasterization_torch(
         _require(
             covars.shape == (num_gaussians, 3, 3), f"covars must be [{num_gaussians}, 3, 3], got {tuple(covars.shape)}"
         )
-    _require(
-        opacities.shape == (num_gaussians,), f"opacities must be [{num_gaussians}], got {tuple(opacities.shape)}"
-    )
+    _require(opacities.shape == (num_gaussians,), f"opacities must be [{num_gaussians}], got {tuple(opacities.shape)}")
     if sh_degree is None:
         _require(
             (colors.dim() == 2 and colors.shape[0] == num_gaussians)
@@ -677,9 +684,11 @@ def rasterization_torch(
     camera_ids, gaussian_ids = torch.nonzero(radii > 0, as_tuple=True)  # [E] each, camera-major like gsplat
     if packed:
         # packed info tensors are selected here so that the rasterizer reads them (and their .grad is filled)
-        means2d, depths, conics = means2d[camera_ids, gaussian_ids], depths[camera_ids, gaussian_ids], conics[
-            camera_ids, gaussian_ids
-        ]  # [E, 2], [E], [E, 3]
+        means2d, depths, conics = (
+            means2d[camera_ids, gaussian_ids],
+            depths[camera_ids, gaussian_ids],
+            conics[camera_ids, gaussian_ids],
+        )  # [E, 2], [E], [E, 3]
         radii, opacities_info = radii[camera_ids, gaussian_ids], opacities_cn[camera_ids, gaussian_ids]  # [E], [E]
         entry_source_ids = torch.arange(len(camera_ids), device=means.device)  # [E]
     else:

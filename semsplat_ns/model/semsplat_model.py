@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
-from torch import nn
-from torch.nn import Parameter
-
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, get_viewmat
+from torch import nn
+from torch.nn import Parameter
 
 from semsplat_ns.model import losses as L
 from semsplat_ns.model.compat import allow_numpy_scalars_in_checkpoints, lazy_lpips_during_setup
@@ -246,7 +245,9 @@ class SemSplatModel(SplatfactoModel):
             feature_map = feature_map[0]  # [H, W, S]
 
         if self.training:
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         background = self._get_background_color()
         rgb = torch.clamp(rgb_render + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
@@ -374,7 +375,9 @@ class SemSplatModel(SplatfactoModel):
             if self.config.pseudo_inside_boundary_only:
                 boundary = self._labels_at(batch, "boundary_mask", height, width)
                 boundary = boundary.bool() if boundary is not None else torch.zeros_like(pseudo, dtype=torch.bool)
-            loss_dict["pseudo_loss"] = self.config.pseudo_loss_weight * L.semantic_cross_entropy(logits, pseudo, boundary)
+            loss_dict["pseudo_loss"] = self.config.pseudo_loss_weight * L.semantic_cross_entropy(
+                logits, pseudo, boundary
+            )
         else:
             loss_dict["pseudo_loss"] = zero
 
@@ -399,7 +402,7 @@ class SemSplatModel(SplatfactoModel):
         labels = batch.get("semantics")
         if labels is None or self.last_semantic_logits is None:
             return metrics, images
-        from semsplat_ns.model.metrics import confusion_matrix, miou, pixel_accuracy
+        from semsplat_ns.eval.metrics import confusion_matrix, miou, pixel_accuracy
 
         labels = labels.to(self.device).long()  # [H, W]
         pred = self.last_semantic_logits.argmax(dim=-1)  # [H, W]

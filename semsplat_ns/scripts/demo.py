@@ -54,33 +54,74 @@ def run(args: DemoArgs) -> Path:
     steps = args.steps or (3000 if cuda else 600)
     scene = args.out / "scene"
     if not (scene / "train").is_dir():
-        _run([_bin("semsplat-make-scene"), str(scene), "--views", str(args.views), "--res", str(args.res),
-              "--seed", str(args.seed)])
+        _run(
+            [
+                _bin("semsplat-make-scene"),
+                str(scene),
+                "--views",
+                str(args.views),
+                "--res",
+                str(args.res),
+                "--seed",
+                str(args.seed),
+            ]
+        )
     runs = args.out / "outputs"
     timestamp = time.strftime("%Y-%m-%d_%H%M%S")
     train_cmd = [
-        _bin("ns-train"), "semsplat", "--data", str(scene), "--output-dir", str(runs), "--timestamp", timestamp,
-        "--max-num-iterations", str(steps), "--vis", "tensorboard",
-        "--machine.device-type", "cuda" if cuda else "cpu",
+        _bin("ns-train"),
+        "semsplat",
+        "--data",
+        str(scene),
+        "--output-dir",
+        str(runs),
+        "--timestamp",
+        timestamp,
+        "--max-num-iterations",
+        str(steps),
+        "--vis",
+        "tensorboard",
+        "--machine.device-type",
+        "cuda" if cuda else "cpu",
         # a small scene: refine sooner and stop growing earlier than the 30k-step schedule
-        "--pipeline.model.warmup-length", str(min(500, steps // 5)),
-        "--pipeline.model.refine-every", "50",
-        "--pipeline.model.stop-split-at", str(steps * 2 // 3),
-        "--pipeline.model.resolution-schedule", str(max(100, steps // 4)),
-        "--pipeline.model.sh-degree-interval", str(max(100, steps // 6)),
+        "--pipeline.model.warmup-length",
+        str(min(500, steps // 5)),
+        "--pipeline.model.refine-every",
+        "50",
+        "--pipeline.model.stop-split-at",
+        str(steps * 2 // 3),
+        "--pipeline.model.resolution-schedule",
+        str(max(100, steps // 4)),
+        "--pipeline.model.sh-degree-interval",
+        str(max(100, steps // 6)),
     ]
     _run(train_cmd)
     config = runs / scene.name / "semsplat" / timestamp / "config.yml"
     eval_dir = args.out / "eval"
     _run([_bin("semsplat-eval"), "--load-config", str(config), "--output-dir", str(eval_dir)])
     renders = args.out / "renders"
-    _run([_bin("ns-render"), "dataset", "--load-config", str(config), "--split", "test", "--output-path",
-          str(renders), "--rendered-output-names", "rgb", "semantics_colormap"])
+    _run(
+        [
+            _bin("ns-render"),
+            "dataset",
+            "--load-config",
+            str(config),
+            "--split",
+            "test",
+            "--output-path",
+            str(renders),
+            "--rendered-output-names",
+            "rgb",
+            "semantics_colormap",
+        ]
+    )
     CONSOLE.rule("semsplat demo finished")
     CONSOLE.print(f"device: {'cuda' if cuda else 'cpu'}   steps: {steps}   wall: {time.perf_counter() - started:.0f} s")
     CONSOLE.print(f"scene:       {scene}")
     CONSOLE.print(f"run config:  {config}")
-    CONSOLE.print(f"metrics:     {eval_dir / 'metrics.json'}  (+ confusion_matrix.png, per_class_iou.png, predictions/)")
+    CONSOLE.print(
+        f"metrics:     {eval_dir / 'metrics.json'}  (+ confusion_matrix.png, per_class_iou.png, predictions/)"
+    )
     CONSOLE.print(f"renders:     {renders}")
     CONSOLE.print(f"view it:     ns-viewer --load-config {config}")
     return config

@@ -102,9 +102,14 @@ def export_model(model, dataparser_transform: torch.Tensor, dataparser_scale: fl
     write_ply(
         output_dir / "semantic_points.ply",
         {
-            "x": world[:, 0].numpy(), "y": world[:, 1].numpy(), "z": world[:, 2].numpy(),
-            "red": colours[:, 0].copy(), "green": colours[:, 1].copy(), "blue": colours[:, 2].copy(),
-            "class_id": columns["class_id"], "class_confidence": columns["class_confidence"],
+            "x": world[:, 0].numpy(),
+            "y": world[:, 1].numpy(),
+            "z": world[:, 2].numpy(),
+            "red": colours[:, 0].copy(),
+            "green": colours[:, 1].copy(),
+            "blue": colours[:, 2].copy(),
+            "class_id": columns["class_id"],
+            "class_confidence": columns["class_confidence"],
         },
     )
     summary = {
@@ -134,11 +139,11 @@ def run(args: ExportArgs) -> dict:
     _, pipeline, _, _ = eval_setup(args.load_config, test_mode="inference")
     outputs = pipeline.datamanager.train_dataparser_outputs
     output_dir = args.output_dir or args.load_config.parent / "export"
-    summary = export_model(
-        pipeline.model, outputs.dataparser_transform, float(outputs.dataparser_scale), output_dir
+    summary = export_model(pipeline.model, outputs.dataparser_transform, float(outputs.dataparser_scale), output_dir)
+    CONSOLE.print(
+        f"Exported {summary['n_gaussians']} Gaussians to [bold]{output_dir}[/bold] "
+        "(gaussians.ply, semantic_points.ply, transform.json)"
     )
-    CONSOLE.print(f"Exported {summary['n_gaussians']} Gaussians to [bold]{output_dir}[/bold] "
-                  "(gaussians.ply, semantic_points.ply, transform.json)")
     return summary
 
 

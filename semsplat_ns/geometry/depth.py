@@ -1,0 +1,228 @@
+"""Depth providers: z-depth maps of training views (camera z, input-world units, 0 = unknown).
+
+From triangulated points splatted into each view (:func:`depth_from_points`), ``<stem>.npy`` files
+(:func:`load_depth_dir`), or a trained nerfstudio model (:func:`render_depths_from_config`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from semsplat_ns.data.irt_io import IRTDataError
+from semsplat_ns.geometry.projection import project_points
+
+
+class DepthError(IRTDataError):
+    """A depth map or depth source is unusable; the message names the file and the problem."""
+
+
+def _disc_offsets(radius: float) -> torch.Tensor:
+    reach = int(math.floor(radius))
+    steps = torch.arange(-reach, reach + 1)  # [S]
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")  # [S, S]
+    inside = (dx**2 + dy**2) <= radius**2 + 1e-9  # [S, S]
+    return torch.stack([dx[inside], dy[inside]], dim=-1)  # [O, 2] (dx, dy)
+
+
+@dataclass
+class PointsDepthSettings:
+    """How a depth map is made from a sparse, noisy point cloud."""
+
+    visibility_radius: float = 2.5
+    """Radius (pixels) of the disc each point occludes; points behind a nearer disc are hidden."""
+    visibility_tolerance: float = 0.02
+    """A point is visible when its depth is within this relative margin of the nearest disc over it."""
+    neighbours: int = 8
+    """Image-space neighbours a visible point is compared with to drop outliers."""
+    outlier_tolerance: float = 0.02
+    """A point whose depth is farther than this (relative) from its neighbours' median is dropped."""
+    max_edge: float = 40.0
+    """Triangles of the image-space Delaunay mesh with an edge longer than this (pixels) are left out."""
+    max_spread: float = 0.15
+    """Triangles whose corner depths differ by more than this ratio (a depth edge) are left out."""
+
+
+def depth_from_points(
+    points: torch.Tensor,
+    K: torch.Tensor,
+    c2w: torch.Tensor,
+    height: int,
+    width: int,
+    settings: Optional[PointsDepthSettings] = None,
+) -> torch.Tensor:
+    """A z-depth map from a sparse point cloud: visible points, outliers dropped, meshed and interpolated.
+
+    Points hidden behind nearer ones (a z-buffer of small discs) and points far from their neighbours'
+    median depth are dropped; the rest are meshed by a Delaunay triangulation in the image and the
+    inverse depth is interpolated linearly inside each triangle (exact for planes). Triangles that span
+    a depth edge or a large empty area are left out, so their pixels stay unknown (0) instead of
+    getting a depth between two surfaces.
+
+    Args:
+        points: World points [P, 3] (input-world frame of the poses).
+        K: Intrinsics [3, 3].
+        c2w: Camera-to-world [4, 4], OpenCV axes.
+        height: Image height in pixels.
+        width: Image width in pixels.
+        settings: Parameters; defaults if None.
+
+    Returns:
+        float32 z-depth [H, W]; 0 where unknown.
+    """
+    from scipy.spatial import Delaunay, QhullError, cKDTree
+
+    settings = settings or PointsDepthSettings()
+    unknown = torch.zeros(height, width, dtype=torch.float32)  # [H, W]
+    reach = settings.max_edge
+    uv, z = project_points(points, K, c2w)  # [P, 2], [P]
+    # Points just outside the image still anchor triangles that reach into it.
+    near = (
+        (z > 1e-9)
+        & (uv[:, 0] > -reach)
+        & (uv[:, 0] < width + reach)
+        & (uv[:, 1] > -reach)
+        & (uv[:, 1] < height + reach)
+    )
+    uv, z = uv[near], z[near]  # [P', 2], [P']
+    if z.numel() < 3:
+        return unknown
+    offsets = _disc_offsets(settings.visibility_radius)  # [O, 2]
+    centre = torch.floor(uv).long()  # [P', 2]
+    pixels = centre[:, None, :] + offsets[None, :, :]  # [P', O, 2]
+    cols, rows = pixels[..., 0].reshape(-1), pixels[..., 1].reshape(-1)  # [P'*O]
+    z_per_pixel = z[:, None].expand(-1, offsets.shape[0]).reshape(-1)  # [P'*O]
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # [P'*O]
+    zbuffer = torch.full((height * width,), float("inf"), dtype=torch.float64)  # [H*W]
+    zbuffer.scatter_reduce_(0, rows[inside] * width + cols[inside], z_per_pixel[inside], reduce="amin")
+    in_image = (centre[:, 0] >= 0) & (centre[:, 0] < width) & (centre[:, 1] >= 0) & (centre[:, 1] < height)  # [P']
+    own_pixel = centre[:, 1].clamp(0, height - 1) * width + centre[:, 0].clamp(0, width - 1)  # [P']
+    visible = ~in_image | (z <= zbuffer[own_pixel] * (1.0 + settings.visibility_tolerance))  # [P']
+    uv_np, z_np = uv[visible].numpy(), z[visible].numpy()  # [V, 2], [V]
+    if len(z_np) > settings.neighbours + 1:
+        _, neighbours = cKDTree(uv_np).query(uv_np, k=settings.neighbours + 1)  # [V, k + 1]
+        median = np.median(z_np[neighbours[:, 1:]], axis=1)  # [V]
+        agrees = np.abs(z_np / median - 1.0) <= settings.outlier_tolerance  # [V]
+        uv_np, z_np = uv_np[agrees], z_np[agrees]
+    if len(z_np) < 3:
+        return unknown
+    try:
+        mesh = Delaunay(uv_np)
+    except QhullError:
+        return unknown  # all points on a line
+    corners = mesh.simplices  # [T, 3]
+    corner_uv = uv_np[corners]  # [T, 3, 2]
+    longest = np.linalg.norm(corner_uv - np.roll(corner_uv, 1, axis=1), axis=-1).max(axis=1)  # [T]
+    corner_z = z_np[corners]  # [T, 3]
+    spread = corner_z.max(axis=1) / corner_z.min(axis=1) - 1.0  # [T]
+    usable = (longest <= settings.max_edge) & (spread <= settings.max_spread)  # [T]
+    rows_g, cols_g = np.mgrid[0:height, 0:width]
+    centres = np.stack([cols_g.ravel() + 0.5, rows_g.ravel() + 0.5], axis=-1)  # [H*W, 2]
+    triangle = mesh.find_simplex(centres)  # [H*W], -1 outside the mesh
+    known = triangle >= 0  # [H*W]
+    known[known] = usable[triangle[known]]
+    affine = mesh.transform[triangle[known]]  # [K, 3, 2]
+    first_two = np.einsum("kij,kj->ki", affine[:, :2], centres[known] - affine[:, 2])  # [K, 2]
+    barycentric = np.concatenate([first_two, 1.0 - first_two.sum(axis=1, keepdims=True)], axis=1)  # [K, 3]
+    inverse_depth = (barycentric / z_np[corners[triangle[known]]]).sum(axis=1)  # [K]
+    depth = np.zeros(height * width, dtype=np.float64)  # [H*W]
+    depth[known] = 1.0 / inverse_depth
+    return torch.from_numpy(depth.reshape(height, width).astype(np.float32))
+
+
+def load_depth_dir(depth_dir: Path, stems: Sequence[str], sizes: Sequence[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
+    """Reads ``<depth_dir>/<stem>.npy`` z-depth maps.
+
+    Args:
+        depth_dir: Folder of float ``.npy`` arrays [H, W] (or [H, W, 1]): z in the OpenCV camera frame,
+            input-world units; NaN, inf and values <= 0 mean unknown.
+        stems: Views wanted.
+        sizes: (height, width) each map must have, per stem.
+
+    Returns:
+        stem -> float32 [H, W] depth, 0 where unknown.
+    """
+    depth_dir = Path(depth_dir)
+    if not depth_dir.is_dir():
+        raise DepthError(f"{depth_dir}: depth folder does not exist")
+    depths: Dict[str, torch.Tensor] = {}
+    for stem, (height, width) in zip(stems, sizes):
+        path = depth_dir / f"{stem}.npy"
+        if not path.is_file():
+            raise DepthError(f"{path}: depth map missing; --depth-dir needs one <stem>.npy per training view")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DepthError(f"{path}: cannot read the .npy depth map ({err})") from None
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[..., 0]
+        if array.shape != (height, width):
+            raise DepthError(f"{path}: depth map has shape {array.shape}; the photo needs ({height}, {width})")
+        if not np.issubdtype(array.dtype, np.number):
+            raise DepthError(f"{path}: depth map has dtype {array.dtype}; expected floats")
+        array = array.astype(np.float32)
+        array[~np.isfinite(array) | (array <= 0)] = 0.0
+        if not (array > 0).any():
+            raise DepthError(f"{path}: depth map has no valid (finite, positive) value")
+        depths[stem] = torch.from_numpy(array)  # [H, W]
+    return depths
+
+
+def render_depths_from_config(
+    config_path: Path,
+    stems: Sequence[str],
+    sizes: Sequence[Tuple[int, int]],
+    min_accumulation: float = 0.5,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Dict[str, torch.Tensor]:
+    """Renders z-depth of training views with a trained nerfstudio model (e.g. splatfacto or semsplat).
+
+    The model renders in the dataparser's scaled frame; depth is divided by ``dataparser_scale`` to
+    get back to input-world units. Views are matched to training cameras by image file stem.
+
+    Args:
+        config_path: The run's ``config.yml``.
+        stems: Views wanted; each must be a training image of the run.
+        sizes: (height, width) each map must have, per stem.
+        min_accumulation: Pixels whose rendered opacity is below this are unknown (0).
+        progress: Called with each stem after it is rendered.
+
+    Returns:
+        stem -> float32 [H, W] depth, 0 where unknown.
+    """
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise DepthError(f"{config_path}: nerfstudio config.yml does not exist (--depth-config)")
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    scale = float(outputs.dataparser_scale)
+    index_of = {Path(name).stem: i for i, name in enumerate(outputs.image_filenames)}
+    depths: Dict[str, torch.Tensor] = {}
+    pipeline.model.eval()
+    for stem, (height, width) in zip(stems, sizes):
+        if stem not in index_of:
+            raise DepthError(f"{config_path}: the run has no training image {stem!r}; was it trained on this scene?")
+        camera = outputs.cameras[index_of[stem] : index_of[stem] + 1]
+        with torch.no_grad():
+            rendered = pipeline.model.get_outputs_for_camera(camera)
+        if "depth" not in rendered:
+            raise DepthError(f"{config_path}: the model renders no 'depth' output; use --depth points instead")
+        depth = rendered["depth"][..., 0].float().cpu() / scale  # [H, W]
+        if depth.shape != (height, width):
+            raise DepthError(
+                f"{config_path}: rendered depth of {stem!r} is {tuple(depth.shape)}; the photo is ({height}, {width})"
+            )
+        known = torch.isfinite(depth) & (depth > 0)  # [H, W]
+        if "accumulation" in rendered:
+            known &= rendered["accumulation"][..., 0].float().cpu() >= min_accumulation
+        depths[stem] = torch.where(known, depth, torch.zeros_like(depth))
+        if progress is not None:
+            progress(stem)
+    return depths

@@ -1,0 +1,121 @@
+"""The pseudo-label store: where pseudo labels, boundary masks and their record live in a scene, how they
+are written (atomically) and how they are measured against full labels.
+
+    train/pseudo/<stem>.png     8-bit class ids, 255 = no pseudo label
+    train/boundary/<stem>.png   B: 255 where no labelled view observes the pixel, else 0
+    train/pseudo/meta.json      backend, parameters, per-step times, counts (and --report figures)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from semsplat_ns.console import CONSOLE
+from semsplat_ns.console import progress_bar as _progress
+from semsplat_ns.data import irt_io
+from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
+from semsplat_ns.pseudo.scene import TrainSplit
+
+META_NAME = "meta.json"
+"""Name of the record written beside the pseudo labels."""
+
+
+def output_paths(scene_dir: Path, stem: str) -> Tuple[Path, Path]:
+    """Pseudo label and boundary mask of one training view."""
+    return scene_dir / "train" / "pseudo" / f"{stem}.png", scene_dir / "train" / "boundary" / f"{stem}.png"
+
+
+def read_previous_meta(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        CONSOLE.print(f"[yellow]{path}: unreadable earlier record; it will be replaced.[/yellow]")
+        return None
+
+
+def coverage_stats(pseudo: np.ndarray, boundary: np.ndarray) -> Dict[str, float]:
+    """Share of pixels with a pseudo label and share inside B.
+
+    Args:
+        pseudo: uint8 [H, W] pseudo ids, 255 = none.
+        boundary: bool [H, W] B.
+
+    Returns:
+        ``{"coverage": ..., "boundary_share": ...}`` in [0, 1].
+    """
+    return {"coverage": float((pseudo != IGNORE_ID).mean()), "boundary_share": float(boundary.mean())}
+
+
+def accuracy_against(pseudo: np.ndarray, truth: np.ndarray) -> Tuple[int, int, int]:
+    """Counts for pseudo-label accuracy against full ground truth.
+
+    Args:
+        pseudo: uint8 [H, W] pseudo ids, 255 = none.
+        truth: uint8 [H, W] true ids (255 = none).
+
+    Returns:
+        (correct, set_and_judged, judged): pixels where the pseudo id equals the truth; pixels with
+        both a pseudo id and a true id; pixels with a true id.
+    """
+    judged = truth != IGNORE_ID  # [H, W]
+    set_here = judged & (pseudo != IGNORE_ID)  # [H, W]
+    correct = set_here & (pseudo == truth)  # [H, W]
+    return int(correct.sum()), int(set_here.sum()), int(judged.sum())
+
+
+def measure_against_truth(scene_dir: Path, scene: TrainSplit, gt_dir: Path) -> dict:
+    """Pseudo-label pixel accuracy (where set) and coverage against full labels ``<gt_dir>/<stem>.png``.
+
+    Args:
+        scene_dir: The scene whose ``train/pseudo`` and ``train/boundary`` are measured.
+        scene: Its training split.
+        gt_dir: Folder of full labels, one per unlabelled training view.
+
+    Returns:
+        Overall and inside-B accuracy and coverage, and per-view figures.
+    """
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise IRTDataError(f"{gt_dir}: --report folder of full labels does not exist")
+    totals = np.zeros(6, dtype=np.int64)  # correct, set, judged; the same inside B
+    per_view = {}
+    with _progress() as progress:
+        task = progress.add_task("Measuring against full labels", total=len(scene.targets))
+        for i in scene.targets:
+            stem = scene.files.stems[i]
+            pseudo_path, boundary_path = output_paths(scene_dir, stem)
+            if not (pseudo_path.is_file() and boundary_path.is_file()):
+                progress.advance(task)
+                continue
+            truth = irt_io.read_label(gt_dir / f"{stem}.png", scene.class_colors, scene.num_classes)  # [H, W]
+            pseudo = irt_io.read_pseudo_label(pseudo_path)  # [H, W]
+            boundary = irt_io.read_boundary_mask(boundary_path)  # [H, W]
+            if truth.shape != pseudo.shape:
+                raise IRTDataError(f"{gt_dir / (stem + '.png')}: is {truth.shape}, the pseudo label {pseudo.shape}")
+            everywhere = accuracy_against(pseudo, truth)
+            inside = accuracy_against(
+                np.where(boundary, pseudo, IGNORE_ID).astype(np.uint8),
+                np.where(boundary, truth, IGNORE_ID).astype(np.uint8),
+            )
+            totals += np.array(everywhere + inside, dtype=np.int64)
+            per_view[stem] = {
+                "accuracy": everywhere[0] / everywhere[1] if everywhere[1] else None,
+                "coverage": everywhere[1] / max(everywhere[2], 1),
+            }
+            progress.advance(task)
+    return {
+        "gt_dir": str(gt_dir),
+        "views": len(per_view),
+        # None where no pixel has a pseudo label (accuracy undefined).
+        "accuracy": float(totals[0] / totals[1]) if totals[1] else None,
+        "coverage": float(totals[1] / max(totals[2], 1)),
+        "accuracy_in_boundary": float(totals[3] / totals[4]) if totals[4] else None,
+        "coverage_in_boundary": float(totals[4] / max(totals[5], 1)),
+        "per_view": per_view,
+    }

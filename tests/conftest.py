@@ -1,0 +1,73 @@
+"""Fixtures shared by the whole suite.
+
+``demo_town``: the procedural town (semsplat_ns.synthetic) in the IRT layout, built once per session for
+each set of arguments and shared read-only; ``writable=True`` hands out a private copy for tests that
+write into the scene (pseudo labels, caches).
+
+``irt_scene``: a real IRT scene by name (townA, townB, ...), looked up in the folder that
+``$SEMSPLAT_DATA`` names, as ``ns-train`` does; the test is skipped when the variable is unset or the
+scene is absent. Nothing in the suite points outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import pytest
+
+from semsplat_ns.synthetic.scene_writer import make_scene
+
+DemoTown = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def demo_town(tmp_path_factory: pytest.TempPathFactory) -> DemoTown:
+    """``demo_town(n_views=20, resolution=48, n_labelled=2, seed=3, test_every=10, writable=False)``."""
+    built: Dict[Tuple, Path] = {}
+    root = tmp_path_factory.mktemp("towns")
+
+    def town(
+        n_views: int = 20,
+        resolution: int = 48,
+        n_labelled: int = 2,
+        seed: int = 3,
+        test_every: int = 10,
+        writable: bool = False,
+    ) -> Path:
+        key = (n_views, resolution, n_labelled, seed, test_every)
+        if key not in built:
+            name = "town_" + "_".join(str(v) for v in key)
+            built[key] = make_scene(
+                root / name,
+                n_views=n_views,
+                resolution=resolution,
+                n_labelled=n_labelled,
+                seed=seed,
+                test_every=test_every,
+            )
+        if not writable:
+            return built[key]
+        copy = tmp_path_factory.mktemp("town_copy") / "scene"
+        shutil.copytree(built[key], copy)
+        return copy
+
+    return town
+
+
+@pytest.fixture(scope="session")
+def irt_scene() -> Callable[[str], Path]:
+    """``irt_scene("townA")``: a real scene under ``$SEMSPLAT_DATA``; skips the test when it is absent."""
+
+    def scene(name: str) -> Path:
+        root = os.environ.get("SEMSPLAT_DATA")
+        if not root:
+            pytest.skip(f"real scene {name}: set SEMSPLAT_DATA to the folder that holds it")
+        path = Path(root) / name
+        if not (path / "train" / "color").is_dir():
+            pytest.skip(f"real scene {name}: {path} has no train/color")
+        return path
+
+    return scene

@@ -1,0 +1,207 @@
+"""nerfstudio's viewer on a semsplat checkpoint, as a user sees it: ns-viewer + headless Chromium.
+
+Trains a small model on CPU, serves it with the venv's ``ns-viewer``, opens the page in Debian's Chromium
+(driven by selenium through ``/usr/bin/chromedriver``), picks ``semantics_colormap`` in the control panel's
+"Output type" dropdown and checks the screenshot: the 3D view must be painted in the scene's class palette,
+which the plain ``rgb`` view before the switch is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Enough steps for the semantic head to tell classes apart (at ~20 steps it paints every pixel one class).
+STEPS = 500
+# Largest allowed per-channel gap between a screenshot pixel and its class colour (JPEG frames).
+PALETTE_TOLERANCE = 10
+# nerfstudio's default "Max res": the size of the viewer's full (static) frames.
+MAX_RES = 512
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train_checkpoint(root: Path, scene: Path) -> Tuple[Path, Path]:
+    """Trains semsplat on a tiny demo scene on CPU; returns (config.yml, scene folder)."""
+    from tests.cpu_training import cpu_trainer_config, train
+
+    config = cpu_trainer_config(scene, root / "outputs", STEPS, "viewer")
+    # every other drawn view labelled: the head learns classes within a few hundred steps
+    config.pipeline.datamanager.labelled_to_other_ratio = 1
+    config.pipeline.model.num_random = 3000
+    config.pipeline.model.warmup_length = 10 * STEPS  # no densification: keeps the run short
+    train(config, STEPS)
+    return config.get_base_dir() / "config.yml", scene
+
+
+def _wait_for_http(url: str, viewer: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if viewer.poll() is not None:
+            raise AssertionError(f"ns-viewer exited with code {viewer.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"ns-viewer did not serve {url} within {timeout:.0f} s")
+
+
+def _resolution(driver) -> Optional[Tuple[int, int]]:
+    """The control panel's "Resolution: WxHpx" line: the size of the last frame the viewer sent."""
+    from selenium.webdriver.common.by import By
+
+    match = re.search(r"Resolution: (\d+)x(\d+)px", driver.find_element(By.TAG_NAME, "body").text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _wait_for_full_frame(driver, max_res: int, timeout: float, after_low_frame: bool) -> None:
+    """Waits until the viewer shows a frame rendered at ``max_res`` (its 'high' state).
+
+    With ``after_low_frame`` a low-resolution frame must come first: a re-render (after a GUI change) starts
+    with a low frame, so a full frame after it is a new one.
+    """
+    deadline = time.time() + timeout
+    seen_low = not after_low_frame
+    while time.time() < deadline:
+        res = _resolution(driver)
+        if res is not None and max(res) < max_res:
+            seen_low = True
+        if res is not None and max(res) == max_res and seen_low:
+            time.sleep(1.0)  # let the browser draw the received frame
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {max_res}px frame within {timeout:.0f} s (last resolution {_resolution(driver)})")
+
+
+def _palette_shares(screenshot: Path, view_box: Tuple[int, int, int, int], palette: np.ndarray) -> np.ndarray:
+    """Share of the 3D view's pixels nearest to (and within tolerance of) each class colour."""
+    x, y, w, h = view_box
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"), np.int32)[y : y + h, x : x + w].reshape(-1, 3)  # [P, 3]
+    gaps = np.abs(pixels[:, None, :] - palette[None, :, :]).max(-1)  # [P, C]
+    nearest = gaps.argmin(1)  # [P]
+    close = gaps.min(1) <= PALETTE_TOLERANCE  # [P]
+    return np.bincount(nearest[close], minlength=len(palette)) / len(pixels)  # [C]
+
+
+def _chromium_driver(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1200,900", f"--user-data-dir={profile}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_viewer_paints_semantics_colormap_in_class_palette(tmp_path, demo_town):
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})")
+    pytest.importorskip("selenium", reason="needs selenium (the test extra)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ns_viewer = Path(sys.executable).with_name("ns-viewer")
+    assert ns_viewer.exists(), f"{ns_viewer} missing"
+    config_path, scene = _train_checkpoint(
+        tmp_path / "train", demo_town(n_views=12, resolution=48, n_labelled=2, seed=3)
+    )
+    classes = json.loads((scene / "classes.json").read_text())
+    palette = np.asarray(classes["colors"], np.int32)  # [C, 3]
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    stdout_path, stderr_path = tmp_path / "viewer.out", tmp_path / "viewer.err"
+    viewer = driver = None
+    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        try:
+            viewer = subprocess.Popen(
+                [str(ns_viewer), "--load-config", str(config_path), "--viewer.websocket-port", str(port),
+                 "--viewer.websocket-host", "127.0.0.1"],
+                stdout=stdout, stderr=stderr, env=env, cwd=tmp_path,
+            )  # fmt: skip
+            _wait_for_http(url, viewer, timeout=120)
+            driver = _chromium_driver(tmp_path / "chromium-profile")
+            driver.get(url)
+            for attempt in range(3):
+                # the control panel arrives over the websocket once ns-viewer has loaded the checkpoint
+                label = WebDriverWait(driver, 120).until(
+                    lambda d: d.find_element(By.XPATH, "//label[normalize-space()='Output type']")
+                )
+                output_type = driver.find_element(By.ID, label.get_attribute("for"))
+                try:
+                    _wait_for_full_frame(driver, MAX_RES, timeout=60, after_low_frame=False)
+                    break
+                except AssertionError:
+                    # A page that connected before the viewer took its camera stays at 0x0; a reload
+                    # (what a user would do) reconnects.
+                    if attempt == 2:
+                        raise
+                    driver.refresh()
+            assert output_type.get_attribute("value") == "rgb"
+            canvas = max(driver.find_elements(By.TAG_NAME, "canvas"), key=lambda c: c.rect["width"] * c.rect["height"])
+            view_box = tuple(int(round(canvas.rect[k])) for k in ("x", "y", "width", "height"))
+            rgb_png = tmp_path / "viewer_rgb.png"
+            driver.save_screenshot(str(rgb_png))
+
+            output_type.click()
+            driver.find_element(By.XPATH, "//*[@role='option'][normalize-space()='semantics_colormap']").click()
+            assert output_type.get_attribute("value") == "semantics_colormap"
+            _wait_for_full_frame(driver, MAX_RES, timeout=120, after_low_frame=True)
+            semantics_png = tmp_path / "viewer_semantics_colormap.png"
+            driver.save_screenshot(str(semantics_png))
+
+            assert viewer.poll() is None, f"ns-viewer exited with code {viewer.returncode}"
+        finally:
+            if driver is not None:
+                driver.quit()
+            if viewer is not None and viewer.poll() is None:
+                viewer.terminate()
+                try:
+                    viewer.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    viewer.kill()
+                    viewer.wait()
+    viewer_err = stderr_path.read_text(errors="replace")
+    assert "Traceback" not in viewer_err, viewer_err[-3000:]
+
+    # screenshots are device pixels; the canvas rect is CSS pixels (1:1 in headless at scale 1)
+    semantic = _palette_shares(semantics_png, view_box, palette)  # [C]
+    rgb = _palette_shares(rgb_png, view_box, palette)  # [C]
+    names = classes["names"]
+    summary = {names[i]: round(float(s), 3) for i, s in enumerate(semantic) if s > 0.01}
+    # full frames of the class map are flat class colours (JPEG edges aside); the smooth rgb frame of the
+    # same view only grazes a few of them (greys near Building/Pole)
+    assert semantic.sum() >= 0.7, f"only {semantic.sum():.2f} of the view is in class colours: {summary}"
+    assert (semantic >= 0.05).sum() >= 2, f"fewer than two classes cover 5% of the view: {summary}"
+    assert rgb.sum() <= 0.5 and rgb.sum() <= semantic.sum() - 0.3, (
+        f"the rgb view already looked like the palette ({rgb.sum():.2f} vs {semantic.sum():.2f})"
+    )
