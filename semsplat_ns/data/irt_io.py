@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from semsplat_ns.atomic import atomic_open
+from semsplat_ns.errors import UserInputError
 
 IGNORE_ID = 255
 """Label / pseudo-label value meaning "no class here"."""
@@ -61,8 +63,43 @@ CARLA8_COLORS = np.array(
 )  # [20, 3]
 
 
-class IRTDataError(ValueError):
+DATA_ENV_VAR = "SEMSPLAT_DATA"
+"""Environment variable naming a folder of scenes, for ``--data <scene name>``."""
+
+
+class IRTDataError(UserInputError):
     """A file of an IRT scene is missing, unreadable or inconsistent; the message names it."""
+
+
+def resolve_scene_dir(data: Path) -> Path:
+    """Finds the scene folder that ``--data`` names: the one resolver of every command that takes a scene.
+
+    Args:
+        data: An existing folder (used as is), or a bare name resolved to ``$SEMSPLAT_DATA/<name>``,
+            then ``./data/<name>``.
+
+    Returns:
+        The scene folder (absolute when found by name).
+
+    Raises:
+        IRTDataError: Nothing found; the message lists every place looked at.
+    """
+    data = Path(data).expanduser()
+    if data.is_dir():
+        return data
+    looked = [data]
+    if not data.is_absolute() and len(data.parts) == 1:
+        env_root = os.environ.get(DATA_ENV_VAR)
+        # Absolute, so a run started elsewhere later still finds the scene.
+        candidates = ([Path(env_root).expanduser() / data] if env_root else []) + [Path("data") / data]
+        candidates = [candidate.absolute() for candidate in candidates]
+        for candidate in candidates:
+            if candidate.is_dir():
+                return candidate
+        looked += candidates
+    where = ", ".join(str(p.absolute()) for p in looked)
+    env_note = "" if os.environ.get(DATA_ENV_VAR) else f" (${DATA_ENV_VAR} is not set)"
+    raise IRTDataError(f"scene {str(data)!r} not found; looked in: {where}{env_note}")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,11 @@ import torch
 import tyro
 from rich.console import Console
 
+from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
+from semsplat_ns.errors import EXIT_CODE, error_line, exit_on_user_error
+
 CONSOLE = Console()
+PROG = "semsplat-demo"
 
 
 @dataclass
@@ -27,6 +31,10 @@ class DemoArgs:
 
     out: Path = Path("demo")
     """Folder for the scene, the training run, the evaluation and the renders."""
+    data: Optional[Path] = None
+    """Run on this IRT scene instead of generating the demo town into <out>/scene: a folder, or a bare name
+    looked up in $SEMSPLAT_DATA/<name>, then ./data/<name>, as ns-train --data does. It needs a labelled
+    test/ split (the demo evaluates segmentation on it)."""
     views: int = 40
     """Views of the generated orbit (every 10th is a test view)."""
     res: int = 96
@@ -44,16 +52,37 @@ def _bin(name: str) -> str:
 
 
 def _run(cmd: List[str]) -> None:
-    CONSOLE.print(f"[bold cyan]$ {' '.join(shlex.quote(c) for c in cmd)}[/bold cyan]")
-    subprocess.run(cmd, check=True)
+    """Runs one step; a failed step has printed its own message, so the demo stops with its exit code."""
+    shown = " ".join(shlex.quote(c) for c in cmd)
+    CONSOLE.print(f"[bold cyan]$ {shown}[/bold cyan]")
+    done = subprocess.run(cmd)
+    if done.returncode != 0:
+        step = Path(cmd[0]).name
+        message = f"{step} failed with exit code {done.returncode} (its output is above)"
+        print(error_line(RuntimeError(message), PROG), file=sys.stderr, flush=True)
+        # A step stopped by bad input exits with 2, as the demo then does; a crashed step keeps its code.
+        raise SystemExit(done.returncode if done.returncode > 0 else EXIT_CODE)
+
+
+def _user_scene(data: Path) -> Path:
+    """The ``--data`` scene, resolved, with the test split the demo evaluates on (checked before training)."""
+    scene = resolve_scene_dir(data).absolute()
+    if not (scene / "test").is_dir():
+        raise IRTDataError(
+            f"{scene / 'test'}: split folder does not exist; the demo evaluates segmentation on the labelled "
+            f"test views. Without them, train with ns-train semsplat --data {scene} (it holds out training "
+            "views for RGB metrics)"
+        )
+    return scene
 
 
 def run(args: DemoArgs) -> Path:
+    """Makes (or takes) the scene, trains, evaluates and renders; returns the run's config.yml."""
     started = time.perf_counter()
     cuda = torch.cuda.is_available()
     steps = args.steps or (3000 if cuda else 600)
-    scene = args.out / "scene"
-    if not (scene / "train").is_dir():
+    scene = _user_scene(args.data) if args.data is not None else args.out / "scene"
+    if args.data is None and not (scene / "train").is_dir():
         _run(
             [
                 _bin("semsplat-make-scene"),
@@ -128,7 +157,10 @@ def run(args: DemoArgs) -> Path:
 
 
 def entrypoint() -> None:
-    run(tyro.cli(DemoArgs))
+    """Console entry point ``semsplat-demo``."""
+    args = tyro.cli(DemoArgs, prog=PROG)
+    with exit_on_user_error(PROG):
+        run(args)
 
 
 if __name__ == "__main__":

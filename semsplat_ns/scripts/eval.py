@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
+from rich.table import Table
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE
-from semsplat_ns.eval.evaluate import evaluate_pipeline, print_result
+from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
+from semsplat_ns.errors import UserInputError, exit_on_user_error
+from semsplat_ns.eval.evaluate import evaluate_pipeline
+
+PROG = "semsplat-eval"
 
 
 @dataclass
@@ -22,16 +27,85 @@ class EvalArgs:
     """config.yml of the training run (outputs/<scene>/semsplat/<time>/config.yml)."""
     split: Literal["test", "validation"] = "test"
     """Which labelled views to evaluate."""
+    data: Optional[Path] = None
+    """Evaluate on this scene instead of the one config.yml names (e.g. after moving it): a folder, or a bare
+    name looked up in $SEMSPLAT_DATA/<name>, then ./data/<name>, as ns-train --data does."""
     output_dir: Optional[Path] = None
     """Where metrics.json and the PNGs go; default: <run dir>/eval-<split>."""
     save_images: bool = True
     """Write GT | prediction | error panels for every view."""
 
 
+def _percent(value: Optional[float]) -> str:
+    # metrics.json keeps fractions; people read percentages, so the tables say which they show.
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def print_result(result: dict) -> None:
+    """Prints per-class IoU and the summary as rich tables (fractions of metrics.json shown as %)."""
+    table = Table(title="Per-class IoU")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, value in result["per_class_iou"].items():
+        table.add_row(name, _percent(value))
+    CONSOLE.print(table)
+    summary = Table(title="semsplat evaluation")
+    for column in (
+        "mIoU",
+        "mIoU (present)",
+        "pixel acc.",
+        "ms / view (median)",
+        "ms / view (p95)",
+        "views",
+        "Gaussians",
+    ):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        _percent(result["miou"]),
+        _percent(result["miou_present"]),
+        _percent(result["acc"]),
+        f"{result['test_ms_per_view']:.2f}",
+        f"{result['test_ms_per_view_p95']:.2f}",
+        str(result["n_views"]),
+        str(result["n_gaussians"]),
+    )
+    CONSOLE.print(summary)
+
+
+def _scene_of(config, args: EvalArgs) -> Path:
+    """The scene to evaluate on (``--data``, else the run's), resolved and checked to hold the split."""
+    datamanager = config.pipeline.datamanager
+    data = args.data or getattr(datamanager, "data", None) or datamanager.dataparser.data
+    try:
+        scene = resolve_scene_dir(Path(data))
+    except IRTDataError as err:
+        source = "--data" if args.data else f"{args.load_config} (--data evaluates on another scene)"
+        raise IRTDataError(f"{err}; the scene comes from {source}") from None
+    if not (scene / args.split).is_dir():
+        # Without it the dataparser holds out unlabelled training views: nothing to score segmentation on.
+        raise IRTDataError(
+            f"{scene / args.split}: split folder does not exist, and semsplat-eval needs its labelled views. "
+            f"Training held out unlabelled training views instead, which give RGB metrics only: "
+            f"ns-eval --load-config {args.load_config}. For segmentation metrics add {args.split}/ with a label "
+            "for every view (docs/IRT_LAYOUT.md)"
+        )
+    return scene
+
+
 def run(args: EvalArgs) -> dict:
+    """Evaluates the run of ``args.load_config``; writes metrics.json and the PNGs, prints the tables."""
+    if not args.load_config.is_file():
+        raise UserInputError(
+            f"{args.load_config}: no such file (--load-config); ns-train writes one per run, "
+            "outputs/<scene>/semsplat/<time>/config.yml"
+        )
     from nerfstudio.utils.eval_utils import eval_setup
 
     def update_config(config):
+        # Runs before the pipeline is built: a missing scene or split stops here, not after loading the model.
+        scene = _scene_of(config, args)
+        config.pipeline.datamanager.data = scene
+        config.pipeline.datamanager.dataparser.data = scene
         config.pipeline.datamanager.dataparser.eval_split = args.split
         return config
 
@@ -49,7 +123,10 @@ def run(args: EvalArgs) -> dict:
 
 
 def entrypoint() -> None:
-    run(tyro.cli(EvalArgs))
+    """Console entry point ``semsplat-eval``."""
+    args = tyro.cli(EvalArgs, prog=PROG)
+    with exit_on_user_error(PROG):
+        run(args)
 
 
 if __name__ == "__main__":

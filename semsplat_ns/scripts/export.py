@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -20,8 +20,10 @@ import tyro
 from rich.console import Console
 
 from semsplat_ns.atomic import atomic_open, write_json_atomic
+from semsplat_ns.errors import UserInputError, exit_on_user_error
 
 CONSOLE = Console()
+PROG = "semsplat-export"
 
 
 def write_ply(path: Path, columns: Dict[str, np.ndarray]) -> None:
@@ -134,10 +136,18 @@ class ExportArgs:
 
 
 def run(args: ExportArgs) -> dict:
+    """Loads the run of ``args.load_config`` and writes its PLY files and transform.json."""
+    if not args.load_config.is_file():
+        raise UserInputError(
+            f"{args.load_config}: no such file (--load-config); ns-train writes one per run, "
+            "outputs/<scene>/semsplat/<time>/config.yml"
+        )
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(args.load_config, test_mode="inference")
-    outputs = pipeline.datamanager.train_dataparser_outputs
+    # Typed as a torch Module by nerfstudio; it is the run's (full-image) datamanager.
+    datamanager: Any = pipeline.datamanager
+    outputs = datamanager.train_dataparser_outputs
     output_dir = args.output_dir or args.load_config.parent / "export"
     summary = export_model(pipeline.model, outputs.dataparser_transform, float(outputs.dataparser_scale), output_dir)
     CONSOLE.print(
@@ -148,7 +158,10 @@ def run(args: ExportArgs) -> dict:
 
 
 def entrypoint() -> None:
-    run(tyro.cli(ExportArgs))
+    """Console entry point ``semsplat-export``."""
+    args = tyro.cli(ExportArgs, prog=PROG)
+    with exit_on_user_error(PROG):
+        run(args)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from semsplat_ns.console import CONSOLE
+from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.synthetic.scene_writer import make_scene
-from semsplat_ns.synthetic.town import DemoSceneError
+
+PROG = "semsplat-make-scene"
 
 
 def _summary(out: Path) -> str:
@@ -30,7 +32,7 @@ def _summary(out: Path) -> str:
 def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     """``semsplat-make-scene OUT --views N --res R --seed S [--labelled K]``: writes a demo IRT scene."""
     parser = argparse.ArgumentParser(
-        prog="semsplat-make-scene",
+        prog=PROG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Write a procedural demo town as an IRT multi-view segmentation scene "
         "(photos, labels of a few train views and all test views, K, poses; plus gt_all/ for tests).",
@@ -43,7 +45,8 @@ def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--test-every", type=int, default=10, help="frame i is a test view if i %% N == N // 2")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing scene folder")
     args = parser.parse_args(argv)
-    try:
+    # DemoSceneError (bad sizes, an existing folder without --overwrite) is a user error: one line, exit 2.
+    with exit_on_user_error(PROG):
         out = make_scene(
             args.out,
             n_views=args.views,
@@ -54,8 +57,6 @@ def entrypoint(argv: Optional[Sequence[str]] = None) -> None:
             overwrite=args.overwrite,
             progress=True,
         )
-    except DemoSceneError as err:
-        parser.exit(2, f"semsplat-make-scene: error: {err}\n")
     CONSOLE.print(_summary(out), highlight=False)
 
 

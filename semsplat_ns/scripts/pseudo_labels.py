@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 from rich.table import Table
 
 from semsplat_ns.console import CONSOLE
+from semsplat_ns.data.irt_io import resolve_scene_dir
+from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
 from semsplat_ns.pseudo.store import META_NAME
+
+PROG = "semsplat-pseudo-labels"
 
 
 def _print_summary(record: dict, meta_path: Path) -> None:
@@ -51,16 +54,12 @@ def main() -> None:
 
     # sam2 draws tqdm bars of its own; the rich bars above already show its progress.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    args = tyro.cli(PseudoLabelArgs, prog="semsplat-pseudo-labels")
-    try:
+    args = tyro.cli(PseudoLabelArgs, prog=PROG)
+    with exit_on_user_error(PROG):
+        # --data takes a bare scene name as ns-train does.
+        args.data = resolve_scene_dir(args.data)
         record = run(args)
         _print_summary(record, args.data / "train" / "pseudo" / META_NAME)
-    except ValueError as err:
-        # Bad input raises a ValueError subclass of ours (or of points.py) naming the file; others are bugs.
-        if not type(err).__module__.startswith("semsplat_ns."):
-            raise
-        CONSOLE.print(f"[bold red]error:[/bold red] {err}")
-        sys.exit(2)
 
 
 if __name__ == "__main__":

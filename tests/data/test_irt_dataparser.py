@@ -107,8 +107,10 @@ def test_parses_hand_scene(scene):
     test = parse(scene, "test")
     assert [p.name for p in train.image_filenames] == ["v0.png", "v1.png", "v2.png", "v3.png"]
     assert [p.name for p in test.image_filenames] == ["t0.png", "t1.png"]
-    assert set(train.metadata) == METADATA_KEYS
-    assert set(test.metadata) == METADATA_KEYS
+    # At least these (other per-view file kinds, such as pseudo-label confidence, may be listed too).
+    assert METADATA_KEYS <= set(train.metadata)
+    assert METADATA_KEYS <= set(test.metadata)
+    assert "points3D_xyz" not in train.metadata
     meta = train.metadata
     assert meta["stems"] == ["v0", "v1", "v2", "v3"]
     assert [p is not None for p in meta["semantic_filenames"]] == [True, False, True, False]
@@ -179,14 +181,79 @@ def test_eval_split_uses_train_transform(scene):
     assert train.cameras.camera_to_worlds[:, :, 3].abs().max().item() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_validation_split_and_unknown_split(scene):
+def test_validation_split_and_unknown_split(scene, capsys):
     (scene / "test").rename(scene / "validation")
     outputs = parse(scene, "val", eval_split="validation")
     assert outputs.metadata["stems"] == ["t0", "t1"]
     with pytest.raises(IRTDataError, match="test"):
-        parse(scene, "test")
+        parse(scene, "test", eval_interval=0)
+    # Without test/, views of train/ are held out; the console line points at validation/.
+    assert parse(scene, "test", eval_interval=3).metadata["stems"] == ["v3"]
+    assert "--pipeline.datamanager.dataparser.eval-split validation" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown split"):
         parse(scene, "bogus")
+
+
+# -------------------------------------------------------------------------- running without test/
+
+
+def test_missing_test_split_holds_out_every_nth_unlabelled_train_view(scene, capsys):
+    """nerfstudio's eval_mode "interval": views 0, N, 2N, ... of train/ become the eval split, except labelled views."""
+    irt_io.atomic_write_png(scene / "train" / "pseudo" / "v3.png", np.full((HEIGHT, WIDTH), 255, np.uint8))
+    with_test = parse(scene, "train")
+    shutil.rmtree(scene / "test")
+    parser = IRTDataParserConfig(data=scene, load_points=False, eval_interval=3).setup()
+    train = parser.get_dataparser_outputs("train")
+    held = parser.get_dataparser_outputs("test")
+    assert train.metadata["stems"] == ["v0", "v1", "v2"]  # v0 is labelled: it stays in training
+    assert held.metadata["stems"] == ["v3"]
+    assert [p.name for p in held.image_filenames] == ["v3.png"]
+    assert held.metadata["semantic_filenames"] == [None]  # unlabelled: RGB metrics only
+    assert held.metadata["pseudo_filenames"] == [None] and held.metadata["boundary_filenames"] == [None]
+    assert [p is not None for p in train.metadata["semantic_filenames"]] == [True, False, True]
+    assert held.cameras.fx[:, 0].tolist() == [23.0] and held.cameras.width[:, 0].tolist() == [WIDTH]
+    # Same frame as with test/ present: the transform comes from every pose in train/.
+    assert torch.equal(train.dataparser_transform, with_test.dataparser_transform)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "holding out" in line]
+    assert len(lines) == 1, lines  # said once, on one line, for both splits
+    assert f"{scene} has no test/ folder" in lines[0] and "1 of its 4 training views" in lines[0]
+    assert "eval-interval" in lines[0]
+    # interval 2 would only hold out labelled views (v0, v2): nothing left to hold out
+    with pytest.raises(IRTDataError, match="no training view can be held out"):
+        parse(scene, "test", eval_interval=2)
+
+
+def test_missing_test_split_with_holdout_off_says_how_to_run_without_it(scene):
+    shutil.rmtree(scene / "test")
+    with pytest.raises(IRTDataError) as err:
+        parse(scene, "train", eval_interval=0)
+    message = str(err.value)
+    assert f"{scene / 'test'}: split folder does not exist (scene has: train)" in message
+    assert "--pipeline.datamanager.dataparser.eval-interval 8" in message
+    with pytest.raises(ValueError, match="eval-interval must be 0"):
+        parse(scene, "train", eval_interval=-1)
+
+
+@pytest.mark.parametrize("break_test_split", ["nan in K", "test view without label", "truncated test photo"])
+def test_eval_split_is_checked_before_any_slow_train_step(scene, break_test_split, monkeypatch):
+    """A bad test/ file stops parsing the TRAIN split, before its photos are decoded or points triangulated."""
+    if break_test_split == "nan in K":
+        _nan_in_k(scene)
+    elif break_test_split == "test view without label":
+        (scene / "test" / "rgb" / "t1.png").unlink()
+    else:
+        _truncate(scene / "test" / "color" / "t0.png")
+    decoded = []
+    read_photo_size = irt_io.read_photo_size
+    monkeypatch.setattr(irt_io, "read_photo_size", lambda path: decoded.append(path) or read_photo_size(path))
+    with pytest.raises(IRTDataError, match=str(scene / "test")):
+        parse(scene, "train", load_points=True)
+    assert not (scene / "sparse").exists(), "points were triangulated before the test split was checked"
+    train_photos = [p for p in decoded if p.parent.parent.name == "train"]
+    if break_test_split != "truncated test photo":
+        assert decoded == [], "photos were decoded before the cheap checks of every split"
+    else:
+        assert len(train_photos) == 4  # images are decoded train first, then test, all before triangulation
 
 
 def test_pseudo_and_boundary_files(scene):
@@ -358,7 +425,7 @@ def _bad_classes_json(scene: Path) -> Path:
 
 BAD_CASES = {
     # name: (make the scene bad -> path the message must name, split, words the message must hold)
-    "missing split": (_rm("test"), "test", "does not exist"),
+    "missing split": (_rm("train"), "test", "does not exist"),
     "missing subfolder": (_rm("train/pose"), "train", "pose/"),
     "unpaired stems": (lambda s: _rm("train/intrinsics/v1.txt")(s).parent, "train", "lacks v1"),
     "truncated png": (lambda s: _truncate(s / "train" / "color" / "v2.png"), "train", "truncated"),
@@ -523,7 +590,7 @@ def test_seed_points_in_transformed_frame(demo_town):
     outputs = parse(scene, "train", **config)
     meta = outputs.metadata
     assert "points3D_xyz" in meta and "points3D_rgb" in meta
-    assert set(meta) == METADATA_KEYS | {"points3D_xyz", "points3D_rgb"}
+    assert METADATA_KEYS | {"points3D_xyz", "points3D_rgb"} <= set(meta)
     assert (scene / "sparse" / "points3D.ply").is_file()
     files = irt_io.find_split_stems(scene / "train")
     Ks = np.stack([irt_io.read_intrinsics(p) for p in files.intrinsics_paths])
