@@ -5,16 +5,20 @@
 - torch >= 2.6 loads checkpoints with ``weights_only=True``; nerfstudio checkpoints hold numpy
   scalars (scheduler learning rates), so ``ns-viewer``/``ns-render``/``ns-eval`` fail with
   "Weights only load failed". We allow-list exactly those numpy types.
+- ``SplatfactoModel.get_outputs`` moves the intrinsics with ``.cuda()``, which raises on a machine
+  without CUDA. :func:`cuda_calls_stay_on` turns those calls into moves to the model's device,
+  for the calling thread and only inside the block.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Optional
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 
 def allow_numpy_scalars_in_checkpoints() -> None:
@@ -41,7 +45,7 @@ class LazyLPIPS:
     """
 
     def __init__(self, normalize: bool = True, **kwargs):
-        self._kwargs = dict(normalize=normalize, **kwargs)
+        self._kwargs: Dict[str, Any] = dict(normalize=normalize, **kwargs)
         self._metric: Optional[torch.nn.Module] = None
         self._unavailable = False
 
@@ -80,3 +84,33 @@ def lazy_lpips_during_setup():
         yield
     finally:
         lpip_module.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
+
+
+class _CudaCallsToDevice(TorchFunctionMode):
+    """Torch function mode in which ``Tensor.cuda()`` moves the tensor to a given device instead."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = device
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cuda:
+            return args[0].to(self.device)
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def cuda_calls_stay_on(device: torch.device) -> Iterator[None]:
+    """Within the block, ``tensor.cuda()`` means ``tensor.to(device)`` when ``device`` is not CUDA.
+
+    Torch function modes are per thread, so a viewer thread rendering at the same time is unaffected.
+    On a CUDA device nothing is changed (and nothing is paid per torch call).
+
+    Args:
+        device: The model's device.
+    """
+    if torch.device(device).type == "cuda":
+        yield
+        return
+    with _CudaCallsToDevice(torch.device(device)):
+        yield

@@ -1,25 +1,30 @@
 """The semsplat model: splatfacto plus per-Gaussian semantic features, rendered in the same pass.
 
 Only adds to :class:`SplatfactoModel`: a ``semantic_features`` entry in ``gauss_params`` (so the
-densification strategy splits, duplicates and prunes it with the rest), a per-pixel transfer head,
-the semantic losses of the paper, semantic outputs for the viewer and semantic metrics.
+densification strategy splits, duplicates and prunes it with the rest), semantic channels in
+splatfacto's own rasterization call (see :mod:`semsplat_ns.model.splatfacto_raster`), a per-pixel
+transfer head, the semantic losses of the paper, semantic outputs for the viewer, semantic metrics and
+a cap on the Gaussian count (:class:`CappedDefaultStrategy`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
-from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig, get_viewmat
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from torch import nn
 from torch.nn import Parameter
 
 from semsplat_ns.model import losses as L
-from semsplat_ns.model.compat import allow_numpy_scalars_in_checkpoints, lazy_lpips_during_setup
+from semsplat_ns.model.compat import allow_numpy_scalars_in_checkpoints, cuda_calls_stay_on, lazy_lpips_during_setup
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
+from semsplat_ns.model.splatfacto_raster import rasterization_override
+from semsplat_ns.model.strategy import CappedDefaultStrategy
 
 allow_numpy_scalars_in_checkpoints()
 
@@ -36,7 +41,8 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     random_scale: float = 2.0
     """Side of the cube for random initialisation (when no seed points): IRT scenes lie in the unit sphere."""
     max_gaussians: int = 300_000
-    """Densification stops growing the Gaussian count at this cap (pruning continues)."""
+    """Densification stops growing the Gaussian count at this cap (pruning continues); a refinement that
+    overshoots it drops its least opaque Gaussians. Becomes the strategy's ``cap_max``."""
     semantic_loss_weight: float = 1.0
     """Weight of the cross-entropy on labelled views (L_s)."""
     pseudo_loss_weight: float = 1.0
@@ -79,6 +85,7 @@ class SemSplatModel(SplatfactoModel):
     """Splatfacto with semantic Gaussians, a transfer head and the semsplat losses."""
 
     config: SemSplatModelConfig
+    class_colors: torch.Tensor  # [C, 3] in [0, 1], a buffer
 
     def populate_modules(self):
         metadata = self.kwargs.get("metadata") or {}
@@ -115,8 +122,8 @@ class SemSplatModel(SplatfactoModel):
         # The module holds no saved state, so checkpoints are unaffected.
         del self.psnr
         self.psnr = L.psnr_unit_range
-        self.last_semantic_logits: Optional[torch.Tensor] = None
-        self.render_visuals = True
+        # splatfacto's DefaultStrategy with the same settings, plus the cap on the Gaussian count.
+        self.strategy = CappedDefaultStrategy.from_default(self.strategy, cap_max=self.config.max_gaussians)
         self._knn_pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._knn_key: Optional[Tuple[int, int]] = None
         self._knn_step = 0
@@ -137,141 +144,116 @@ class SemSplatModel(SplatfactoModel):
         groups["transfer_head"] = list(self.transfer_head.parameters())
         return groups
 
-    def step_post_backward(self, step):
-        # Cap the count (the paper's 300k limit): no growth at the cap, and a refinement step that
-        # overshoots it drops its least opaque Gaussians. Pruning and opacity resets continue.
-        at_cap = self.num_points >= self.config.max_gaussians
-        saved_grow_grad2d = self.strategy.grow_grad2d
-        if at_cap:
-            self.strategy.grow_grad2d = float("inf")
-        try:
-            super().step_post_backward(step)
-        finally:
-            self.strategy.grow_grad2d = saved_grow_grad2d
-        excess = self.num_points - self.config.max_gaussians
-        if excess > 0:
-            from gsplat.strategy import ops
-
-            drop = torch.zeros(self.num_points, dtype=torch.bool, device=self.means.device)  # [N]
-            drop[self.opacities.detach().squeeze(-1).argsort()[:excess]] = True
-            ops.remove(self.gauss_params, self.optimizers, self.strategy_state, drop)
-
     # -- rendering ------------------------------------------------------------------------------
-    def _view_colors(self, means: torch.Tensor, camera_to_world: torch.Tensor, crop_ids) -> torch.Tensor:
-        """View-dependent RGB of each Gaussian for one camera [N, 3]."""
-        features_dc = self.features_dc if crop_ids is None else self.features_dc[crop_ids]
-        if self.config.sh_degree <= 0:
-            return torch.sigmoid(features_dc)
-        features_rest = self.features_rest if crop_ids is None else self.features_rest[crop_ids]
-        coeffs = torch.cat([features_dc[:, None, :], features_rest], dim=1)  # [N, K, 3]
-        degree = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
-        dirs = means - camera_to_world[0, :3, 3]  # [N, 3]
-        # Same convention as gsplat's SH path (Inria's +0.5 offset, clamped at 0).
-        return torch.clamp_min(spherical_harmonics(degree, dirs, coeffs) + 0.5, 0.0)
-
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
-        """Renders RGB, depth and semantic features of one camera in one rasterization pass."""
+        """Splatfacto's outputs plus the semantic features and logits, rendered in the same raster pass.
+
+        Splatfacto's own ``get_outputs`` runs unchanged (camera optimiser, crop box, downscale schedule,
+        densification bookkeeping, background, bilateral grid, depth); only its rasterization call is
+        replaced by :meth:`_rasterize`, which adds the semantic channels to the colours.
+
+        Args:
+            camera: One camera.
+
+        Returns:
+            Splatfacto's outputs, plus "semantic_features" [H, W, S] and "semantic_logits" [H, W, C]
+            (at the render's resolution, which follows the downscale schedule in training).
+        """
         if not isinstance(camera, Cameras):
             raise TypeError("SemSplatModel.get_outputs expects a Cameras object")
-        if self.training:
-            assert camera.shape[0] == 1, "Only one camera at a time"
-            camera_to_world = self.camera_optimizer.apply_to_camera(camera)  # [1, 3, 4]
-        else:
-            camera_to_world = camera.camera_to_worlds  # [1, 3, 4]
-
-        crop_ids = None
-        if self.crop_box is not None and not self.training:
-            crop_ids = self.crop_box.within(self.means).squeeze()
-            if crop_ids.sum() == 0:
-                return self.get_empty_outputs(
-                    int(camera.width.item()), int(camera.height.item()), self.background_color
-                )
-
-        def crop(x: torch.Tensor) -> torch.Tensor:
-            return x if crop_ids is None else x[crop_ids]
-
-        means = crop(self.means)  # [N, 3]
-        semantic_features = crop(self.semantic_features)  # [N, S]
-        colors = self._view_colors(means, camera_to_world, crop_ids)  # [N, 3]
-
-        scale_fac = self._get_downscale_factor()
-        camera.rescale_output_resolution(1 / scale_fac)
-        viewmat = get_viewmat(camera_to_world)  # [1, 4, 4]
-        K = camera.get_intrinsics_matrices().to(self.device)  # [1, 3, 3]
-        W, H = int(camera.width.item()), int(camera.height.item())
-        self.last_size = (H, W)
-        camera.rescale_output_resolution(scale_fac)
-
-        with_depth = self.config.output_depth_during_training or not self.training
-        render_mode = "RGB+ED" if with_depth else "RGB"
-        geometry = dict(
-            means=means,
-            quats=crop(self.quats),
-            scales=torch.exp(crop(self.scales)),
-            opacities=torch.sigmoid(crop(self.opacities)).squeeze(-1),
-        )
-        raster_args = dict(
-            viewmats=viewmat,
-            Ks=K,
-            width=W,
-            height=H,
-            packed=False,
-            near_plane=0.01,
-            far_plane=1e10,
-            sh_degree=None,
-            sparse_grad=False,
-            rasterize_mode=self.config.rasterize_mode,
-            channel_chunk=self.config.channel_chunk if self.training else 32,
-        )
-        if self.config.semantic_grad_to_geometry:
-            render, alpha, self.info = rasterization(
-                **geometry,
-                colors=torch.cat([colors, semantic_features], dim=-1),  # [N, 3 + S]
-                render_mode=render_mode,
-                absgrad=self.strategy.absgrad,
-                **raster_args,
-            )
-            rgb_render = render[..., :3]  # [1, H, W, 3]
-            feature_map = render[0, ..., 3 : 3 + self.config.semantic_dim]  # [H, W, S]
-            depth_render = render[..., -1:] if with_depth else None
-        else:
-            render, alpha, self.info = rasterization(
-                **geometry, colors=colors, render_mode=render_mode, absgrad=self.strategy.absgrad, **raster_args
-            )
-            rgb_render = render[..., :3]
-            depth_render = render[..., -1:] if with_depth else None
-            detached = {name: value.detach() for name, value in geometry.items()}
-            feature_map, _, _ = rasterization(**detached, colors=semantic_features, render_mode="RGB", **raster_args)
-            feature_map = feature_map[0]  # [H, W, S]
-
-        if self.training:
-            self.strategy.step_pre_backward(
-                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
-            )
-
-        background = self._get_background_color()
-        rgb = torch.clamp(rgb_render + (1 - alpha) * background, 0.0, 1.0)  # [1, H, W, 3]
-        depth = None
-        if depth_render is not None:
-            depth = torch.where(alpha > 0, depth_render, depth_render.detach().max()).squeeze(0)  # [H, W, 1]
-
-        logits = self.transfer_head(feature_map)  # [H, W, C]
-        outputs: Dict[str, Union[torch.Tensor, List]] = {
-            "rgb": rgb.squeeze(0),
-            "depth": depth,  # type: ignore[dict-item]
-            "accumulation": alpha.squeeze(0),
-            "background": background,
-        }
-        if self.training:
-            outputs["semantic_logits"] = logits
-            outputs["semantic_features"] = feature_map
-        else:
-            self.last_semantic_logits = logits
-            if background.shape[0] == 3:
-                outputs["background"] = background.expand(H, W, 3)
-            if self.render_visuals:
-                outputs.update(self.semantic_visuals(logits, feature_map))
+        rendered: Dict[str, torch.Tensor] = {}  # filled by _rasterize: extra channel name -> [H, W, k]
+        with rasterization_override(functools.partial(self._rasterize, rendered)), cuda_calls_stay_on(self.device):
+            outputs = super().get_outputs(camera)
+        rgb = outputs["rgb"]  # [H, W, 3]
+        assert isinstance(rgb, torch.Tensor)
+        feature_map = rendered.get("semantic_features")  # [H, W, S]
+        if feature_map is None:  # the crop box holds no Gaussian: splatfacto rendered nothing
+            feature_map = rgb.new_zeros(*rgb.shape[:2], self.config.semantic_dim)
+        outputs["semantic_features"] = feature_map
+        outputs["semantic_logits"] = self.transfer_head(feature_map)  # [H, W, C]
         return outputs
+
+    def _rasterize(self, rendered: Dict[str, torch.Tensor], *, colors: torch.Tensor, sh_degree, **kwargs):
+        """Splatfacto's rasterization call with the semantic channels appended to the colours.
+
+        Args:
+            rendered: Receives the extra channels' images by name ([H, W, k] each).
+            colors: What splatfacto passes: SH coefficients [M, K, 3] (with ``sh_degree``) or RGB [M, 3].
+            sh_degree: SH degree to evaluate, or None when ``colors`` are RGB already.
+            **kwargs: Splatfacto's other arguments (its Gaussians, camera, render mode, ...).
+
+        Returns:
+            What splatfacto expects from gsplat: the render with only RGB (and depth last, when asked)
+            [1, H, W, 3 (+1)], alphas [1, H, W, 1] and the info dict of the pass that renders RGB.
+        """
+        means = kwargs["means"]  # [M, 3]
+        rgb = self._view_colors(colors, sh_degree, means, kwargs["viewmats"])  # [M, 3]
+        extras = self._extra_channels(means.shape[0])  # name -> [M, k]
+        widths = [value.shape[-1] for value in extras.values()]
+        extra_colors = torch.cat(list(extras.values()), dim=-1)  # [M, E]
+        n_extra = extra_colors.shape[-1]
+        kwargs["channel_chunk"] = self.config.channel_chunk if self.training else 32
+        if self.config.semantic_grad_to_geometry:
+            render, alpha, info = rasterization(colors=torch.cat([rgb, extra_colors], dim=-1), **kwargs)
+            extra_render = render[0, ..., 3 : 3 + n_extra]  # [H, W, E]
+            # splatfacto reads RGB from channels 0-2 and the depth from channel 3
+            render = torch.cat([render[..., :3], render[..., 3 + n_extra :]], dim=-1)  # [1, H, W, 3 (+1)]
+        else:
+            render, alpha, info = rasterization(colors=rgb, **kwargs)
+            # A second pass on detached geometry: the semantic losses move the extra channels only.
+            detached = {name: kwargs[name].detach() for name in ("means", "quats", "scales", "opacities")}
+            arguments = {**kwargs, **detached, "render_mode": "RGB", "absgrad": False}
+            extra_render = rasterization(colors=extra_colors, **arguments)[0][0]  # [H, W, E]
+        rendered.update(zip(extras, extra_render.split(widths, dim=-1)))
+        return render, alpha, info
+
+    def _extra_channels(self, count: int) -> Dict[str, torch.Tensor]:
+        """Per-Gaussian values rendered with the colours, for the ``count`` Gaussians splatfacto renders.
+
+        Args:
+            count: Number of Gaussians in splatfacto's call (fewer than all with a crop box).
+
+        Returns:
+            Name -> values [count, k].
+        """
+        rows = self._rendered_rows(count)  # [N] bool, or None for all
+        features = self.semantic_features  # [N, S]
+        return {"semantic_features": features if rows is None else features[rows]}
+
+    def _rendered_rows(self, count: int) -> Optional[torch.Tensor]:
+        """Which Gaussians splatfacto's call renders: None for all, else its crop-box mask [N].
+
+        Args:
+            count: Number of Gaussians in splatfacto's call.
+        """
+        if count == self.num_points:
+            return None  # no crop, or a crop that keeps all (the same rows in the same order)
+        if self.crop_box is None:
+            raise RuntimeError(f"splatfacto rendered {count} of {self.num_points} Gaussians without a crop box")
+        rows = self.crop_box.within(self.means).squeeze()  # [N], splatfacto's own crop test
+        if int(rows.sum()) != count:
+            raise RuntimeError(f"the crop box keeps {int(rows.sum())} Gaussians; splatfacto rendered {count}")
+        return rows
+
+    def _view_colors(
+        self, colors: torch.Tensor, sh_degree: Optional[int], means: torch.Tensor, viewmats: torch.Tensor
+    ) -> torch.Tensor:
+        """RGB of each Gaussian seen from the camera [M, 3], computed from SH as gsplat does.
+
+        The semantic channels are plain features, which gsplat cannot mix with SH coefficients in one
+        call, so the SH colours are evaluated here and every channel reaches the rasterizer activated.
+
+        Args:
+            colors: SH coefficients [M, K, 3], or RGB [M, 3] when ``sh_degree`` is None.
+            sh_degree: SH degree to evaluate, or None.
+            means: Gaussian centres [M, 3].
+            viewmats: World-to-camera transform [1, 4, 4].
+        """
+        if sh_degree is None:
+            return colors  # splatfacto applied the sigmoid already (config sh_degree = 0)
+        camera_position = torch.inverse(viewmats)[0, :3, 3]  # [3]
+        # Same convention as gsplat's SH path (Inria's +0.5 offset, clamped at 0).
+        return torch.clamp_min(spherical_harmonics(sh_degree, means - camera_position, colors) + 0.5, 0.0)
 
     @torch.no_grad()
     def semantic_visuals(self, logits: torch.Tensor, feature_map: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -310,22 +292,31 @@ class SemSplatModel(SplatfactoModel):
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, torch.Tensor]:
-        return super().get_outputs_for_camera(camera, obb_box)
+        """Splatfacto's render of one camera plus the semantic pictures the viewer and ``ns-render`` show.
+
+        Args:
+            camera: One camera.
+            obb_box: Optional crop box.
+        """
+        outputs = super().get_outputs_for_camera(camera, obb_box)
+        outputs.update(self.semantic_visuals(outputs["semantic_logits"], outputs["semantic_features"]))
+        return outputs
 
     @torch.no_grad()
     def render_semantics(self, camera: Cameras) -> torch.Tensor:
         """Class logits of one camera at full resolution [H, W, C] (for evaluation code).
 
-        Renders RGB and semantics (one pass) but skips the viewer pictures.
+        Renders RGB and semantics (one pass) but not the viewer pictures: splatfacto's
+        ``get_outputs_for_camera``, without this class's additions.
+
+        Args:
+            camera: One camera.
         """
-        was_training, self.render_visuals = self.training, False
+        was_training = self.training
         self.eval()
         try:
-            self.get_outputs_for_camera(camera)
-            assert self.last_semantic_logits is not None
-            return self.last_semantic_logits
+            return super().get_outputs_for_camera(camera)["semantic_logits"]
         finally:
-            self.render_visuals = True
             self.train(was_training)
 
     @torch.no_grad()
@@ -400,12 +391,12 @@ class SemSplatModel(SplatfactoModel):
         if metrics.get("lpips") != metrics.get("lpips"):
             metrics.pop("lpips", None)  # NaN: LPIPS weights unavailable (warned once)
         labels = batch.get("semantics")
-        if labels is None or self.last_semantic_logits is None:
+        if labels is None or "semantic_logits" not in outputs:
             return metrics, images
         from semsplat_ns.eval.metrics import confusion_matrix, miou, pixel_accuracy
 
         labels = labels.to(self.device).long()  # [H, W]
-        pred = self.last_semantic_logits.argmax(dim=-1)  # [H, W]
+        pred = outputs["semantic_logits"].argmax(dim=-1)  # [H, W]
         cm = confusion_matrix(pred, labels, self.num_classes)
         metrics["semantic_acc"] = float(pixel_accuracy(cm))
         metrics["semantic_miou"] = float(miou(cm))

@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 from tests.cpu_training import cpu_trainer_config, run_steps
 
 STEPS = 100
@@ -44,6 +46,7 @@ def trained(tmp_path_factory, demo_town):
     _write_pseudo_labels(scene, scene / "gt_all")
     config = cpu_trainer_config(scene, root / "outputs", STEPS, "test")
     model_cfg = config.pipeline.model
+    assert isinstance(model_cfg, SemSplatModelConfig)
     model_cfg.warmup_length = 20
     model_cfg.refine_every = 10
     model_cfg.reset_alpha_every = 1000
@@ -114,14 +117,14 @@ def test_checkpoint_round_trip_gives_identical_renders(trained):
     model.eval()
     camera = trained["trainer"].pipeline.datamanager.eval_dataset.cameras[0:1]
     before = model.get_outputs_for_camera(camera)
-    logits_before = model.last_semantic_logits.clone()
+    logits_before = before["semantic_logits"].clone()
     _, pipeline, checkpoint, step = eval_setup(trained["config"].get_base_dir() / "config.yml", test_mode="test")
     after = pipeline.model.get_outputs_for_camera(camera)
     assert step == STEPS - 1 and checkpoint.exists()
     assert pipeline.model.num_points == model.num_points
     for key in ("rgb", "depth", "semantics_colormap", "semantic_confidence"):
         assert torch.allclose(before[key], after[key], atol=1e-6), key
-    assert torch.allclose(logits_before, pipeline.model.last_semantic_logits, atol=1e-6)
+    assert torch.allclose(logits_before, after["semantic_logits"], atol=1e-6)
     model.train()
 
 
@@ -163,7 +166,9 @@ def test_split_duplicate_prune_carry_semantic_features(trained):
     params = torch.nn.ParameterDict(
         {name: torch.nn.Parameter(value.detach().clone()) for name, value in model.gauss_params.items()}
     )
-    optimizers = {name: torch.optim.Adam([param], lr=1e-3) for name, param in params.items()}
+    optimizers: Dict[str, torch.optim.Optimizer] = {
+        name: torch.optim.Adam([param], lr=1e-3) for name, param in params.items()
+    }
     n = params["means"].shape[0]
     params["semantic_features"].data = torch.arange(n, dtype=torch.float32)[:, None].repeat(
         1, model.config.semantic_dim
@@ -272,7 +277,7 @@ def test_gaussian_cap_holds_after_a_training_step(trained):
     model = trainer.pipeline.model
     model.train()
     cap = model.num_points - 25
-    model.config.max_gaussians = cap
+    model.strategy.cap_max = cap  # the cap is a setting of the densification strategy
     run_steps(trainer, [STEPS])
     assert model.num_points == cap
     assert model.semantic_features.shape[0] == cap

@@ -1,0 +1,104 @@
+"""The model's render goes through splatfacto's own get_outputs: its steps (bilateral grid, crop box)
+apply to semsplat, and the semantic channels come from the same rasterization call."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from tests.cpu_training import cpu_trainer_config, run_steps
+
+
+@pytest.fixture(scope="module")
+def grid_trainer(tmp_path_factory, demo_town):
+    """A set-up (one step trained) CPU trainer with a bilateral grid, black background, full resolution."""
+    config = cpu_trainer_config(demo_town(), tmp_path_factory.mktemp("render"), steps=10, timestamp="render")
+    model_cfg = config.pipeline.model
+    assert isinstance(model_cfg, SemSplatModelConfig)
+    model_cfg.use_bilateral_grid = True
+    model_cfg.background_color = "black"  # the training background is random otherwise
+    model_cfg.num_downscales = 0  # training renders at full resolution, like evaluation
+    model_cfg.num_random = 800
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    run_steps(trainer, [0])  # sets the model's step and optimisers as the trainer's callbacks do
+    return trainer
+
+
+def test_bilateral_grid_changes_the_training_render(grid_trainer):
+    model = grid_trainer.pipeline.model
+    camera, _ = grid_trainer.pipeline.datamanager.next_train(1)
+    cam_idx = camera.metadata["cam_idx"]
+    model.eval()
+    with torch.no_grad():
+        plain = model.get_outputs(camera)  # splatfacto applies the grid in training only
+    model.train()
+    try:
+        identity = model.get_outputs(camera)
+        assert torch.allclose(identity["rgb"], plain["rgb"], atol=1e-5), "a fresh grid is the identity"
+        with torch.no_grad():
+            model.bil_grids.grids[cam_idx] *= 0.5  # affine colour transform 0.5 * I, no offset
+        halved = model.get_outputs(camera)
+        assert torch.allclose(halved["rgb"], 0.5 * plain["rgb"], atol=1e-5)
+        # only the colour goes through the grid; the semantic channels of the same pass do not
+        assert torch.allclose(halved["semantic_logits"], plain["semantic_logits"], atol=1e-5)
+        model.zero_grad(set_to_none=True)
+        halved["rgb"].sum().backward()
+        grad = model.bil_grids.grids.grad
+        assert grad is not None and grad[cam_idx].abs().sum() > 0, "the grid is trained through the render"
+        assert model.gauss_params["means"].grad is not None
+    finally:
+        with torch.no_grad():
+            model.bil_grids.grids[cam_idx] *= 2.0
+        model.zero_grad(set_to_none=True)
+
+
+def test_crop_box_renders_the_semantics_of_the_kept_gaussians(grid_trainer):
+    from nerfstudio.data.scene_box import OrientedBox
+
+    model = grid_trainer.pipeline.model
+    camera = grid_trainer.pipeline.datamanager.eval_dataset.cameras[0:1]
+    H, W = int(camera.height), int(camera.width)
+    model.eval()
+    full = model.get_outputs_for_camera(camera)
+    centre = model.means.detach().median(dim=0).values  # [3]
+    half = OrientedBox(R=torch.eye(3), T=centre, S=torch.full((3,), 0.5))
+    kept = int(half.within(model.means).sum())
+    assert 0 < kept < model.num_points
+    cropped = model.get_outputs_for_camera(camera, obb_box=half)
+    assert cropped["semantic_logits"].shape == full["semantic_logits"].shape == (H, W, model.num_classes)
+    assert not torch.allclose(cropped["semantic_features"], full["semantic_features"])
+    empty = OrientedBox(R=torch.eye(3), T=torch.full((3,), 100.0), S=torch.full((3,), 0.1))
+    nothing = model.get_outputs_for_camera(camera, obb_box=empty)
+    assert torch.equal(nothing["semantic_features"], torch.zeros(H, W, model.config.semantic_dim))
+    assert nothing["semantics_colormap"].shape == (H, W, 3)
+    model.set_crop(None)
+    model.train()
+
+
+def test_splatfacto_rasterization_override_is_per_thread(monkeypatch):
+    import nerfstudio.models.splatfacto as splatfacto
+
+    from semsplat_ns.model.splatfacto_raster import install, rasterization_override
+
+    def tagged(source: str) -> Any:
+        return lambda **kwargs: (source, kwargs["tag"])
+
+    install()
+    call = vars(splatfacto)["rasterization"]  # what splatfacto's get_outputs calls
+    monkeypatch.setattr(call, "original", tagged("gsplat"))
+    seen = {}
+    with rasterization_override(tagged("override")):
+        seen["here"] = call(tag=1)
+        other = threading.Thread(target=lambda: seen.setdefault("other thread", call(tag=2)))
+        other.start()
+        other.join()
+    seen["after"] = call(tag=3)
+    install()  # idempotent: still the same forwarder
+    assert vars(splatfacto)["rasterization"] is call
+    assert seen == {"here": ("override", 1), "other thread": ("gsplat", 2), "after": ("gsplat", 3)}
