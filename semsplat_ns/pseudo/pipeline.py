@@ -2,27 +2,32 @@
 
 For every TRAIN view without a label (no ``train/rgb/<stem>.png``) it writes
 
-    train/pseudo/<stem>.png     8-bit class ids, 255 = no pseudo label
-    train/boundary/<stem>.png   B: 255 where no labelled view observes the pixel, else 0
-    train/pseudo/meta.json      backend, parameters, per-step times, counts (and --report figures)
+    train/pseudo/<stem>.png       8-bit class ids, 255 = no pseudo label
+    train/boundary/<stem>.png     B: 255 where no labelled view observes the pixel, else 0
+    train/confidence/<stem>.png   (--backend prior) confidence of the pseudo label, round(255 * p)
+    train/pseudo/meta.json        backend, parameters, input digest, per-step times, counts (and --report figures)
 
-Backends: ``sam2`` (the paper: SAM2 masks on a labelled view, class by majority ground truth, tracked
-through the training views by the SAM2 video predictor) and ``reproject`` (the labelled views' classes
-carried into the other views by depth-tested reprojection). B always comes from depth-tested
-reprojection against the labelled views; depth from triangulated points (default), a trained
-nerfstudio model (``--depth-config``) or ``.npy`` files (``--depth-dir``).
+Backends (one table, :data:`BACKENDS`): ``sam2`` (the paper: SAM2 masks on a labelled view, class by majority
+ground truth, tracked through the training views by the SAM2 video predictor), ``reproject`` (the labelled
+views' classes carried into the other views by depth-tested reprojection) and ``prior`` (reprojection, and
+where it gives no class, a small 2D network trained per scene on the labelled views plus the reprojected
+labels of every other training view; see :mod:`semsplat_ns.pseudo.prior`). B always comes from depth-tested
+reprojection against the labelled views; depth from triangulated points (default), a trained nerfstudio
+model (``--depth-config``) or ``.npy`` files (``--depth-dir``).
 
-Files are written atomically (temp file + rename) and the run is resumable: views whose pseudo label
-and boundary mask both exist are skipped unless ``--overwrite``. ``rgb/`` (ground truth) is never
-written, and ground truth outside the scene is read only for ``--report``.
+Files are written atomically (temp file + rename) and the run is resumable: views whose files all exist are
+skipped unless ``--overwrite``. ``rgb/`` (ground truth) is never written, and ground truth outside the scene
+is read only for ``--report``. :func:`ensure_pseudo_labels` is the datamanager's automatic path: prior pseudo
+labels made once, cached with their parameters and input digest in meta.json, reused or rebuilt.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Literal, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,31 +45,67 @@ from semsplat_ns.geometry.depth import (
     render_depths_from_config,
 )
 from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings, reproject_from_references
+from semsplat_ns.pseudo import prior as prior_lib
+from semsplat_ns.pseudo.prior import CACHE_FIELDS, PRIOR_VERSION, PriorSettings
 from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene
 from semsplat_ns.pseudo.store import (
     META_NAME,
+    confidence_path,
     coverage_stats,
+    encode_confidence,
+    input_digest,
     measure_against_truth,
     output_paths,
     read_previous_meta,
 )
+
+Backend = Literal["sam2", "reproject", "prior"]
+"""Name of a pseudo-label backend."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend needs from the shared steps and what it writes."""
+
+    default_boundary: Literal["unseen", "all"]
+    """B when --boundary is not given."""
+    carries_labels: bool
+    """Reprojection carries the labelled views' classes (not only visibility)."""
+    reprojects_every_view: bool
+    """Every unlabelled view is reprojected, also those already written (the prior trains on all of them)."""
+    writes_confidence: bool
+    """Writes train/confidence/<stem>.png."""
+
+
+BACKENDS: Dict[str, BackendSpec] = {
+    # SAM2's masks reach into unseen parts; the paper uses them only there (B = unseen).
+    "sam2": BackendSpec("unseen", carries_labels=False, reprojects_every_view=False, writes_confidence=False),
+    # Carried labels lie only where labelled views see the pixel, i.e. outside the unseen B: B = all.
+    "reproject": BackendSpec("all", carries_labels=True, reprojects_every_view=False, writes_confidence=False),
+    # Reprojected labels plus the prior's confident classes cover seen and unseen pixels alike: B = all.
+    "prior": BackendSpec("all", carries_labels=True, reprojects_every_view=True, writes_confidence=True),
+}
+"""The backends, by name."""
 
 
 @dataclass
 class PseudoLabelArgs:
     """Write pseudo labels (train/pseudo/) and boundary masks B (train/boundary/) for the unlabelled training
     views of an IRT scene. With --backend reproject, pseudo labels exist only where labelled views see the
-    pixel, i.e. outside B, so the default there is --boundary all (pseudo labels used wherever they exist)."""
+    pixel, i.e. outside B, so the default there is --boundary all (pseudo labels used wherever they exist).
+    --backend prior also writes a per-pixel confidence (train/confidence/)."""
 
     data: Path
     """The IRT scene folder (holds train/color, train/rgb, train/pose, train/intrinsics)."""
-    backend: Literal["sam2", "reproject"] = "sam2"
+    backend: Backend = "sam2"
     """sam2: SAM2 masks of a labelled view, tracked through the training views (paper).
-    reproject: the labelled views' classes carried into the other views by depth-tested reprojection."""
+    reproject: the labelled views' classes carried into the other views by depth-tested reprojection.
+    prior: reprojection, and elsewhere the confident classes of a small 2D network trained on this scene's
+    labelled views plus the reprojected labels of the other training views (--prior.* flags)."""
     boundary: Optional[Literal["unseen", "all"]] = None
     """B written per view. unseen: pixels no labelled view observes (paper; with sam2, grown to whole masks).
     all: B everywhere, so the model's pseudo loss uses every pseudo label (ablation).
-    Default: unseen for sam2, all for reproject (its pseudo labels lie only outside the unseen B)."""
+    Default: unseen for sam2, all for reproject and prior (their pseudo labels cover seen pixels too)."""
     depth: Literal["points", "config", "dir"] = "points"
     """Depth for the reprojection: points (triangulated from the known poses, cached in sparse/points3D.ply),
     config (a trained model renders it, --depth-config), dir (.npy maps, --depth-dir).
@@ -106,9 +147,13 @@ class PseudoLabelArgs:
     sam2_min_class_share: float = 0.6
     """A SAM2 mask is used when its majority ground-truth class covers at least this share of it."""
     seed: int = 0
-    """Seed of the choice of the labelled view that prompts SAM2 (and of torch while SAM2 runs)."""
+    """sam2: seed of the choice of the labelled view that prompts SAM2 (and of torch while SAM2 runs).
+    The prior has its own, --prior.seed."""
+    prior: PriorSettings = field(default_factory=PriorSettings)
+    """--backend prior: how the 2D prior is trained and thresholded."""
     overwrite: bool = False
-    """Rewrite views whose pseudo label and boundary mask already exist (default: skip them)."""
+    """Rewrite views whose files (pseudo label, boundary mask, and confidence for prior) already exist
+    (default: skip them)."""
     report: Optional[Path] = None
     """Folder of full labels <stem>.png to measure pseudo-label accuracy and coverage against.
     Read only for this report; the figures go into meta.json."""
@@ -145,9 +190,11 @@ def compute_depths(
     stems = [scene.files.stems[i] for i in indices]
     sizes = [scene.sizes[i] for i in indices]
     if source == "dir":
+        assert args.depth_dir is not None  # _depth_source says "dir" only with --depth-dir
         by_stem = load_depth_dir(args.depth_dir, stems, sizes)
         return {i: by_stem[s] for i, s in zip(indices, stems)}
     if source == "config":
+        assert args.depth_config is not None  # _depth_source says "config" only with --depth-config
         with _progress() as progress:
             task = progress.add_task("Rendering depth with the trained model", total=len(indices))
             by_stem = render_depths_from_config(
@@ -179,11 +226,57 @@ def compute_depths(
     return depths
 
 
-def run(args: PseudoLabelArgs) -> dict:
+def _jsonable(value: Any) -> Any:
+    """Parameters as JSON values (paths as strings, nested settings as objects)."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def cache_key(args: PseudoLabelArgs) -> Dict[str, Any]:
+    """The parameters that decide what a run writes (not where, not on which device): equal keys and equal
+    inputs (:func:`~semsplat_ns.pseudo.store.input_digest`) make equal pseudo labels.
+
+    Args:
+        args: The command's arguments.
+
+    Returns:
+        A JSON-able dict.
+    """
+    key: Dict[str, Any] = {
+        "backend": args.backend,
+        "boundary": args.boundary or BACKENDS[args.backend].default_boundary,
+        "depth": _depth_source(args),
+        "depth_config": None if args.depth_config is None else str(args.depth_config),
+        "depth_dir": None if args.depth_dir is None else str(args.depth_dir),
+    }
+    for name in ("depth_tolerance", "color_tolerance", "label_uncertainty", "label_margin"):
+        key[name] = getattr(args, name)
+    if key["depth"] == "points":
+        key.update(points_max_edge=args.points_max_edge, points_max_spread=args.points_max_spread)
+    if args.backend == "sam2":
+        key.update({k: v for k, v in asdict(args).items() if k.startswith("sam2_")}, seed=args.seed)
+    if args.backend == "prior":
+        key["prior"] = {name: getattr(args.prior, name) for name in CACHE_FIELDS}
+        key["prior_version"] = PRIOR_VERSION
+    return _jsonable(key)
+
+
+def _all_paths(scene_dir: Path, stem: str, spec: BackendSpec) -> List[Path]:
+    """The files a backend writes for one view."""
+    paths = list(output_paths(scene_dir, stem))
+    return paths + [confidence_path(scene_dir, stem)] if spec.writes_confidence else paths
+
+
+def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
     """Writes pseudo labels and boundary masks of the unlabelled training views; see the module docstring.
 
     Args:
         args: The command's arguments.
+        origin: Who asked, recorded in meta.json ("semsplat-pseudo-labels", or "auto" for the datamanager's
+            automatic pseudo labels, which it may rebuild when their inputs change).
 
     Returns:
         The record also written to ``train/pseudo/meta.json``.
@@ -191,25 +284,33 @@ def run(args: PseudoLabelArgs) -> dict:
     run_started = time.perf_counter()
     times: Dict[str, float] = {}
     scene_dir = Path(args.data)
-    boundary_mode = args.boundary or ("all" if args.backend == "reproject" else "unseen")
+    spec = BACKENDS[args.backend]
+    boundary_mode = args.boundary or spec.default_boundary
     depth_source = _depth_source(args)
+    # Fail on bad settings, a missing checkpoint or an absent GPU before any long step.
     if args.backend == "sam2":
-        # Fail on a missing checkpoint or a bad size before any long step.
         from semsplat_ns.pseudo.sam2 import check_image_size, resolve_checkpoint
 
         resolve_checkpoint(args.sam2_checkpoint, args.sam2_config)
         check_image_size(args.sam2_image_size)
+    prior_device = None
+    if args.backend == "prior":
+        prior_lib.check_settings(args.prior)
+        prior_device = prior_lib.resolve_device(args.prior)
 
     started = time.perf_counter()
     scene = read_scene(scene_dir)
     stems = scene.files.stems
     pending = [
-        i for i in scene.targets if args.overwrite or not all(p.is_file() for p in output_paths(scene_dir, stems[i]))
+        i
+        for i in scene.targets
+        if args.overwrite or not all(p.is_file() for p in _all_paths(scene_dir, stems[i], spec))
     ]
     skipped = [i for i in scene.targets if i not in set(pending)]
     labels_of = {i: read_labels(scene, i) for i in scene.labelled}
+    digest = input_digest(scene_dir, scene)
     times["read_scene"] = time.perf_counter() - started
-    counts = {
+    counts: Dict[str, Any] = {
         "train_views": len(stems),
         "labelled_views": len(scene.labelled),
         "target_views": len(scene.targets),
@@ -218,16 +319,32 @@ def run(args: PseudoLabelArgs) -> dict:
     }
 
     stats: Dict[str, Dict[str, float]] = {}
+    prior_record: Dict[str, Any] = {}
     if pending:
-        needs_depth = args.backend == "reproject" or boundary_mode == "unseen"
+        # The prior trains on the reprojected labels of every unlabelled view, not only of those to write.
+        reprojected = sorted(scene.targets) if spec.reprojects_every_view else pending
+        needs_depth = spec.carries_labels or boundary_mode == "unseen"
         depths: Dict[int, torch.Tensor] = {}
         if needs_depth:
             started = time.perf_counter()
-            depths = compute_depths(args, scene, sorted(set(pending) | set(scene.labelled)), depth_source)
+            try:
+                depths = compute_depths(args, scene, sorted(set(reprojected) | set(scene.labelled)), depth_source)
+            except DepthError as err:
+                if args.backend != "prior" or boundary_mode != "all":
+                    raise
+                # Without depth the prior still learns from the labelled views; worse, but better than none.
+                CONSOLE.print(f"[bold yellow]prior: no depth ({err}); the prior trains on the labelled views alone")
+                needs_depth = False
+                counts["depth_error"] = str(err)
             times["depth"] = time.perf_counter() - started
         started = time.perf_counter()
         use_color = needs_depth and args.color_tolerance > 0
-        photos = read_photos(scene, sorted(set(pending) | set(scene.labelled)) if use_color else [])
+        wanted_photos: List[int] = []
+        if use_color:
+            wanted_photos = sorted(set(reprojected) | set(scene.labelled))
+        if args.backend == "prior":
+            wanted_photos = sorted(set(scene.targets) | set(scene.labelled))
+        photos = read_photos(scene, wanted_photos)
         references = (
             [
                 ReferenceView(
@@ -256,10 +373,13 @@ def run(args: PseudoLabelArgs) -> dict:
 
             sam2_frames = sam2_pseudo_labels(args, scene, pending, labels_of, photos, counts, times)
 
+        # Visibility (B) and carried classes of every view that needs them.
         started = time.perf_counter()
+        unseen_of: Dict[int, np.ndarray] = {}
+        carried_of: Dict[int, np.ndarray] = {}
         with _progress() as progress:
-            task = progress.add_task("Reprojecting and writing pseudo labels", total=len(pending))
-            for i in pending:
+            task = progress.add_task("Reprojecting the labelled views", total=len(reprojected))
+            for i in reprojected:
                 height, width = scene.sizes[i]
                 if needs_depth:
                     seen, carried = reproject_from_references(
@@ -267,15 +387,37 @@ def run(args: PseudoLabelArgs) -> dict:
                         torch.from_numpy(scene.Ks[i]),
                         torch.from_numpy(scene.c2ws[i]),
                         references,
-                        scene.num_classes if args.backend == "reproject" else None,
+                        scene.num_classes if spec.carries_labels else None,
                         reproject_settings,
                         torch.from_numpy(photos[i]) if use_color else None,
                     )  # [H, W], [H, W] | None
-                    unseen = (~seen).numpy()  # [H, W]
+                    unseen_of[i] = (~seen).numpy()  # [H, W]
+                    if carried is not None:
+                        carried_of[i] = carried.numpy()  # [H, W]
                 else:
-                    unseen, carried = np.ones((height, width), dtype=bool), None
+                    unseen_of[i] = np.ones((height, width), dtype=bool)
+                progress.advance(task)
+        times["reproject"] = time.perf_counter() - started
+
+        confidence_of: Dict[int, np.ndarray] = {}
+        prior_labels_of: Dict[int, np.ndarray] = {}
+        if args.backend == "prior":
+            assert prior_device is not None
+            prior_labels_of, confidence_of, prior_record = _prior_labels(
+                args.prior, scene, labels_of, photos, carried_of, pending, prior_device, times
+            )
+            counts["prior_reprojected_views"] = prior_record["reprojected_views"]
+
+        started = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("Writing pseudo labels", total=len(pending))
+            for i in pending:
+                height, width = scene.sizes[i]
+                unseen = unseen_of[i]  # [H, W]
                 if args.backend == "reproject":
-                    pseudo = carried.numpy()  # [H, W]
+                    pseudo = carried_of.get(i, np.full((height, width), IGNORE_ID, np.uint8))  # [H, W]
+                elif args.backend == "prior":
+                    pseudo = prior_labels_of[i]  # [H, W]
                 else:
                     frame = sam2_frames.get(i)
                     pseudo = frame.labels if frame is not None else np.full((height, width), IGNORE_ID, np.uint8)
@@ -286,11 +428,19 @@ def run(args: PseudoLabelArgs) -> dict:
                 boundary = np.ones((height, width), dtype=bool) if boundary_mode == "all" else unseen  # [H, W]
                 pseudo_path, boundary_path = output_paths(scene_dir, stems[i])
                 irt_io.atomic_write_png(boundary_path, boundary)
+                conf_path = confidence_path(scene_dir, stems[i])
+                if spec.writes_confidence:
+                    irt_io.atomic_write_png(conf_path, encode_confidence(confidence_of[i]))
+                else:
+                    # A confidence map of an earlier prior run would no longer describe this pseudo label.
+                    conf_path.unlink(missing_ok=True)
                 irt_io.atomic_write_png(pseudo_path, np.ascontiguousarray(pseudo, dtype=np.uint8))
                 stats[stems[i]] = coverage_stats(pseudo, boundary)
+                if i in carried_of:
+                    stats[stems[i]]["reprojected"] = float((carried_of[i] != IGNORE_ID).mean())
                 counts["written"] += 1
                 progress.advance(task)
-        times["reproject_and_write"] = time.perf_counter() - started
+        times["write"] = time.perf_counter() - started
 
     for i in skipped:
         pseudo_path, boundary_path = output_paths(scene_dir, stems[i])
@@ -300,19 +450,27 @@ def run(args: PseudoLabelArgs) -> dict:
 
     meta_path = scene_dir / "train" / "pseudo" / META_NAME
     previous = read_previous_meta(meta_path)
-    parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()}
+    parameters = _jsonable(asdict(args))
     parameters.update({"boundary": boundary_mode, "depth": depth_source})
-    record = {
+    record: Dict[str, Any] = {
         "backend": args.backend,
         "boundary": boundary_mode,
         "depth": depth_source,
+        "origin": origin,
         "parameters": parameters,
+        "cache_key": cache_key(args),
+        "inputs_sha256": digest,
         "times_s": times,
         "counts": counts,
         "coverage": float(np.mean([s["coverage"] for s in stats.values()])) if stats else 0.0,
         "boundary_share": float(np.mean([s["boundary_share"] for s in stats.values()])) if stats else 0.0,
         "views": {stem: stats[stem] for stem in stems if stem in stats},
     }
+    reprojected_shares = [s["reprojected"] for s in stats.values() if "reprojected" in s]
+    if reprojected_shares:
+        record["coverage_reprojected"] = float(np.mean(reprojected_shares))
+    if prior_record:
+        record["prior"] = prior_record
     if skipped and previous is not None:
         # Skipped views were made by an earlier run; keep what it recorded.
         record["earlier_runs"] = previous.get("earlier_runs", []) + [
@@ -324,6 +482,9 @@ def run(args: PseudoLabelArgs) -> dict:
                 f"boundary={previous.get('boundary')}; this run uses {args.backend}/{boundary_mode}. "
                 "Pass --overwrite to remake them all.[/bold yellow]"
             )
+        if previous.get("cache_key") != record["cache_key"] or previous.get("inputs_sha256") != digest:
+            # Only views made now match this record; a cache check must not trust the mixture.
+            record["cache_key"] = None
     if args.report is not None:
         started = time.perf_counter()
         record["report"] = measure_against_truth(scene_dir, scene, args.report)
@@ -331,3 +492,145 @@ def run(args: PseudoLabelArgs) -> dict:
     times["total"] = time.perf_counter() - run_started
     write_json_atomic(meta_path, record, indent=1)
     return record
+
+
+def _prior_labels(
+    settings: PriorSettings,
+    scene: TrainSplit,
+    labels_of: Dict[int, np.ndarray],
+    photos: Dict[int, np.ndarray],
+    carried_of: Dict[int, np.ndarray],
+    pending: Sequence[int],
+    device: torch.device,
+    times: Dict[str, float],
+) -> Tuple[Dict[int, np.ndarray], Dict[int, np.ndarray], Dict[str, Any]]:
+    """Trains the prior and fuses its predictions with the reprojected labels of the pending views.
+
+    Args:
+        settings: The prior's recipe and threshold.
+        scene: The training split.
+        labels_of: Labels of the labelled views.
+        photos: Photos of the labelled and unlabelled views.
+        carried_of: Reprojected class ids (255 = none) of the unlabelled views (empty without depth).
+        pending: Views to predict.
+        device: Where the prior runs.
+        times: Step times, filled in ("prior_train", "prior_predict").
+
+    Returns:
+        Pseudo ids and confidence per pending view, and what is recorded about the prior.
+    """
+    labelled = [(photos[i], labels_of[i]) for i in scene.labelled]
+    propagated = [(photos[i], carried_of[i]) for i in scene.targets if i in carried_of]
+    with _progress() as progress:
+        model, train_s, crop = prior_lib.train_prior(
+            scene.num_classes, labelled, propagated, settings, device, progress
+        )
+        times["prior_train"] = train_s
+        if settings.save_weights is not None:
+            prior_lib.save_prior(model, settings.save_weights, settings)
+        started = time.perf_counter()
+        pseudo: Dict[int, np.ndarray] = {}
+        confidence: Dict[int, np.ndarray] = {}
+        kept = 0.0
+        task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending))
+        for i in pending:
+            ids, probability = prior_lib.predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
+            carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
+            pseudo[i], confidence[i] = prior_lib.fuse(carried, ids, probability, settings.threshold)
+            kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
+            progress.advance(task)
+        times["prior_predict"] = time.perf_counter() - started
+    del model
+    if device.type == "cuda":
+        # Training (e.g. the splats, right after the automatic pseudo labels) gets the memory back.
+        torch.cuda.empty_cache()
+    record = {
+        "version": PRIOR_VERSION,
+        "device": str(device),
+        "crop": crop,
+        "labelled_views": len(labelled),
+        "reprojected_views": sum(1 for _, carried in propagated if (carried != IGNORE_ID).any()),
+        "train_s": train_s,
+        # Share of pixels whose pseudo label comes from the prior (not from reprojection).
+        "coverage_from_prior": kept / max(len(pending), 1),
+    }
+    return pseudo, confidence, record
+
+
+def _pseudo_files_exist(scene_dir: Path) -> bool:
+    folder = scene_dir / "train" / "pseudo"
+    return folder.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def ensure_pseudo_labels(
+    scene_dir: Path, settings: PriorSettings, device: Optional[str] = None
+) -> Literal["made", "reused", "rebuilt", "kept", "skipped"]:
+    """The datamanager's automatic pseudo labels: prior pseudo labels made before training when the scene
+    has none, cached under train/pseudo with their parameters and input digest in meta.json.
+
+    * no pseudo labels yet: made with ``--backend prior``;
+    * a cache whose parameters and inputs equal these: reused;
+    * an automatic cache whose parameters or inputs differ, or with files missing: rebuilt;
+    * pseudo labels made otherwise (``semsplat-pseudo-labels``, by hand): kept as they are;
+    * a scene whose train/ folder cannot be written (e.g. a read-only share): skipped, training goes on
+      without them.
+
+    One console line says which.
+
+    Args:
+        scene_dir: The IRT scene folder.
+        settings: The prior's recipe and threshold.
+        device: Device of the prior when ``settings.device`` is unset (e.g. the trainer's).
+
+    Returns:
+        What was done.
+    """
+    scene_dir = Path(scene_dir)
+    args = PseudoLabelArgs(
+        data=scene_dir, backend="prior", prior=replace(settings, device=settings.device or device), overwrite=True
+    )
+    meta_path = scene_dir / "train" / "pseudo" / META_NAME
+    previous = read_previous_meta(meta_path) if meta_path.is_file() else None
+    scene = read_scene(scene_dir)
+    digest = input_digest(scene_dir, scene)
+    want = cache_key(args)
+    complete = all(
+        p.is_file() for i in scene.targets for p in _all_paths(scene_dir, scene.files.stems[i], BACKENDS["prior"])
+    )
+    where = scene_dir / "train" / "pseudo"
+    if previous is not None and previous.get("cache_key") == want and previous.get("inputs_sha256") == digest:
+        if complete:
+            CONSOLE.print(f"Pseudo labels: reusing the prior's in {where} (inputs and parameters unchanged)")
+            return "reused"
+    if (previous is None or previous.get("origin") == "auto") and not os.access(scene_dir / "train", os.W_OK):
+        CONSOLE.print(
+            f"[bold yellow]Pseudo labels: {scene_dir / 'train'} is not writable, so none are made; training goes "
+            "on without them (copy the scene somewhere writable, or run semsplat-pseudo-labels on a copy)"
+        )
+        return "skipped"
+    if previous is None and not _pseudo_files_exist(scene_dir):
+        CONSOLE.print(f"Pseudo labels: none in {where}; making them with the prior (cached for the next run)")
+        run(args, origin="auto")
+        return "made"
+    if previous is not None and previous.get("origin") == "auto":
+        reasons = []
+        if previous.get("cache_key") != want:
+            before = previous.get("cache_key") or {}
+            changed = sorted(k for k in set(want) | set(before) if want.get(k) != before.get(k))
+            if "prior" in changed:
+                old_prior, new_prior = before.get("prior") or {}, want["prior"]
+                changed.remove("prior")
+                changed += [f"prior.{k}" for k in CACHE_FIELDS if old_prior.get(k) != new_prior.get(k)]
+            reasons.append("parameters changed (" + ", ".join(changed) + ")")
+        if previous.get("inputs_sha256") != digest:
+            reasons.append("scene inputs changed")
+        if not complete:
+            reasons.append("files missing")
+        CONSOLE.print(f"Pseudo labels: rebuilding the prior's pseudo labels in {where}: {'; '.join(reasons)}")
+        run(args, origin="auto")
+        return "rebuilt"
+    made_by = f"backend {previous.get('backend')}" if previous is not None else "an unrecorded run"
+    CONSOLE.print(
+        f"Pseudo labels: using those already in {where} ({made_by}); automatic pseudo labels leave them as they are"
+    )
+    return "kept"

@@ -58,7 +58,10 @@ def read_scene(scene_dir: Path) -> TrainSplit:
 
 
 def read_labels(scene: TrainSplit, index: int) -> np.ndarray:
+    """Class ids uint8 [H, W] (255 = none) of a labelled view, checked against its photo's size."""
     path = scene.files.label_paths[index]
+    if path is None:
+        raise IRTDataError(f"{scene.files.photo_paths[index]}: view {scene.files.stems[index]!r} has no label")
     labels = irt_io.read_label(path, scene.class_colors, scene.num_classes)  # [H, W]
     if labels.shape != scene.sizes[index]:
         raise IRTDataError(

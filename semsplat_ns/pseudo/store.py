@@ -1,18 +1,21 @@
 """The pseudo-label store: where pseudo labels, boundary masks and their record live in a scene, how they
 are written (atomically) and how they are measured against full labels.
 
-    train/pseudo/<stem>.png     8-bit class ids, 255 = no pseudo label
-    train/boundary/<stem>.png   B: 255 where no labelled view observes the pixel, else 0
-    train/pseudo/meta.json      backend, parameters, per-step times, counts (and --report figures)
+    train/pseudo/<stem>.png       8-bit class ids, 255 = no pseudo label
+    train/boundary/<stem>.png     B: 255 where no labelled view observes the pixel, else 0
+    train/confidence/<stem>.png   8-bit confidence of the pseudo label, round(255 * p) (--backend prior only)
+    train/pseudo/meta.json        backend, parameters, input digest, per-step times, counts (and --report figures)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.console import progress_bar as _progress
@@ -24,9 +27,114 @@ META_NAME = "meta.json"
 """Name of the record written beside the pseudo labels."""
 
 
+CONFIDENCE_DIR = "confidence"
+"""Folder of ``train/`` holding the per-pixel confidence of the pseudo labels."""
+
+
 def output_paths(scene_dir: Path, stem: str) -> Tuple[Path, Path]:
     """Pseudo label and boundary mask of one training view."""
     return scene_dir / "train" / "pseudo" / f"{stem}.png", scene_dir / "train" / "boundary" / f"{stem}.png"
+
+
+def confidence_path(scene_dir: Path, stem: str) -> Path:
+    """Confidence map of one training view's pseudo label."""
+    return Path(scene_dir) / "train" / CONFIDENCE_DIR / f"{stem}.png"
+
+
+def encode_confidence(probability: np.ndarray) -> np.ndarray:
+    """A confidence in [0, 1] as stored: uint8 ``round(255 * p)``.
+
+    Args:
+        probability: float [H, W], values in [0, 1] (clipped).
+
+    Returns:
+        uint8 [H, W].
+    """
+    return np.round(np.clip(probability, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def read_confidence(path: Path) -> np.ndarray:
+    """Reads a confidence map (``train/confidence/<stem>.png``).
+
+    Args:
+        path: 8-bit 1-channel PNG, value = round(255 * confidence).
+
+    Returns:
+        float32 [H, W] in [0, 1].
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes the whole file: a truncated PNG fails here, not in training
+            mode = image.mode
+            pixels = np.asarray(image)
+    except FileNotFoundError:
+        raise IRTDataError(f"{path}: confidence file does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise IRTDataError(f"{path}: cannot read the confidence image (truncated or not an image?): {err}") from None
+    if mode != "L":
+        raise IRTDataError(
+            f"{path}: a confidence map must be a 1-channel 8-bit PNG (value = round(255 * p)); got PIL mode {mode!r}"
+        )
+    return pixels.astype(np.float32) / 255.0  # [H, W]
+
+
+def list_confidence_files(
+    pseudo_paths: Sequence[Optional[Path]], sizes: np.ndarray, photo_paths: Sequence[Path]
+) -> List[Optional[Path]]:
+    """The confidence map beside each pseudo label (``train/confidence/<stem>.png`` for
+    ``train/pseudo/<stem>.png``) where it exists, each decoded once and checked against its photo's size.
+
+    Args:
+        pseudo_paths: Pseudo label per view, None where there is none (then no confidence is listed).
+        sizes: int [N, 2] (width, height) of each view's photo.
+        photo_paths: The photos, for the message.
+
+    Returns:
+        Confidence file per view, None where there is none.
+    """
+    paths: List[Optional[Path]] = []
+    for pseudo, (width, height), photo in zip(pseudo_paths, sizes, photo_paths):
+        path = None if pseudo is None else Path(pseudo).parent.parent / CONFIDENCE_DIR / Path(pseudo).name
+        if path is None or not path.is_file():
+            paths.append(None)
+            continue
+        confidence = read_confidence(path)  # [H, W]
+        if confidence.shape != (height, width):
+            raise IRTDataError(
+                f"{path}: size {confidence.shape[1]}x{confidence.shape[0]} differs from its photo {Path(photo).name} "
+                f"({width}x{height}); a confidence map must match the photo pixel for pixel"
+            )
+        paths.append(path)
+    return paths
+
+
+def input_digest(scene_dir: Path, scene: TrainSplit) -> str:
+    """SHA-256 over everything pseudo labels are made from: classes.json and every training view's photo,
+    label, pose and intrinsics (names and contents; file times are left out, so a copied scene keeps it).
+
+    Args:
+        scene_dir: The scene folder.
+        scene: Its training split.
+
+    Returns:
+        Hex digest.
+    """
+    digest = hashlib.sha256()
+    files = scene.files
+    paths = [Path(scene_dir) / "classes.json"]
+    for photo, pose, intrinsics, label in zip(
+        files.photo_paths, files.pose_paths, files.intrinsics_paths, files.label_paths
+    ):
+        paths += [photo, pose, intrinsics] + ([label] if label is not None else [])
+    for path in paths:
+        if not path.is_file():
+            continue
+        # The name relative to the scene, so the digest does not depend on where the scene lies.
+        digest.update(str(path.relative_to(scene_dir) if path.is_relative_to(scene_dir) else path.name).encode())
+        digest.update(b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def read_previous_meta(path: Path) -> Optional[dict]:

@@ -19,26 +19,13 @@ from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings, bo
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
 from semsplat_ns.pseudo.sam2 import Sam2CheckpointError, grow_boundary_to_masks
 from semsplat_ns.scripts.pseudo_labels import main
-from semsplat_ns.synthetic.town import build_town, render_view
-
-RES = 48
-VIEWS = 16
-SEED = 0
+from tests.pseudo.conftest import RES, SEED, VIEWS
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, demo_town):
+def base(town_with_depth):
     """A tiny generated scene, plus exact z-depth of every training view in a folder beside it."""
-    root = tmp_path_factory.mktemp("pseudo")
-    scene = demo_town(n_views=VIEWS, resolution=RES, n_labelled=3, seed=SEED, writable=True)
-    town = build_town(SEED)
-    depth_dir = root / "depth"
-    depth_dir.mkdir()
-    files = irt_io.find_split_stems(scene / "train")
-    for stem, k_path, pose_path in zip(files.stems, files.intrinsics_paths, files.pose_paths):
-        _, _, depth = render_view(town, irt_io.read_intrinsics(k_path), irt_io.read_pose(pose_path), RES, RES, 1)
-        np.save(depth_dir / f"{stem}.npy", depth.astype(np.float32))  # inf where the sky is hit
-    return scene, depth_dir
+    return town_with_depth
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +91,7 @@ def test_projection_round_trip_and_self_reprojection(base):
     assert torch.allclose(z[known], view.depth[known].double(), rtol=1e-5)
     exact = ReprojectSettings(depth_tolerance=1e-4, label_uncertainty=0.0, label_margin=0)
     seen, carried = reproject_from_references(view.depth, view.K, view.c2w, [view], 20, exact, view.photo)
+    assert carried is not None and view.labels is not None
     assert torch.equal(seen, known)
     assert torch.equal(carried[known], view.labels[known])
     assert (carried[~known] == 255).all()
@@ -199,7 +187,7 @@ def test_cli_with_points_depth_writes_resumes_and_overwrites(scene96, tmp_path, 
     meta = json.loads((scene / "train" / "pseudo" / "meta.json").read_text())
     assert meta["depth"] == "points" and meta["counts"]["written"] == len(targets)
     assert set(meta["views"]) == set(targets)
-    assert {"depth", "reproject_and_write", "total"} <= set(meta["times_s"])
+    assert {"depth", "reproject", "write", "total"} <= set(meta["times_s"])
     boundaries = [irt_io.read_boundary_mask(scene / "train" / "boundary" / f"{s}.png") for s in targets]
     assert any(b.any() for b in boundaries) and any((~b).any() for b in boundaries)
     stamps = {p: p.stat().st_mtime_ns for p in (scene / "train").glob("[pb]*/*.png")}
@@ -289,7 +277,8 @@ def test_missing_sam2_checkpoint_is_one_clear_error(base, tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2
-    assert "sam2.1_hiera_tiny.pt" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "sam2.1_hiera_tiny.pt" in captured.out + captured.err
     # A file that is not a SAM2 checkpoint is refused before any long step, too.
     missing.parent.mkdir()
     missing.write_bytes(b"not a checkpoint")
@@ -317,12 +306,15 @@ def test_bad_depth_files_name_the_file(base, tmp_path):
 
 def _train_tiny_model(scene: Path, out: Path, steps: int, scale_factor: float) -> Path:
     """Trains semsplat for a few CPU steps on ``scene`` and returns the run's config.yml."""
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
     from tests.cpu_training import cpu_trainer_config, train
 
     config = cpu_trainer_config(scene, out, steps, "depth")
+    datamanager_cfg, model_cfg = config.pipeline.datamanager, config.pipeline.model
+    assert isinstance(datamanager_cfg, SemSplatDataManagerConfig) and isinstance(model_cfg, SemSplatModelConfig)
     # A scaled dataparser frame, so that depth must be converted back to scene units.
-    config.pipeline.datamanager.dataparser.scale_factor = scale_factor
-    model_cfg = config.pipeline.model
+    datamanager_cfg.dataparser.scale_factor = scale_factor
     model_cfg.warmup_length = 20
     model_cfg.refine_every = 10
     model_cfg.stop_split_at = steps // 2

@@ -1,0 +1,261 @@
+"""The 2D prior of ``semsplat-pseudo-labels --backend prior``.
+
+Most pixels that test views see were never seen by a labelled view, so labels carried by 3D reprojection
+alone leave most of each view without a pseudo label. The prior fills them: a small Unet
+(:mod:`semsplat_ns.pseudo.unet`) is trained per scene, from scratch, on the labelled views plus the
+reprojected labels of every other training view (each step: ``labelled_batch`` crops of labelled views and
+``pseudo_batch`` crops of reprojected ones; pixels without a label are left out of the loss), then predicts
+every unlabelled training view. The pseudo label of a pixel is
+
+    the reprojected class where reprojection gives one (confidence 1),
+    else the prior's most likely class where its softmax probability p >= ``threshold`` (confidence p),
+    else none (255, confidence 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from semsplat_ns.atomic import atomic_open
+from semsplat_ns.console import CONSOLE
+from semsplat_ns.data.irt_io import IGNORE_ID
+from semsplat_ns.pseudo.unet import CropSampler, Unet, UnetRecipe, predict_probabilities, train_unet
+
+PRIOR_VERSION = 1
+"""Changes whenever the prior's algorithm changes, so cached pseudo labels of an older one are rebuilt."""
+
+
+@dataclass
+class PriorSettings:
+    """How the prior is trained and how its predictions become pseudo labels."""
+
+    steps: int = 6000
+    """Optimisation steps (6000: about 75 s on one H100 for a 100-view scene of 512x512)."""
+    crop: int = 256
+    """Side of the square training crops, pixels (a multiple of 2**(levels-1)); shrunk to fit small views."""
+    width: int = 32
+    """Channels of the Unet's first level; each deeper level doubles it."""
+    levels: int = 5
+    """Resolution levels of the Unet (levels-1 poolings)."""
+    labelled_batch: int = 4
+    """Crops of labelled views per step."""
+    pseudo_batch: int = 4
+    """Crops of reprojected (3D-propagated) labels of the other training views per step."""
+    peak_lr: float = 2e-3
+    """Peak learning rate of the one-cycle schedule (AdamW)."""
+    weight_decay: float = 1e-2
+    """AdamW weight decay."""
+    brightness: float = 0.2
+    """Brightness jitter: each crop is scaled by a factor drawn from [1-b, 1+b]."""
+    threshold: float = 0.9
+    """Where reprojection gives no class, the prior's class is kept where its softmax probability is at least
+    this; below it the pixel gets no pseudo label (255)."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on the CPU)."""
+    seed: int = 0
+    """Seed of the initial weights and of every crop draw (same seed, same device: same pseudo labels)."""
+    device: Optional[str] = None
+    """Torch device of the prior (cuda, cuda:1, cpu); default: CUDA when available, else the CPU."""
+    save_weights: Optional[Path] = None
+    """Also save the trained network here (.pt), e.g. to score it on the test views (benchmarks/prior.py)."""
+
+
+class PriorError(ValueError):
+    """Settings of the prior that cannot work; the message names the flag."""
+
+
+def check_settings(settings: PriorSettings) -> None:
+    """Raises :class:`PriorError` for settings that cannot train (before any long step)."""
+    divisor = 2 ** (settings.levels - 1) if settings.levels >= 2 else 1
+    problems = []
+    if settings.steps < 1:
+        problems.append(f"--prior.steps must be at least 1, got {settings.steps}")
+    if settings.levels < 2:
+        problems.append(f"--prior.levels must be at least 2, got {settings.levels}")
+    if settings.width < 1:
+        problems.append(f"--prior.width must be at least 1, got {settings.width}")
+    if settings.crop < divisor or settings.crop % divisor:
+        problems.append(f"--prior.crop must be a positive multiple of {divisor} (2**(levels-1)), got {settings.crop}")
+    if settings.labelled_batch < 1 or settings.pseudo_batch < 0:
+        problems.append(
+            f"--prior.labelled-batch must be >= 1 and --prior.pseudo-batch >= 0, got {settings.labelled_batch} "
+            f"and {settings.pseudo_batch}"
+        )
+    if not 0.0 <= settings.threshold <= 1.0:
+        problems.append(f"--prior.threshold must lie in [0, 1], got {settings.threshold}")
+    if problems:
+        raise PriorError("; ".join(problems))
+
+
+# Settings that change the pseudo labels; the rest (device, where weights go) do not invalidate a cache.
+CACHE_FIELDS = (
+    "steps",
+    "crop",
+    "width",
+    "levels",
+    "labelled_batch",
+    "pseudo_batch",
+    "peak_lr",
+    "weight_decay",
+    "brightness",
+    "threshold",
+    "bf16",
+    "seed",
+)
+
+
+def resolve_device(settings: PriorSettings, fallback: Optional[str] = None) -> torch.device:
+    """The prior's device: ``settings.device``, else ``fallback``, else CUDA when available, else the CPU."""
+    name = settings.device or fallback or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PriorError(f"--prior.device {name}: CUDA is not available on this machine (use --prior.device cpu)")
+    return device
+
+
+def fitting_crop(settings: PriorSettings, sizes: Sequence[Tuple[int, int]]) -> int:
+    """The crop side used: ``settings.crop``, shrunk to the largest multiple of the Unet's divisor that fits
+    the smallest view (small scenes still train instead of failing)."""
+    divisor = 2 ** (settings.levels - 1)
+    smallest = min(min(size) for size in sizes)
+    fits = (smallest // divisor) * divisor
+    if fits < divisor:
+        raise PriorError(
+            f"the smallest training view is {smallest} pixels; a {settings.levels}-level prior needs at least "
+            f"{divisor} (pass a smaller --prior.levels)"
+        )
+    return min(settings.crop, fits)
+
+
+def recipe_of(settings: PriorSettings, crop: int) -> UnetRecipe:
+    """The Unet training recipe of these settings."""
+    return UnetRecipe(
+        steps=settings.steps,
+        crop=crop,
+        width=settings.width,
+        levels=settings.levels,
+        peak_lr=settings.peak_lr,
+        weight_decay=settings.weight_decay,
+        brightness=settings.brightness,
+        bf16=settings.bf16,
+        deterministic=True,
+        seed=settings.seed,
+    )
+
+
+def train_prior(
+    num_classes: int,
+    labelled: Sequence[Tuple[np.ndarray, np.ndarray]],
+    propagated: Sequence[Tuple[np.ndarray, np.ndarray]],
+    settings: PriorSettings,
+    device: torch.device,
+    progress: Optional[Progress] = None,
+) -> Tuple[Unet, float, int]:
+    """Trains the prior from scratch.
+
+    Args:
+        num_classes: Number of classes C.
+        labelled: (photo uint8 [H, W, 3], label uint8 [H, W]) of every labelled view.
+        propagated: (photo, reprojected label uint8 [H, W], 255 = none) of other training views; views
+            without any reprojected label are skipped.
+        settings: The recipe.
+        device: Where to train.
+        progress: Rich progress display; None trains silently.
+
+    Returns:
+        The trained network (eval mode), the training wall time in seconds, and the crop side used.
+    """
+    if not labelled:
+        raise PriorError("the prior needs at least one labelled view")
+    propagated = [(photo, carried) for photo, carried in propagated if (carried != IGNORE_ID).any()]
+    crop = fitting_crop(settings, [photo.shape[:2] for photo, _ in list(labelled) + list(propagated)])
+    if crop != settings.crop:
+        CONSOLE.print(f"[yellow]prior: views are small; training on {crop}-pixel crops instead of {settings.crop}")
+    CONSOLE.print(
+        f"prior: {settings.steps} steps on {device}, {len(labelled)} labelled views and {len(propagated)} views "
+        "with reprojected labels"
+    )
+    sampler = CropSampler([p for p, _ in labelled], [lab for _, lab in labelled], crop, settings.brightness, device)
+    pools = [(sampler, settings.labelled_batch)]
+    if propagated and settings.pseudo_batch > 0:
+        sampler = CropSampler([p for p, _ in propagated], [c for _, c in propagated], crop, settings.brightness, device)
+        pools.append((sampler, settings.pseudo_batch))
+    model, seconds = train_unet(
+        pools,
+        num_classes,
+        recipe_of(settings, crop),
+        device,
+        progress,
+        description="Training the prior",
+    )
+    model.eval()
+    return model, seconds, crop
+
+
+def predict_prior(
+    model: Unet, photo: np.ndarray, settings: PriorSettings, device: torch.device
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The prior's class and its probability per pixel of one photo.
+
+    Args:
+        model: The trained prior (eval mode).
+        photo: uint8 [H, W, 3].
+        settings: For bf16.
+        device: The model's device.
+
+    Returns:
+        uint8 [H, W] class ids and float32 [H, W] softmax probabilities.
+    """
+    return predict_probabilities(model, photo, device, settings.bf16)
+
+
+def fuse(
+    carried: np.ndarray, prior_ids: np.ndarray, prior_probability: np.ndarray, threshold: float
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Pseudo labels from reprojection and the prior (see the module docstring).
+
+    Args:
+        carried: uint8 [H, W] reprojected class ids, 255 = none.
+        prior_ids: uint8 [H, W] the prior's most likely class.
+        prior_probability: float [H, W] its softmax probability.
+        threshold: Smallest probability at which the prior's class is kept.
+
+    Returns:
+        uint8 [H, W] pseudo ids (255 = none) and float32 [H, W] confidence in [0, 1]: 1 where reprojected,
+        the prior's probability where its class is kept, 0 where there is no pseudo label.
+    """
+    reprojected = carried != IGNORE_ID  # [H, W]
+    trusted = ~reprojected & (prior_probability >= threshold)  # [H, W]
+    labels = np.where(reprojected, carried, np.where(trusted, prior_ids, IGNORE_ID)).astype(np.uint8)  # [H, W]
+    confidence = np.where(reprojected, 1.0, np.where(trusted, prior_probability, 0.0)).astype(np.float32)
+    return labels, confidence
+
+
+def save_prior(model: Unet, path: Path, settings: PriorSettings) -> None:
+    """Saves the network with what is needed to rebuild it (:func:`load_prior`)."""
+    payload = {
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+        "num_classes": model.num_classes,
+        "width": settings.width,
+        "levels": model.levels,
+        "bf16": settings.bf16,
+        "version": PRIOR_VERSION,
+    }
+    with atomic_open(Path(path), "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_prior(path: Path, device: torch.device) -> Tuple[Unet, Dict]:
+    """Loads a network saved by :func:`save_prior`, in eval mode on ``device``; also returns the payload."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    model = Unet(int(payload["num_classes"]), width=int(payload["width"]), levels=int(payload["levels"]))
+    model.load_state_dict(payload["state_dict"])
+    model = model.to(device).to(memory_format=torch.channels_last)
+    model.eval()
+    return model, payload

@@ -1,0 +1,395 @@
+"""A small 2D segmentation network trained per scene from scratch, and its training recipe.
+
+Two users share it: the prior of ``semsplat-pseudo-labels --backend prior`` (trained on the labelled views
+plus the labels that depth-tested reprojection carries into the other training views) and the benchmark's
+Unet baseline (``benchmarks/baselines/unet.py``, labelled views only). No pretrained weights, no download.
+
+Recipe: a 5-level Unet (base width 32, BatchNorm), random square crops (256 px) under the 8 symmetries of
+the square and a +-20 % brightness jitter, AdamW with a one-cycle learning rate peaking at 2e-3, bf16
+autocast on CUDA. Label id 255 means "no label" and is left out of the loss, so partly labelled views
+(reprojected labels) train where they have labels only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import Tensor, nn
+
+from semsplat_ns.data.irt_io import IGNORE_ID
+
+# ImageNet statistics: a fixed, data-independent input normalisation.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class UnetRecipe:
+    """How the network is built and trained (batch composition is given by the crop pools)."""
+
+    steps: int = 6000
+    """Optimisation steps."""
+    crop: int = 256
+    """Side of the square random training crops, pixels (a multiple of 2**(levels-1))."""
+    width: int = 32
+    """Channels of the first Unet level; each deeper level doubles it."""
+    levels: int = 5
+    """Resolution levels of the Unet (levels-1 poolings)."""
+    peak_lr: float = 2e-3
+    """Peak learning rate of the one-cycle schedule."""
+    weight_decay: float = 1e-2
+    """AdamW weight decay."""
+    brightness: float = 0.2
+    """Brightness jitter: each crop is scaled by a factor drawn from [1-b, 1+b]."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on the CPU)."""
+    deterministic: bool = True
+    """Ask cuDNN for deterministic kernels while training, so a seed gives the same network on the same GPU
+    (False lets cuDNN pick its fastest, possibly non-deterministic, kernels)."""
+    seed: int = 0
+    """Seed of the initial weights and of every crop draw."""
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by BatchNorm and ReLU.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Unet(nn.Module):
+    """A plain Unet: max-pool encoder, transposed-conv decoder with skip connections, 1x1 class head.
+
+    Args:
+        num_classes: Number of output classes C.
+        width: Channels of the first level; level i has ``width * 2**i``.
+        levels: Resolution levels; inputs must have sides divisible by ``2**(levels-1)``.
+        in_channels: Input channels (3 for RGB).
+    """
+
+    mean: Tensor  # [1, 3, 1, 1] buffer
+    std: Tensor  # [1, 3, 1, 1] buffer
+
+    def __init__(self, num_classes: int, width: int = 32, levels: int = 5, in_channels: int = 3) -> None:
+        super().__init__()
+        if levels < 2:
+            raise ValueError(f"a Unet needs at least 2 levels, got {levels}")
+        if width < 1 or num_classes < 1:
+            raise ValueError(f"a Unet needs width >= 1 and num_classes >= 1, got {width} and {num_classes}")
+        widths = [width * 2**level for level in range(levels)]
+        self.levels = levels
+        self.num_classes = num_classes
+        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
+        self.encoder = nn.ModuleList(
+            [ConvBlock(in_channels if level == 0 else widths[level - 1], widths[level]) for level in range(levels)]
+        )
+        self.upsample = nn.ModuleList(
+            [nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2) for level in range(levels - 1)]
+        )
+        self.decoder = nn.ModuleList([ConvBlock(2 * widths[level], widths[level]) for level in range(levels - 1)])
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    @property
+    def divisor(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2 ** (self.levels - 1)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Class logits of RGB images.
+
+        Args:
+            image: RGB in [0, 1], ``[B, 3, H, W]``, H and W multiples of :attr:`divisor`.
+
+        Returns:
+            Logits ``[B, C, H, W]``.
+        """
+        x = (image - self.mean) / self.std  # [B, 3, H, W]
+        skips = []
+        for level, block in enumerate(self.encoder):
+            if level > 0:
+                x = F.max_pool2d(x, 2)  # [B, w_{l-1}, H/2^l, W/2^l]
+            x = block(x)  # [B, w_l, H/2^l, W/2^l]
+            skips.append(x)
+        for level in reversed(range(self.levels - 1)):
+            x = self.upsample[level](x)  # [B, w_l, H/2^l, W/2^l]
+            x = self.decoder[level](torch.cat([skips[level], x], dim=1))  # [B, w_l, H/2^l, W/2^l]
+        return self.head(x)  # [B, C, H, W]
+
+
+def check_crop(crop: int, levels: int) -> None:
+    """Raises ValueError unless ``crop`` is a positive multiple of the Unet's divisor ``2**(levels-1)``."""
+    divisor = 2 ** (levels - 1)
+    if crop <= 0 or crop % divisor:
+        raise ValueError(f"--crop must be a positive multiple of {divisor} for a {levels}-level Unet, got {crop}")
+
+
+class CropSampler:
+    """Draws augmented random training crops with a handful of batched kernels per step.
+
+    Each crop comes from a random view at a random position, then undergoes one of the 8 symmetries of
+    the square (flips and 90-degree rotations: every combination of a horizontal flip, a vertical flip
+    and a rotation is one of them, drawn uniformly) and a brightness jitter. The symmetries are
+    precomputed as index grids, so a whole batch is one gather instead of a Python loop of small ops.
+
+    Args:
+        photos: Photos ``[H, W, 3]`` uint8, one per view (sizes may differ).
+        labels: Class ids ``[H, W]`` uint8 (255 = no label), one per view, same sizes as the photos.
+        crop: Crop side S, at most every view's smaller side.
+        brightness: Each crop's colours are scaled by a factor in ``[1 - brightness, 1 + brightness]``.
+        device: Where the views live and the crops are made.
+    """
+
+    def __init__(
+        self,
+        photos: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        crop: int,
+        brightness: float,
+        device: torch.device,
+    ) -> None:
+        if not photos or len(photos) != len(labels):
+            raise ValueError(f"CropSampler needs one label per photo and at least one view; got {len(photos)} photos")
+        sizes = [photo.shape[:2] for photo in photos]
+        if min(min(size) for size in sizes) < crop:
+            raise ValueError(f"crop {crop} is larger than the smallest view {min(sizes, key=min)}")
+        max_h, max_w = max(size[0] for size in sizes), max(size[1] for size in sizes)
+        # Views of different sizes share one padded stack; crops never reach into the padding. Labels stay
+        # uint8 on the device (an eighth of int64's memory) and become int64 per batch.
+        self.images = torch.zeros(len(photos), max_h, max_w, 3, dtype=torch.uint8, device=device)  # [V, Hm, Wm, 3]
+        self.targets = torch.full((len(photos), max_h, max_w), IGNORE_ID, dtype=torch.uint8, device=device)
+        for view, (photo, label) in enumerate(zip(photos, labels)):
+            height, width = photo.shape[:2]
+            if label.shape != (height, width):
+                raise ValueError(f"CropSampler: view {view} has a {label.shape} label for a {photo.shape} photo")
+            self.images[view, :height, :width] = torch.from_numpy(np.ascontiguousarray(photo)).to(device)
+            self.targets[view, :height, :width] = torch.from_numpy(np.ascontiguousarray(label, np.uint8)).to(device)
+        self.max_top = torch.tensor([size[0] - crop for size in sizes], dtype=torch.float64)  # [V]
+        self.max_left = torch.tensor([size[1] - crop for size in sizes], dtype=torch.float64)  # [V]
+        self.crop = crop
+        self.brightness = brightness
+        self.device = device
+        rows, cols = torch.meshgrid(torch.arange(crop), torch.arange(crop), indexing="ij")  # [S, S] each
+        grid = torch.stack([rows, cols])  # [2, S, S]
+        symmetries = [
+            torch.rot90(grid.flip(-1) if mirror else grid, turns, dims=(-2, -1))
+            for mirror in (0, 1)
+            for turns in range(4)
+        ]
+        self.symmetry_grids = torch.stack(symmetries).to(device)  # [8, 2, S, S], source (row, col) per output pixel
+
+    def __len__(self) -> int:
+        return len(self.max_top)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+        """Draws one batch of crops.
+
+        Args:
+            batch_size: Number of crops B.
+            generator: CPU generator that draws every random choice (reproducible per seed).
+
+        Returns:
+            Images ``[B, 3, S, S]`` float in [0, 1] and class ids ``[B, S, S]`` int64 (255 = no label).
+        """
+        view = torch.randint(len(self.max_top), (batch_size,), generator=generator)  # [B]
+        top = (
+            torch.rand(batch_size, generator=generator, dtype=torch.float64) * (self.max_top[view] + 1)
+        ).long()  # [B]
+        left = (
+            torch.rand(batch_size, generator=generator, dtype=torch.float64) * (self.max_left[view] + 1)
+        ).long()  # [B]
+        symmetry = torch.randint(8, (batch_size,), generator=generator)  # [B]
+        factor = 1.0 + self.brightness * (2.0 * torch.rand(batch_size, generator=generator) - 1.0)  # [B]
+        # One small host-to-device copy carries every random choice of the batch.
+        params = torch.stack([view, top, left, symmetry]).to(self.device, non_blocking=True)  # [4, B]
+        view, top, left, symmetry = params.unbind(0)  # [B] each
+        grid = self.symmetry_grids[symmetry]  # [B, 2, S, S]
+        rows = grid[:, 0] + top[:, None, None]  # [B, S, S]
+        cols = grid[:, 1] + left[:, None, None]  # [B, S, S]
+        views = view[:, None, None].expand_as(rows)  # [B, S, S]
+        images = self.images[views, rows, cols]  # [B, S, S, 3] uint8
+        targets = self.targets[views, rows, cols].long()  # [B, S, S]
+        factor = factor.to(self.device, non_blocking=True)[:, None, None, None]  # [B, 1, 1, 1]
+        images = (images.permute(0, 3, 1, 2).float() * (factor / 255.0)).clamp_(0.0, 1.0)  # [B, 3, S, S]
+        return images, targets
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy over the pixels that have a label (255 = none); 0 when none has.
+
+    Written with a class comparison instead of ``F.cross_entropy``: its CUDA backward scatters with atomic
+    adds, which would make training depend on thread timing, and a batch without any label would give NaN.
+
+    Args:
+        logits: ``[B, C, H, W]`` class logits.
+        targets: ``[B, H, W]`` int64 class ids, 255 = no label.
+
+    Returns:
+        Scalar float32 loss.
+    """
+    log_probs = logits.float().log_softmax(dim=1)  # [B, C, H, W]
+    classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)  # [1, C, 1, 1]
+    # 255 matches no class, so unlabelled pixels pick nothing and add 0.
+    picked = torch.where(targets[:, None] == classes, log_probs, torch.zeros_like(log_probs)).sum(dim=1)  # [B, H, W]
+    labelled = (targets != IGNORE_ID).sum().clamp(min=1)
+    return -picked.sum() / labelled
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for queued CUDA work so that wall-clock times are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked for, otherwise a no-op context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+@contextlib.contextmanager
+def _cudnn_deterministic(enabled: bool) -> Iterator[None]:
+    """cuDNN's deterministic kernels inside the block, the caller's settings restored after it."""
+    if not enabled:
+        yield
+        return
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
+def train_unet(
+    pools: Sequence[Tuple[CropSampler, int]],
+    num_classes: int,
+    recipe: UnetRecipe,
+    device: torch.device,
+    progress: Optional[Progress] = None,
+    description: str = "Training the Unet",
+) -> Tuple[Unet, float]:
+    """Trains a Unet from scratch on crops drawn from one or more pools of views.
+
+    Args:
+        pools: (sampler, crops per step) pairs; each step's batch holds that many crops of every pool
+            (e.g. 4 crops of the labelled views and 4 of the reprojected labels).
+        num_classes: Number of classes C.
+        recipe: Steps, crop, width, learning rate, augmentation, bf16, seed.
+        device: Where to train.
+        progress: Rich progress display to report on; None trains silently.
+        description: The progress task's title.
+
+    Returns:
+        The trained model (in train mode) and the training wall time in seconds.
+    """
+    if recipe.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {recipe.steps}")
+    check_crop(recipe.crop, recipe.levels)
+    pools = [(sampler, count) for sampler, count in pools if count > 0]
+    if not pools:
+        raise ValueError("train_unet: no crops per step (every pool has a batch size of 0)")
+    for sampler, _ in pools:
+        if sampler.crop != recipe.crop:
+            raise ValueError(f"train_unet: a sampler makes {sampler.crop}-pixel crops, the recipe wants {recipe.crop}")
+    # The weights come from the seed without disturbing the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = Unet(num_classes, width=recipe.width, levels=recipe.levels)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    task = progress.add_task(description, total=recipe.steps) if progress is not None else None
+
+    with _cudnn_deterministic(recipe.deterministic and device.type == "cuda"):
+        synchronize(device)
+        start = time.perf_counter()
+        loss_value = math.nan
+        for step in range(recipe.steps):
+            drawn = [sampler.sample(count, generator) for sampler, count in pools]
+            batch = torch.cat([images for images, _ in drawn]).contiguous(memory_format=torch.channels_last)
+            targets = torch.cat([labels for _, labels in drawn])  # [B, S, S]
+            with autocast(device, recipe.bf16):
+                logits = model(batch)  # [B, C, S, S]
+            loss = masked_cross_entropy(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if task is not None and progress is not None:
+                # Reading the loss syncs the device: only now and then.
+                if step % 50 == 0 or step == recipe.steps - 1:
+                    loss_value = float(loss.detach())
+                    progress.update(task, advance=1, description=f"{description} (loss {loss_value:.3f})")
+                else:
+                    progress.advance(task)
+        synchronize(device)
+    return model, time.perf_counter() - start
+
+
+def photo_tensor(photo: np.ndarray, device: torch.device) -> Tensor:
+    """A uint8 photo ``[H, W, 3]`` as float RGB in [0, 1], ``[3, H, W]`` on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(photo)).to(device).permute(2, 0, 1).float().div_(255.0)
+
+
+@torch.no_grad()
+def predict_logits(model: Unet, image: Tensor, bf16: bool = False) -> Tensor:
+    """Class logits of one whole view (padded to the Unet's divisor and cropped back).
+
+    Args:
+        model: The network, in eval mode.
+        image: RGB in [0, 1], ``[3, H, W]``, on the model's device.
+        bf16: bf16 autocast on CUDA.
+
+    Returns:
+        float32 logits ``[C, H, W]``.
+    """
+    _, height, width = image.shape
+    divisor = model.divisor
+    pad_bottom, pad_right = -height % divisor, -width % divisor
+    batch = image[None]  # [1, 3, H, W]
+    if pad_bottom or pad_right:
+        batch = F.pad(batch, (0, pad_right, 0, pad_bottom), mode="replicate")  # [1, 3, H', W']
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast(image.device, bf16):
+        logits = model(batch)  # [1, C, H', W']
+    return logits[0, :, :height, :width].float()  # [C, H, W]
+
+
+@torch.no_grad()
+def predict_probabilities(model: Unet, photo: np.ndarray, device: torch.device, bf16: bool = False):
+    """Most likely class and its softmax probability, per pixel of one photo.
+
+    Args:
+        model: The network, in eval mode, on ``device``.
+        photo: uint8 ``[H, W, 3]``.
+        device: Where to compute.
+        bf16: bf16 autocast on CUDA.
+
+    Returns:
+        (uint8 ``[H, W]`` class ids, float32 ``[H, W]`` probability in [0, 1]) as numpy arrays.
+    """
+    logits = predict_logits(model, photo_tensor(photo, device), bf16)  # [C, H, W]
+    probability, ids = logits.softmax(dim=0).max(dim=0)  # [H, W], [H, W]
+    return ids.to(torch.uint8).cpu().numpy(), probability.cpu().numpy().astype(np.float32)

@@ -1,0 +1,264 @@
+"""The prior backend (``semsplat-pseudo-labels --backend prior``) and its network, on a tiny town (CPU)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import tyro
+
+from semsplat_ns.data import irt_io
+from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
+from semsplat_ns.pseudo import store
+from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, run
+from semsplat_ns.pseudo.prior import PriorError, PriorSettings, fuse, load_prior
+from semsplat_ns.pseudo.unet import (
+    CropSampler,
+    Unet,
+    UnetRecipe,
+    masked_cross_entropy,
+    predict_probabilities,
+    train_unet,
+)
+from tests.pseudo.conftest import RES
+
+# Small enough for a few seconds on a 2-core CPU. A 200-step prior is rarely 90 % sure of anything, so the
+# threshold is lower than the default 0.9: the same code path, a looser cut.
+THRESHOLD = 0.5
+
+
+def fast(**overrides) -> PriorSettings:
+    """Prior settings for a few seconds of CPU training."""
+    tiny = PriorSettings(steps=100, crop=32, width=8, levels=2, peak_lr=5e-3, threshold=THRESHOLD)
+    return replace(tiny, **overrides)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores; and the
+    same seed gives the same network only with the same number of threads (the order of float sums)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _copy(scene: Path, folder: Path) -> Path:
+    copy = folder / "scene"
+    shutil.copytree(scene, copy)
+    return copy
+
+
+def _targets(scene: Path):
+    files = irt_io.find_split_stems(scene / "train")
+    return [s for s, label in zip(files.stems, files.label_paths) if label is None]
+
+
+def _digests(scene: Path, folder: str) -> Dict[str, str]:
+    files = sorted((scene / "train" / folder).glob("*.png"))
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _accuracy_and_coverage(scene: Path) -> Tuple[float, float, float]:
+    """Accuracy where set, coverage, and the share of the most frequent true class (a constant guess)."""
+    correct = labelled = total = 0
+    counts = np.zeros(256, dtype=np.int64)
+    for stem in _targets(scene):
+        pseudo = irt_io.read_pseudo_label(scene / "train" / "pseudo" / f"{stem}.png")  # [H, W]
+        truth = irt_io.read_label(scene / "gt_all" / f"{stem}.png", None, None)  # [H, W]
+        judged = truth != IGNORE_ID
+        correct += int(((pseudo == truth) & (pseudo != IGNORE_ID) & judged).sum())
+        labelled += int(((pseudo != IGNORE_ID) & judged).sum())
+        total += int(judged.sum())
+        counts += np.bincount(truth[judged].ravel(), minlength=256)
+    return correct / max(labelled, 1), labelled / total, counts.max() / counts.sum()
+
+
+@pytest.fixture(scope="module")
+def runs(town_with_depth, tmp_path_factory):
+    """The same tiny town labelled by reprojection alone and by the prior (seed 0)."""
+    scene, depth_dir = town_with_depth
+    reprojected = _copy(scene, tmp_path_factory.mktemp("reproject"))
+    run(PseudoLabelArgs(data=reprojected, backend="reproject", depth_dir=depth_dir))
+    prior = _copy(scene, tmp_path_factory.mktemp("prior"))
+    weights = tmp_path_factory.mktemp("weights") / "prior.pt"
+    record = run(PseudoLabelArgs(data=prior, backend="prior", depth_dir=depth_dir, prior=fast(save_weights=weights)))
+    return reprojected, prior, record, weights
+
+
+def test_prior_writes_ids_and_confidence_for_every_unlabelled_view(runs):
+    _, scene, record, _ = runs
+    targets = _targets(scene)
+    assert record["backend"] == "prior" and record["boundary"] == "all" and record["counts"]["written"] == len(targets)
+    assert {"depth", "reproject", "prior_train", "prior_predict", "write"} <= set(record["times_s"])
+    assert record["prior"]["crop"] == 32 and record["prior"]["labelled_views"] == 3
+    assert record["prior"]["reprojected_views"] >= 1
+    for stem in targets:
+        pseudo = irt_io.read_pseudo_label(scene / "train" / "pseudo" / f"{stem}.png")  # [H, W]
+        confidence = store.read_confidence(store.confidence_path(scene, stem))  # [H, W]
+        assert pseudo.shape == confidence.shape == (RES, RES) and confidence.dtype == np.float32
+        assert 0.0 <= confidence.min() and confidence.max() <= 1.0
+        # No pseudo label: confidence 0; a kept prior class: at least the threshold.
+        assert (confidence[pseudo == IGNORE_ID] == 0).all()
+        assert (confidence[pseudo != IGNORE_ID] >= THRESHOLD - 0.5 / 255).all()
+        assert np.all((pseudo < 20) | (pseudo == IGNORE_ID))
+        assert irt_io.read_boundary_mask(scene / "train" / "boundary" / f"{stem}.png").all()  # B = all
+    meta = json.loads((scene / "train" / "pseudo" / "meta.json").read_text())
+    assert meta["origin"] == "semsplat-pseudo-labels" and meta["parameters"]["prior"]["steps"] == 100
+    assert meta["cache_key"]["prior"]["threshold"] == THRESHOLD and len(meta["inputs_sha256"]) == 64
+    assert not [p for p in scene.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert not (scene / "train" / "rgb" / "pseudo").exists()
+
+
+def test_prior_is_more_accurate_than_chance_and_covers_more_than_reprojection(runs):
+    reprojected, scene, record, _ = runs
+    accuracy, coverage, majority = _accuracy_and_coverage(scene)
+    reprojected_accuracy, reprojected_coverage, _ = _accuracy_and_coverage(reprojected)
+    assert accuracy > max(0.8, majority), f"accuracy {accuracy:.3f}, a constant guess {majority:.3f}"
+    assert coverage > reprojected_coverage + 0.05, f"coverage {coverage:.3f} vs reprojection {reprojected_coverage:.3f}"
+    assert reprojected_accuracy > 0.95
+    # Where reprojection gives a class, the fused label is that class, with confidence 1.
+    for stem in _targets(scene):
+        carried = irt_io.read_pseudo_label(reprojected / "train" / "pseudo" / f"{stem}.png")
+        fused = irt_io.read_pseudo_label(scene / "train" / "pseudo" / f"{stem}.png")
+        confidence = store.read_confidence(store.confidence_path(scene, stem))
+        here = carried != IGNORE_ID
+        assert np.array_equal(fused[here], carried[here]) and (confidence[here] == 1.0).all()
+    assert record["coverage_reprojected"] == pytest.approx(
+        json.loads((reprojected / "train" / "pseudo" / "meta.json").read_text())["coverage"]
+    )
+
+
+def test_training_is_deterministic_per_seed():
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(2)]
+    labels = [rng.integers(0, 3, (24, 24), dtype=np.uint8) for _ in range(2)]
+    sampler = CropSampler(photos, labels, 16, brightness=0.2, device=torch.device("cpu"))
+
+    def weights(seed: int) -> torch.Tensor:
+        recipe = UnetRecipe(steps=5, crop=16, width=2, levels=2, seed=seed)
+        model, _ = train_unet([(sampler, 2)], 3, recipe, torch.device("cpu"))
+        return torch.cat([value.flatten().float() for value in model.state_dict().values()])
+
+    first = weights(0)
+    assert torch.equal(weights(0), first)
+    assert not torch.equal(weights(1), first)
+
+
+def test_saved_weights_reload_to_the_same_predictions(runs):
+    _, scene, _, weights = runs
+    model, payload = load_prior(weights, torch.device("cpu"))
+    assert payload["num_classes"] == 20 and payload["width"] == 8 and payload["levels"] == 2
+    stem = _targets(scene)[0]
+    photo = irt_io.read_photo(next((scene / "train" / "color").glob(f"{stem}.*")))
+    ids, probability = predict_probabilities(model, photo, torch.device("cpu"))
+    fused = irt_io.read_pseudo_label(scene / "train" / "pseudo" / f"{stem}.png")
+    confidence = store.read_confidence(store.confidence_path(scene, stem))
+    from_prior = (confidence < 1.0) & (fused != IGNORE_ID)
+    assert np.array_equal(ids[from_prior], fused[from_prior])
+    assert np.abs(probability[from_prior] - confidence[from_prior]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_resume_remakes_incomplete_views_identically_and_another_backend_drops_stale_confidence(
+    runs, town_with_depth, tmp_path
+):
+    _, made, _, _ = runs
+    depth_dir = town_with_depth[1]
+    scene = _copy(made, tmp_path)
+    targets = _targets(scene)
+    before = _digests(scene, "confidence")
+    store.confidence_path(scene, targets[0]).unlink()  # a view is incomplete without its confidence
+    record = run(PseudoLabelArgs(data=scene, backend="prior", depth_dir=depth_dir, prior=fast()))
+    assert record["counts"]["written"] == 1 and record["counts"]["skipped"] == len(targets) - 1
+    # A new prior, trained with the same seed, remade the same view: end-to-end determinism per seed.
+    assert _digests(scene, "confidence") == before
+    assert record["cache_key"] == cache_key(
+        PseudoLabelArgs(data=scene, backend="prior", depth_dir=depth_dir, prior=fast())
+    )
+    # Reprojection's pseudo labels have no confidence: stale maps of the prior must not stay beside them.
+    run(PseudoLabelArgs(data=scene, backend="reproject", depth_dir=depth_dir, overwrite=True))
+    assert _digests(scene, "confidence") == {}
+
+
+def test_fuse_prefers_reprojection_then_confident_prior():
+    carried = np.array([[3, IGNORE_ID, IGNORE_ID, IGNORE_ID]], dtype=np.uint8)
+    prior_ids = np.array([[1, 2, 4, 5]], dtype=np.uint8)
+    probability = np.array([[0.2, 0.95, 0.9, 0.89]], dtype=np.float32)
+    labels, confidence = fuse(carried, prior_ids, probability, threshold=0.9)
+    assert labels.tolist() == [[3, 2, 4, IGNORE_ID]]
+    assert confidence[0].tolist() == pytest.approx([1.0, 0.95, 0.9, 0.0])
+    assert store.encode_confidence(np.array([0.0, 0.5, 1.0, 1.2])).tolist() == [0, 128, 255, 255]
+
+
+def test_confidence_file_round_trip_and_bad_files(tmp_path):
+    probability = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    path = tmp_path / "train" / "confidence" / "a.png"
+    irt_io.atomic_write_png(path, store.encode_confidence(probability))
+    assert np.abs(store.read_confidence(path) - probability).max() <= 0.5 / 255 + 1e-7
+    irt_io.atomic_write_png(path, np.zeros((3, 4, 3), dtype=np.uint8))
+    with pytest.raises(IRTDataError, match=r"a\.png: a confidence map must be a 1-channel 8-bit PNG"):
+        store.read_confidence(path)
+    path.write_bytes(b"not a png")
+    with pytest.raises(IRTDataError, match=r"a\.png: cannot read the confidence image"):
+        store.read_confidence(path)
+
+
+def test_bad_settings_fail_before_any_work(town_with_depth, tmp_path):
+    scene = _copy(town_with_depth[0], tmp_path)
+    for settings, message in (
+        (PriorSettings(threshold=1.5), "--prior.threshold"),
+        (PriorSettings(crop=40), "--prior.crop must be a positive multiple of 16"),
+        (PriorSettings(steps=0), "--prior.steps"),
+    ):
+        with pytest.raises(PriorError, match=message):
+            run(PseudoLabelArgs(data=scene, backend="prior", prior=settings))
+    assert not (scene / "train" / "pseudo").exists() and not (scene / "sparse").exists()
+
+
+def test_cli_flags_reach_the_prior_settings():
+    args = tyro.cli(
+        PseudoLabelArgs,
+        args=["--data", "x", "--backend", "prior", "--prior.steps", "7", "--prior.crop", "64", "--prior.width", "4"],
+    )
+    assert args.backend == "prior" and (args.prior.steps, args.prior.crop, args.prior.width) == (7, 64, 4)
+    assert args.prior.threshold == 0.9 and args.prior.bf16 and args.prior.labelled_batch == args.prior.pseudo_batch == 4
+    assert BACKENDS["prior"].writes_confidence and not BACKENDS["reproject"].writes_confidence
+
+
+def test_masked_cross_entropy_matches_torch_and_ignores_unlabelled_pixels():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 4, 4, generator=generator, requires_grad=True)  # [B, C, H, W]
+    targets = torch.randint(0, 5, (2, 4, 4), generator=generator)  # [B, H, W]
+    targets[0, :2] = IGNORE_ID
+    ours = masked_cross_entropy(logits, targets)
+    reference = F.cross_entropy(logits, targets, ignore_index=IGNORE_ID)
+    assert float(ours) == pytest.approx(float(reference), rel=1e-6)
+    (grad_ours,) = torch.autograd.grad(ours, logits)
+    (grad_reference,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(grad_ours, grad_reference, atol=1e-7)
+    nothing = masked_cross_entropy(logits, torch.full_like(targets, IGNORE_ID))
+    assert float(nothing) == 0.0  # not NaN
+
+
+def test_crop_sampler_keeps_no_label_pixels():
+    photo = np.zeros((8, 8, 3), dtype=np.uint8)
+    label = np.full((8, 8), IGNORE_ID, dtype=np.uint8)
+    label[:4] = 2
+    sampler = CropSampler([photo], [label], 8, brightness=0.0, device=torch.device("cpu"))
+    _, targets = sampler.sample(16, torch.Generator().manual_seed(0))
+    assert set(torch.unique(targets).tolist()) == {2, IGNORE_ID}
+    assert (targets == IGNORE_ID).float().mean() == 0.5
+
+
+def test_unet_checks_its_arguments():
+    with pytest.raises(ValueError, match="at least 2 levels"):
+        Unet(3, levels=1)
+    assert Unet(3, width=2, levels=3).divisor == 4
