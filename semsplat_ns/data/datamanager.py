@@ -1,7 +1,11 @@
 """Semantic data through nerfstudio's machinery: a dataset with labels and a full-image datamanager.
 
 Each view yields, besides the photo, ``semantics`` (uint8 [H, W], 255 = none) for labelled views,
-``pseudo_semantics`` and ``boundary_mask`` for pseudo-labelled views, and ``view_kind``.
+``pseudo_semantics`` and ``boundary_mask`` for pseudo-labelled views (plus ``pseudo_confidence``, float
+[H, W] in [0, 1], where ``train/confidence/<stem>.png`` exists), and ``view_kind``.
+
+With ``auto_pseudo_labels="prior"`` the datamanager first makes sure the scene has pseudo labels: the
+prior's (:func:`semsplat_ns.pseudo.pipeline.ensure_pseudo_labels`), made once and cached in the scene.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Type, Union
 
 import numpy as np
 import torch
@@ -18,12 +22,15 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
 
+from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
-from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
+from semsplat_ns.data.irt_dataparser import IRTDataParserConfig, resolve_scene_dir
+from semsplat_ns.pseudo.prior import PriorSettings
+from semsplat_ns.pseudo.store import read_confidence
 
 # Kinds of view (see SemSplatModel): a labelled view, a view with pseudo labels, a photo only.
 VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED = 0, 1, 2
-SEMANTIC_KEYS = ("semantics", "pseudo_semantics", "boundary_mask")
+SEMANTIC_KEYS = ("semantics", "pseudo_semantics", "boundary_mask", "pseudo_confidence")
 
 
 class SemanticIRTDataset(InputDataset):
@@ -38,6 +45,7 @@ class SemanticIRTDataset(InputDataset):
         self.semantic_filenames: List[Optional[Path]] = list(meta.get("semantic_filenames") or [None] * count)
         self.pseudo_filenames: List[Optional[Path]] = list(meta.get("pseudo_filenames") or [None] * count)
         self.boundary_filenames: List[Optional[Path]] = list(meta.get("boundary_filenames") or [None] * count)
+        self.confidence_filenames: List[Optional[Path]] = list(meta.get("confidence_filenames") or [None] * count)
         self.class_colors = np.asarray(meta["class_colors"], dtype=np.uint8)  # [C, 3]
         self.num_classes = int(meta["num_classes"])
         self.label_is_color = bool(meta.get("label_is_color", False))
@@ -53,7 +61,7 @@ class SemanticIRTDataset(InputDataset):
     def get_numpy_image(self, image_idx: int) -> np.ndarray:
         """Photo as uint8 [H, W, 3]: RGBA drops alpha, 16-bit is scaled (see IRT_LAYOUT.md)."""
         image = irt_io.read_photo(self._dataparser_outputs.image_filenames[image_idx])  # [H, W, 3]
-        return self._resize(image, Image.BILINEAR)
+        return self._resize(image, Image.Resampling.BILINEAR)
 
     def _resize(self, array: np.ndarray, resample) -> np.ndarray:
         if self.scale_factor == 1.0:
@@ -70,15 +78,20 @@ class SemanticIRTDataset(InputDataset):
             colors = self.class_colors if self.label_is_color else None
             label = irt_io.read_label(label_path, colors, self.num_classes)  # [H, W] uint8
             # Ids must never be interpolated: NEAREST only.
-            out["semantics"] = torch.from_numpy(self._resize(label, Image.NEAREST))
+            out["semantics"] = torch.from_numpy(self._resize(label, Image.Resampling.NEAREST))
         pseudo_path = self.pseudo_filenames[idx]
         if label_path is None and pseudo_path is not None:
             pseudo = irt_io.read_pseudo_label(pseudo_path)  # [H, W] uint8, 255 = none
-            out["pseudo_semantics"] = torch.from_numpy(self._resize(pseudo, Image.NEAREST))
+            out["pseudo_semantics"] = torch.from_numpy(self._resize(pseudo, Image.Resampling.NEAREST))
             boundary_path = self.boundary_filenames[idx]
             if boundary_path is not None:
                 boundary = irt_io.read_boundary_mask(boundary_path).astype(np.uint8)  # [H, W] 0/1
-                out["boundary_mask"] = torch.from_numpy(self._resize(boundary, Image.NEAREST)).bool()
+                out["boundary_mask"] = torch.from_numpy(self._resize(boundary, Image.Resampling.NEAREST)).bool()
+            confidence_path = self.confidence_filenames[idx]
+            if confidence_path is not None:
+                confidence = read_confidence(confidence_path)  # [H, W] float32 in [0, 1]
+                # NEAREST, like the ids it describes, so each confidence stays with its pseudo label.
+                out["pseudo_confidence"] = torch.from_numpy(self._resize(confidence, Image.Resampling.NEAREST))
         return out
 
 
@@ -92,12 +105,51 @@ class SemSplatDataManagerConfig(FullImageDatamanagerConfig):
     labelled_to_other_ratio: int = 8
     """Training views are drawn labelled : other = 1 : this (paper: GT : pseudo = 1 : 8). Every view is
     still drawn once per pass, so all of them contribute their RGB loss; 0 = plain random order."""
+    auto_pseudo_labels: Literal["prior", "off"] = "off"
+    """prior: before training, give a scene without pseudo labels the prior's (semsplat-pseudo-labels
+    --backend prior: reprojected labels, elsewhere a 2D network trained on this scene), cached in
+    train/pseudo/ with their parameters; reused while the scene and --pipeline.datamanager.pseudo-prior.*
+    are unchanged, rebuilt when they change; pseudo labels made otherwise are kept. off: use what
+    train/pseudo/ holds, if anything."""
+    pseudo_prior: PriorSettings = field(default_factory=PriorSettings)
+    """The prior of the automatic pseudo labels (steps, crop, width, threshold, seed, device)."""
 
 
 class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
     """Serves whole views with their semantic maps; draws labelled and other views at a fixed ratio."""
 
     config: SemSplatDataManagerConfig
+
+    def __init__(
+        self,
+        config: SemSplatDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        # Only training needs pseudo labels ("val" is ns-train's mode; ns-eval and ns-render use the others),
+        # and one process makes them. Before the dataparser runs, so that it lists what was made.
+        if config.auto_pseudo_labels != "off" and test_mode == "val" and local_rank == 0:
+            self._ensure_pseudo_labels(config, device)
+        super().__init__(
+            config, device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, **kwargs
+        )
+
+    @staticmethod
+    def _ensure_pseudo_labels(config: SemSplatDataManagerConfig, device: Union[torch.device, str]) -> None:
+        """Makes, reuses or rebuilds the prior's pseudo labels of the scene (one console line says which)."""
+        if not config.dataparser.load_pseudo_labels:
+            CONSOLE.print(
+                "Pseudo labels: not made automatically (--pipeline.datamanager.dataparser.load-pseudo-labels False)"
+            )
+            return
+        # Imported here: the pipeline pulls the depth and reprojection code that training otherwise skips.
+        from semsplat_ns.pseudo.pipeline import ensure_pseudo_labels
+
+        data = config.data if config.data is not None else config.dataparser.data
+        ensure_pseudo_labels(resolve_scene_dir(Path(data)), config.pseudo_prior, device=str(device))
 
     def sample_train_cameras(self) -> List[int]:
         """One pass over the training views: each non-labelled view once, a labelled view every

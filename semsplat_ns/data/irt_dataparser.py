@@ -24,6 +24,7 @@ from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
 from semsplat_ns.errors import UserInputError
+from semsplat_ns.pseudo.store import list_confidence_files
 
 SPLIT_NAMES = ("train", "test", "validation")
 """Split folders an IRT scene may hold."""
@@ -186,6 +187,8 @@ class IRTDataParser(DataParser):
             "semantic_filenames": list(files.label_paths),
             "pseudo_filenames": list(views.pseudo_paths),
             "boundary_filenames": list(views.boundary_paths),
+            # train/confidence/<stem>.png beside each pseudo label, decoded and size-checked (before triangulation).
+            "confidence_filenames": list_confidence_files(views.pseudo_paths, sizes, files.photo_paths),
             "stems": list(files.stems),
             "scene_dir": scene,
             "class_names": list(classes.names),

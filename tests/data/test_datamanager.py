@@ -1,14 +1,20 @@
-"""The semantic datamanager: what each view yields, the labelled : other draw ratio, label downscaling."""
+"""The semantic datamanager: what each view yields (pseudo confidence too), the labelled : other draw ratio, label
+downscaling, and the automatic prior pseudo labels (made, reused, rebuilt, kept)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from semsplat_ns.data import irt_io
 from semsplat_ns.data.datamanager import (
     VIEW_LABELLED,
     VIEW_PSEUDO,
@@ -17,6 +23,10 @@ from semsplat_ns.data.datamanager import (
     SemSplatDataManagerConfig,
 )
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
+from semsplat_ns.data.irt_io import IRTDataError
+from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
+from semsplat_ns.pseudo.prior import PriorSettings
+from semsplat_ns.pseudo.store import confidence_path
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +36,23 @@ def scene(demo_town) -> Path:
     photos = sorted((scene / "train" / "color").iterdir())
     (scene / "train" / "pseudo").mkdir()
     (scene / "train" / "boundary").mkdir()
-    # pseudo labels for all but the last two unlabelled views (those stay photo-only)
-    for photo in [p for p in photos if p.stem not in labelled][:-2]:
+    (scene / "train" / "confidence").mkdir()
+    # pseudo labels for all but the last two unlabelled views (those stay photo-only); a confidence map for
+    # all but the first of them
+    for number, photo in enumerate([p for p in photos if p.stem not in labelled][:-2]):
         label = np.asarray(Image.open(scene / "gt_all" / f"{photo.stem}.png"))[..., 0]
         Image.fromarray(label).save(scene / "train" / "pseudo" / f"{photo.stem}.png")
         boundary = np.zeros_like(label)
         boundary[:, :16] = 255
         Image.fromarray(boundary).save(scene / "train" / "boundary" / f"{photo.stem}.png")
+        if number:
+            Image.fromarray(_confidence_pattern(label.shape)).save(confidence_path(scene, photo.stem))
     return scene
+
+
+def _confidence_pattern(shape) -> np.ndarray:
+    """uint8 [H, W]: column index * 8, so every value from 0 to 248 occurs."""
+    return np.broadcast_to((np.arange(shape[1]) * 8).astype(np.uint8), shape).copy()
 
 
 def _datamanager(scene: Path, ratio: int = 8):
@@ -100,3 +119,145 @@ def test_labels_are_resized_nearest_with_the_images(scene):
     full = np.asarray(Image.open(outputs.metadata["semantic_filenames"][idx]))[..., 0]
     # nearest sampling: every id in the small map exists in the full one (no averaged ids)
     assert set(np.unique(data["semantics"].numpy())) <= set(np.unique(full))
+
+
+def test_pseudo_confidence_is_served_as_float_in_unit_range(scene):
+    dm = _datamanager(scene)
+    dataset = dm.train_dataset
+    served = 0
+    for idx, kind in enumerate(dataset.view_kinds):
+        data = dm.cached_train[idx]
+        if kind != VIEW_PSEUDO or dataset.confidence_filenames[idx] is None:
+            assert "pseudo_confidence" not in data
+            continue
+        confidence = data["pseudo_confidence"]
+        assert confidence.dtype == torch.float32 and confidence.shape == data["pseudo_semantics"].shape
+        assert float(confidence.min()) >= 0.0 and float(confidence.max()) <= 1.0
+        expected = _confidence_pattern(tuple(confidence.shape)).astype(np.float32) / 255.0
+        assert np.allclose(confidence.cpu().numpy(), expected)
+        served += 1
+    pseudo_views = dataset.view_kinds.count(VIEW_PSEUDO)
+    assert served == pseudo_views - 1  # the first pseudo view has no confidence map
+    # Downscaled with the ids (nearest): values stay among the stored ones.
+    outputs = IRTDataParserConfig(data=scene, load_points=False).setup().get_dataparser_outputs("train")
+    half = SemanticIRTDataset(outputs, scale_factor=0.5)
+    idx = next(i for i, path in enumerate(half.confidence_filenames) if path is not None)
+    small = half.get_data(idx)["pseudo_confidence"]
+    assert small.shape == (16, 16)
+    assert set(np.round(small.numpy().ravel() * 255).astype(int)) <= set(range(0, 256, 8))
+
+
+def test_bad_confidence_file_is_one_error_naming_it(scene, tmp_path):
+    copy = tmp_path / "scene"
+    shutil.copytree(scene, copy)
+    victim = sorted((copy / "train" / "confidence").glob("*.png"))[0]
+    Image.fromarray(np.zeros((32, 31), dtype=np.uint8)).save(victim)
+    with pytest.raises(IRTDataError, match=rf"{victim}: size 31x32 differs from its photo .*\(32x32\)"):
+        _datamanager(copy)
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(victim)
+    with pytest.raises(IRTDataError, match=rf"{victim}: a confidence map must be a 1-channel 8-bit PNG"):
+        _datamanager(copy)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Automatic pseudo labels
+# ---------------------------------------------------------------------------------------------------------
+
+TINY_PRIOR = PriorSettings(steps=40, crop=32, width=4, levels=2, threshold=0.5)
+
+
+def _auto(scene: Path, prior: PriorSettings = TINY_PRIOR, mode: Literal["prior", "off"] = "prior"):
+    config = SemSplatDataManagerConfig(
+        dataparser=IRTDataParserConfig(data=scene, load_points=False), auto_pseudo_labels=mode, pseudo_prior=prior
+    )
+    return config.setup(device="cpu")
+
+
+def _stamps(scene: Path) -> dict:
+    folders = ("pseudo", "confidence", "boundary")
+    return {p: p.stat().st_mtime_ns for folder in folders for p in (scene / "train" / folder).glob("*.png")}
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def town(demo_town, tmp_path, one_cpu_thread) -> Path:
+    # 48 pixels: too small to triangulate points, so the prior learns from the labelled views alone (the
+    # documented fallback) and the test stays fast; reprojection itself is tested in tests/pseudo.
+    copy = tmp_path / "town"
+    shutil.copytree(demo_town(n_views=16, resolution=48, n_labelled=3, seed=0), copy)
+    return copy
+
+
+def test_auto_pseudo_labels_are_off_by_default(town, capsys):
+    assert SemSplatDataManagerConfig().auto_pseudo_labels == "off"
+    dm = _auto(town, mode="off")
+    assert not (town / "train" / "pseudo").exists()
+    assert VIEW_PSEUDO not in dm.train_dataset.view_kinds
+    assert "Pseudo labels:" not in capsys.readouterr().out
+
+
+def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one console line each, whatever the terminal
+    targets = [s for s, lab in zip(*_stems_and_labels(town)) if lab is None]
+
+    dm = _auto(town)
+    assert "none in" in capsys.readouterr().out
+    meta = json.loads((town / "train" / "pseudo" / "meta.json").read_text())
+    assert meta["origin"] == "auto" and meta["backend"] == "prior" and meta["cache_key"]["prior"]["steps"] == 40
+    assert "too few points" in meta["counts"]["depth_error"] and meta["counts"]["prior_reprojected_views"] == 0
+    kinds = dm.train_dataset.view_kinds
+    assert kinds.count(VIEW_PSEUDO) == len(targets) and VIEW_UNLABELLED not in kinds
+    served = [dm.cached_train[i] for i, kind in enumerate(kinds) if kind == VIEW_PSEUDO]
+    assert all(0.0 <= float(d["pseudo_confidence"].min()) <= float(d["pseudo_confidence"].max()) <= 1.0 for d in served)
+    stamps = _stamps(town)
+    assert len(stamps) == 3 * len(targets)
+
+    _auto(town)  # unchanged: the cache is used as it is
+    assert "reusing" in capsys.readouterr().out
+    assert _stamps(town) == stamps
+
+    _auto(town, replace(TINY_PRIOR, steps=41))
+    out = capsys.readouterr().out
+    assert "rebuilding" in out and "prior.steps" in out
+    assert all(_stamps(town)[p] != stamps[p] for p in stamps)
+    assert json.loads((town / "train" / "pseudo" / "meta.json").read_text())["cache_key"]["prior"]["steps"] == 41
+
+    # A changed input (a photo) rebuilds them too.
+    photo = next((town / "train" / "color").glob(f"{targets[0]}.*"))
+    pixels = irt_io.read_photo(photo)
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(photo)
+    _auto(town, replace(TINY_PRIOR, steps=41))
+    assert "scene inputs changed" in capsys.readouterr().out
+
+
+def test_auto_pseudo_labels_keep_pseudo_labels_made_otherwise(town, capsys):
+    # By hand: a pseudo label without any record.
+    stem = next(s for s, lab in zip(*_stems_and_labels(town)) if lab is None)
+    irt_io.atomic_write_png(town / "train" / "pseudo" / f"{stem}.png", np.zeros((48, 48), dtype=np.uint8))
+    stamps = _stamps(town)
+    dm = _auto(town)
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "using those already" in out and "an unrecorded run" in out
+    assert _stamps(town) == stamps
+    assert dm.train_dataset.view_kinds.count(VIEW_PSEUDO) == 1
+    # Made by semsplat-pseudo-labels: kept as well, whatever their backend or parameters.
+    run(PseudoLabelArgs(data=town, backend="prior", prior=replace(TINY_PRIOR, steps=5), overwrite=True))
+    stamps = _stamps(town)
+    _auto(town)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "using those already" in out and "backend prior" in out
+    assert _stamps(town) == stamps
+
+
+def _stems_and_labels(scene: Path):
+    files = irt_io.find_split_stems(scene / "train")
+    return files.stems, files.label_paths
