@@ -221,3 +221,15 @@ def test_eval_tables_show_percent(capsys):
     print_result(result)
     out = capsys.readouterr().out
     assert "41.10 %" in out and "87.20 %" in out and "50.00 %" in out
+
+
+def test_make_scene_help_shows_defaults(capsys):
+    from semsplat_ns.scripts.make_scene import entrypoint
+
+    with pytest.raises(SystemExit) as exited:
+        entrypoint(["--help"])
+    assert exited.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
+    for default in ("(default: 40)", "(default: 96)", "(default: 0)", "(default: 3)", "(default: 10)"):
+        assert default in help_text, help_text
+    assert "--overwrite replace an existing scene folder (default: False)" in help_text
