@@ -35,7 +35,10 @@ ABLATIONS = {
 
 
 def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
+    """The semsplat preset for one row: ``method``'s ablation flags plus ``model_overrides``, its schedule
+    scaled to ``steps`` (the paper's is for 30k), one checkpoint at the end, no renders inside the loop."""
     from semsplat_ns.config import semsplat_trainer_config
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 
     config = semsplat_trainer_config(max_steps=steps)
     config.vis = "tensorboard"
@@ -49,6 +52,7 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
         setattr(config.pipeline.model, name, value)
     if steps != 30_000:  # keep the paper's schedule proportional for shorter runs
         model = config.pipeline.model
+        assert isinstance(model, SemSplatModelConfig), "the semsplat preset builds a SemSplatModelConfig"
         ratio = steps / 30_000
         model.stop_split_at = int(model.stop_split_at * ratio)
         model.warmup_length = int(model.warmup_length * ratio)
@@ -90,7 +94,7 @@ def train_one(scene: Path, method: str, steps: int, output_dir: Path, model_over
 
 def eval_one(state: dict, pipeline, out: Path) -> dict:
     """Evaluates a trained pipeline on the test split and appends its row to ``out``."""
-    from semsplat_ns.scripts.eval import evaluate_pipeline, print_result
+    from semsplat_ns.eval.evaluate import evaluate_pipeline, print_result
 
     result = evaluate_pipeline(pipeline, Path(state["config"]).parent / "eval-test")
     print_result(result)
@@ -107,6 +111,9 @@ def eval_one(state: dict, pipeline, out: Path) -> dict:
         n_gaussians=result["n_gaussians"],
         command=state["command"],
     )
+    # The rest of the timing protocol's figures (semsplat_ns.eval.timing), as every method's rows carry them.
+    row["test_ms_per_view_p95"] = result["test_ms_per_view_p95"]
+    row["timing_warmup_views"] = result["timing_warmup_views"]
     # Training runs that shared the GPU have slower train_s; the row says how many ran at once.
     row["jobs_sharing_gpu"] = state.get("jobs_sharing_gpu", 1)
     # Set by benchmarks/box/batch.py when other trainings still ran during this evaluation.

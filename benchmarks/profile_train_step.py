@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import pstats
 import sys
 import time
 from pathlib import Path
+from typing import List, Optional
 
 import torch
 
@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_semsplat import build_config  # noqa: E402
+from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 VARIANTS = {
     "semsplat": {},
@@ -40,8 +41,9 @@ VARIANTS = {
 class StepClock:
     """Training callback that stamps the wall time of every step (after a CUDA sync)."""
 
-    def __init__(self):
-        self.stamps = []
+    def __init__(self) -> None:
+        self.stamps: List[float] = []
+        """``time.perf_counter()`` after each step."""
 
     def __call__(self, step: int) -> None:
         if torch.cuda.is_available():
@@ -49,7 +51,9 @@ class StepClock:
         self.stamps.append(time.perf_counter())
 
 
-def run_variant(scene: Path, variant: str, iterations: int, output_dir: Path, profile_to: Path = None) -> dict:
+def run_variant(
+    scene: Path, variant: str, iterations: int, output_dir: Path, profile_to: Optional[Path] = None
+) -> dict:
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     config = build_config(scene, "semsplat", 30_000, output_dir, VARIANTS[variant])
@@ -59,11 +63,11 @@ def run_variant(scene: Path, variant: str, iterations: int, output_dir: Path, pr
     trainer.setup()
     clock = StepClock()
     trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock))
-    profiler = cProfile.Profile() if profile_to else None
-    if profiler:
+    profiler = cProfile.Profile() if profile_to is not None else None
+    if profiler is not None:
         profiler.enable()
     trainer.train()
-    if profiler:
+    if profiler is not None and profile_to is not None:
         profiler.disable()
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
@@ -98,7 +102,7 @@ def main() -> None:
             print(row, flush=True)
             rows.append(row)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    (args.out / "step_times.json").write_text(json.dumps(dict(device=device, rows=rows), indent=1))
+    write_json_atomic(args.out / "step_times.json", dict(device=device, rows=rows), indent=1)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ in two separate ``rasterization`` calls projects twice. GPU only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Callable, List, Literal, Tuple
 
 import torch
 
@@ -21,7 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def random_scene(n: int, device: str, seed: int = 0):
+def random_scene(n: int, device: str, seed: int = 0) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``n`` small Gaussians in a flat slab under one nadir camera.
+
+    Returns:
+        [means [N, 3], quats [N, 4], scales [N, 3], opacities [N], rgb [N, 3], features [N, 16]], the
+        world-to-camera matrix [1, 4, 4] and the intrinsics [1, 3, 3], on ``device``.
+    """
     g = torch.Generator(device="cpu").manual_seed(seed)
     means = (torch.rand(n, 3, generator=g) - 0.5) * 2.0  # [N, 3] inside the unit cube
     means[:, 2] *= 0.2
@@ -37,7 +43,8 @@ def random_scene(n: int, device: str, seed: int = 0):
     return tensors, viewmat, K
 
 
-def time_ms(fn, repeats: int = 50) -> float:
+def time_ms(fn: Callable[[], None], repeats: int = 50) -> float:
+    """Mean milliseconds of ``fn`` over ``repeats`` calls after 5 warm-up calls, by CUDA events."""
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
@@ -58,30 +65,46 @@ def main() -> None:
     from gsplat import rasterization
 
     from benchmarks.common import device_name, git_commit
+    from semsplat_ns.atomic import write_json_atomic
 
     rows = []
     for n in args.n or [100_000, 300_000]:
         (means, quats, scales, opacities, rgb, features), viewmat, K = random_scene(n, "cuda")
         params = [t.requires_grad_(True) for t in (means, quats, scales, opacities, rgb, features)]
-        common = dict(viewmats=viewmat, Ks=K, width=512, height=512, packed=False, render_mode="RGB+ED")
 
-        def one_pass(chunk: int):
-            def run(backward: bool):
-                render, alpha, _ = rasterization(
-                    means, quats, scales, opacities, torch.cat([rgb, features], -1), channel_chunk=chunk, **common
-                )
+        def render(
+            colors: torch.Tensor, channel_chunk: int = 32, render_mode: Literal["RGB", "RGB+ED"] = "RGB+ED"
+        ) -> Tuple[torch.Tensor, torch.Tensor]:
+            """One 512x512 rasterization of the scene's Gaussians with ``colors`` [N, D]: image, alpha."""
+            image, alpha, _ = rasterization(
+                means,
+                quats,
+                scales,
+                opacities,
+                colors,
+                viewmat,
+                K,
+                width=512,
+                height=512,
+                packed=False,
+                render_mode=render_mode,
+                channel_chunk=channel_chunk,
+            )
+            return image, alpha  # [1, H, W, D(+1)], [1, H, W, 1]
+
+        def one_pass(chunk: int) -> Callable[[bool], None]:
+            def run(backward: bool) -> None:
+                image, alpha = render(torch.cat([rgb, features], -1), channel_chunk=chunk)
                 if backward:
-                    (render.sum() + alpha.sum()).backward()
+                    (image.sum() + alpha.sum()).backward()
 
             return run
 
-        def two_calls(backward: bool):
-            render, alpha, _ = rasterization(means, quats, scales, opacities, rgb, **common)
-            sem, _, _ = rasterization(
-                means, quats, scales, opacities, features, channel_chunk=32, **{**common, "render_mode": "RGB"}
-            )
+        def two_calls(backward: bool) -> None:
+            image, alpha = render(rgb)
+            sem, _ = render(features, channel_chunk=32, render_mode="RGB")
             if backward:
-                (render.sum() + alpha.sum() + sem.sum()).backward()
+                (image.sum() + alpha.sum() + sem.sum()).backward()
 
         variants = {
             "one_pass_chunk32 (19+1 -> 32)": one_pass(32),
@@ -99,8 +122,7 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
     payload = dict(device=device_name(), commit=git_commit(), resolution=512, rows=rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
+    write_json_atomic(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,8 @@ Run on a machine with a CUDA GPU and gsplat 1.4.0::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Dict, List
 import torch
 from rich.progress import Progress
 
+from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.model.rasterize_torch import rasterization_torch
 
 LEAVES = ("means", "quats", "scales", "opacities", "colors")
@@ -97,6 +95,13 @@ def make_inputs(case: ParityCase, seed: int) -> Dict[str, torch.Tensor]:
     return inputs
 
 
+def _grad(tensor: torch.Tensor) -> torch.Tensor:
+    """The gradient the backward pass left on ``tensor`` (every compared input receives one)."""
+    if tensor.grad is None:
+        raise RuntimeError("no gradient reached a rasterizer input; the comparison needs every gradient")
+    return tensor.grad
+
+
 def render_and_backward(render_fn, inputs: Dict[str, torch.Tensor], case: ParityCase, device: str, seed: int):
     """Renders on ``device``, back-propagates a fixed random loss, returns CPU copies and timings."""
     tensors = {k: v.to(device) for k, v in inputs.items()}
@@ -128,9 +133,9 @@ def render_and_backward(render_fn, inputs: Dict[str, torch.Tensor], case: Parity
         colors=colors.detach().cpu(),
         alphas=alphas.detach().cpu(),
         radii=info["radii"].cpu(),
-        means2d_grad=info["means2d"].grad.cpu(),
+        means2d_grad=_grad(info["means2d"]).cpu(),
         means2d_absgrad=info["means2d"].absgrad.cpu(),
-        **{f"{name}_grad": tensors[name].grad.cpu() for name in LEAVES},
+        **{f"{name}_grad": _grad(tensors[name]).cpu() for name in LEAVES},
     )
     if case.packed:
         # scatter the per-(camera, Gaussian) entries to [C, N, ...] so that both sides line up
@@ -171,21 +176,8 @@ def compare(case: ParityCase, seed: int) -> Dict:
     )
 
 
-def write_json_atomically(path: Path, payload: Dict) -> None:
-    """Writes ``payload`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: List[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the scenes and losses")
     parser.add_argument("--quick", action="store_true", help="only the two smallest cases")
@@ -218,7 +210,7 @@ def main(argv: List[str] | None = None) -> None:
         results=results,
     )
     if args.out is not None:
-        write_json_atomically(args.out, payload)
+        write_json_atomic(args.out, payload)
         print(f"wrote {args.out}")
 
 

@@ -6,7 +6,8 @@ batch, Adam 1e-2, nerfacto proposal sampling), pointed at the scene with
 training view, the semantic cross-entropy only on the labelled pixels of the labelled views. After
 training in-process, every test view is rendered with ``model.get_outputs_for_camera``, the argmax of
 the ``semantics`` logits is scored with ONE confusion matrix over all test pixels
-(:class:`~semsplat_ns.eval.metrics.SegmentationEvaluator`), and one row (method ``"semantic-nerfw"``)
+(:class:`~semsplat_ns.eval.metrics.SegmentationEvaluator`) and timed by the project's one per-view protocol
+(:class:`~semsplat_ns.eval.timing.PerViewTiming`, as semsplat is), and one row (method ``"semantic-nerfw"``)
 per scene goes to ``--out`` in the project's benchmark format (``benchmarks/common.py``).
 
     python benchmarks/baselines/semantic_nerfw.py --scene ../shared/data/townA --scene ../shared/data/townB \
@@ -21,13 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,18 +38,22 @@ if str(REPO) not in sys.path:
 from benchmarks.baselines.semantic_nerfw_adapter import IRTSemanticDataset, adapt_semantic_nerfw_config  # noqa: E402
 from benchmarks.common import append_rows, result_row  # noqa: E402
 from semsplat_ns.eval.metrics import SegmentationEvaluator  # noqa: E402
+from semsplat_ns.eval.timing import PerViewTiming  # noqa: E402
 
 __all__ = ["METHOD", "build_config", "evaluate_semantic_nerfw", "evaluation_row", "run_scene", "main"]
 
 METHOD = "semantic-nerfw"
 """Method name of the rows this benchmark writes."""
 
+Device = Literal["cuda", "cpu"]
+"""Devices the benchmark trains on (nerfstudio's ``machine.device_type``)."""
+
 
 def build_config(
     scene: Path,
     steps: int,
     output_dir: Path,
-    device: str = "cuda",
+    device: Device = "cuda",
     rays_per_batch: Optional[int] = None,
     eval_rays_per_chunk: Optional[int] = None,
 ):
@@ -66,8 +71,14 @@ def build_config(
         The TrainerConfig (timestamped, not yet saved).
     """
     from nerfstudio.configs.method_configs import method_configs
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.engine.trainer import TrainerConfig
 
-    config = copy.deepcopy(method_configs[METHOD])
+    preset = method_configs[METHOD]
+    # method_configs also holds placeholders of methods from other packages; semantic-nerfw is nerfstudio's own.
+    if not isinstance(preset, TrainerConfig):
+        raise RuntimeError(f"nerfstudio's {METHOD!r} preset is a {type(preset).__name__}, not a TrainerConfig")
+    config = copy.deepcopy(preset)
     adapt_semantic_nerfw_config(config, scene)
     config.method_name = METHOD
     config.experiment_name = Path(scene).name
@@ -82,6 +93,7 @@ def build_config(
     if device == "cpu":
         config.mixed_precision = False
     datamanager = config.pipeline.datamanager
+    assert isinstance(datamanager, VanillaDataManagerConfig), "adapt_semantic_nerfw_config checked it"
     if rays_per_batch is not None:
         datamanager.train_num_rays_per_batch = rays_per_batch
         datamanager.eval_num_rays_per_batch = rays_per_batch
@@ -91,23 +103,22 @@ def build_config(
     return config
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
-def evaluate_semantic_nerfw(pipeline, show_progress: bool = True) -> Dict[str, Any]:
+def evaluate_semantic_nerfw(
+    pipeline, show_progress: bool = True, timing: PerViewTiming = PerViewTiming()
+) -> Dict[str, Any]:
     """Renders every evaluation view and scores the semantic argmax against its label.
 
     Args:
         pipeline: A set-up nerfstudio pipeline whose datamanager's ``eval_dataset`` is an
             :class:`IRTSemanticDataset` (the ``test`` split of the scene by default).
         show_progress: Show a rich progress bar over the views.
+        timing: The project's per-view timing protocol (render + argmax of one view, warm-up first).
 
     Returns:
-        :meth:`SegmentationEvaluator.compute`'s dict plus ``test_ms_per_view`` (median render + argmax
-        time per view, CUDA-synchronised) and ``n_views``.
+        :meth:`SegmentationEvaluator.compute`'s dict plus the timing fields of
+        :meth:`~semsplat_ns.eval.timing.ViewTimes.as_fields` (``test_ms_per_view`` is the median) and
+        ``n_views``.
     """
     dataset = pipeline.datamanager.eval_dataset
     if not isinstance(dataset, IRTSemanticDataset):
@@ -115,28 +126,25 @@ def evaluate_semantic_nerfw(pipeline, show_progress: bool = True) -> Dict[str, A
     model = pipeline.model
     device = torch.device(model.device)
     evaluator = SegmentationEvaluator(dataset.num_classes, list(dataset.semantics.classes))
-    times_ms: List[float] = []
+    # The protocol times from a view's input already on the device: cameras are moved before the clock.
+    views = [(index, dataset.cameras[index : index + 1].to(device)) for index in range(len(dataset))]
+
+    def predict(view: Tuple[int, Cameras]) -> torch.Tensor:
+        return model.get_outputs_for_camera(view[1])["semantics"].argmax(dim=-1)  # [H, W]
+
+    def score(view: Tuple[int, Cameras], pred: torch.Tensor) -> None:
+        target = dataset.read_semantics(view[0])[..., 0].to(device)  # [H, W]
+        evaluator.update(pred, target)
+
     was_training = model.training
     model.eval()
     columns = (TextColumn("[bold]semantic-nerfw test views"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, transient=True, disable=not show_progress) as progress:
-            for index in progress.track(range(len(dataset))):
-                target = dataset.read_semantics(index)[..., 0].to(device)  # [H, W]
-                camera = dataset.cameras[index : index + 1].to(device)
-                _sync(device)
-                start = time.perf_counter()
-                outputs = model.get_outputs_for_camera(camera)
-                pred = outputs["semantics"].argmax(dim=-1)  # [H, W]
-                _sync(device)
-                times_ms.append(1000.0 * (time.perf_counter() - start))
-                evaluator.update(pred, target)
+            times = timing.run(predict, views, device, score=score, progress=progress.track)
     finally:
         model.train(was_training)
-    result = evaluator.compute()
-    result["test_ms_per_view"] = statistics.median(times_ms) if times_ms else None
-    result["n_views"] = len(times_ms)
-    return result
+    return {**evaluator.compute(), **times.as_fields(), "n_views": len(views)}
 
 
 def evaluation_row(
@@ -148,6 +156,7 @@ def evaluation_row(
     peak_gpu_mem_gb: Optional[float],
     command: str,
     show_progress: bool = True,
+    timing: PerViewTiming = PerViewTiming(),
 ) -> Dict[str, Any]:
     """Scores a trained pipeline on its evaluation views and returns the benchmark row.
 
@@ -159,13 +168,15 @@ def evaluation_row(
         peak_gpu_mem_gb: Peak GPU memory, GiB; None on CPU.
         command: Command line that produced the row.
         show_progress: Show a rich progress bar over the views.
+        timing: The per-view timing protocol (its default for every benchmark row).
 
     Returns:
-        A row of :data:`benchmarks.common.ROW_KEYS` (method ``"semantic-nerfw"``, ``n_gaussians`` None).
+        A row of :data:`benchmarks.common.ROW_KEYS` (method ``"semantic-nerfw"``, ``n_gaussians`` None), then
+        ``test_ms_per_view_p95`` and ``timing_warmup_views``.
     """
-    result = evaluate_semantic_nerfw(pipeline, show_progress=show_progress)
+    result = evaluate_semantic_nerfw(pipeline, show_progress=show_progress, timing=timing)
     device = torch.device(pipeline.model.device)
-    return result_row(
+    row = result_row(
         scene_name,
         METHOD,
         miou=result["miou"],
@@ -179,6 +190,10 @@ def evaluation_row(
         command=command,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     )
+    # The rest of the timing protocol's figures, after the standard keys, as every method's rows carry them.
+    row["test_ms_per_view_p95"] = result["test_ms_per_view_p95"]
+    row["timing_warmup_views"] = result["timing_warmup_views"]
+    return row
 
 
 def run_scene(
@@ -186,7 +201,7 @@ def run_scene(
     steps: int,
     out: Path,
     output_dir: Path,
-    device: str,
+    device: Device,
     command: str,
     jobs_sharing_gpu: int = 1,
     **overrides,

@@ -15,6 +15,9 @@ if _prebuilt and os.path.exists(_prebuilt):
     import torch  # noqa: F401  (the extension links against libtorch)
 
     _spec = importlib.util.spec_from_file_location("gsplat_cuda", _prebuilt)
+    # A path to an existing .so always gets a spec with a loader; anything else is not an extension module.
+    if _spec is None or _spec.loader is None:
+        raise ImportError(f"GSPLAT_PREBUILT={_prebuilt} cannot be loaded as a Python extension module")
     _module = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_module)
     sys.modules["gsplat.csrc"] = _module

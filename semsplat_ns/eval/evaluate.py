@@ -9,7 +9,7 @@ pixel accuracy, and the per-view test time by :class:`~semsplat_ns.eval.timing.P
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from rich.progress import track
@@ -75,19 +75,20 @@ def evaluate_pipeline(
         progress=lambda views: track(views, description="Evaluating test views", console=CONSOLE),
     )
 
-    result = evaluator.compute()
-    result.update(
+    scores = evaluator.compute()
+    result: Dict[str, Any] = {
+        **scores,
         **times.as_fields(),
-        n_views=len(labelled),
-        n_gaussians=int(model.num_points),
-        device=str(device),
-    )
+        "n_views": len(labelled),
+        "n_gaussians": int(model.num_points),
+        "device": str(device),
+    }
     if output_dir is not None:
         write_json_atomic(output_dir / "metrics.json", result)
         save_confusion_matrix_png(
-            torch.tensor(result["confusion_matrix"]), model.class_names, output_dir / "confusion_matrix.png"
+            torch.tensor(scores["confusion_matrix"]), model.class_names, output_dir / "confusion_matrix.png"
         )
-        save_per_class_iou_png(result["per_class_iou"], output_dir / "per_class_iou.png", class_colors=colors)
+        save_per_class_iou_png(scores["per_class_iou"], output_dir / "per_class_iou.png", class_colors=colors)
     return result
 
 

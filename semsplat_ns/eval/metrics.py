@@ -8,7 +8,7 @@ predictions. Everything stays in torch (CPU or CUDA) until :meth:`SegmentationEv
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, TypedDict
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ __all__ = [
     "miou_present",
     "pixel_accuracy",
     "SegmentationEvaluator",
+    "SegmentationScores",
 ]
 
 
@@ -145,6 +146,23 @@ def pixel_accuracy(cm: Tensor) -> float:
     return float(cm.diagonal().sum()) / total if total > 0 else math.nan
 
 
+class SegmentationScores(TypedDict):
+    """What :meth:`SegmentationEvaluator.compute` reports; JSON-ready (None where a figure is undefined)."""
+
+    miou: Optional[float]
+    """IRT mIoU: mean IoU over the classes with a non-empty union; None when no pixel was counted."""
+    miou_present: Optional[float]
+    """Mean IoU over the classes present in the ground truth; None when no pixel was counted."""
+    acc: Optional[float]
+    """Pixel accuracy; None when no pixel was counted."""
+    per_class_iou: Dict[str, Optional[float]]
+    """Class name -> IoU, in class-id order; None where the class is neither in the ground truth nor predicted."""
+    confusion_matrix: List[List[int]]
+    """[C, C] pixel counts, rows ground truth, columns prediction."""
+    n_pixels: int
+    """Number of counted pixels."""
+
+
 def _none_if_nan(value: float) -> Optional[float]:
     """JSON has no NaN, so undefined figures are reported as None."""
     return None if math.isnan(value) else value
@@ -182,22 +200,22 @@ class SegmentationEvaluator:
         cm = confusion_matrix(pred, target, self.num_classes, self.ignore_index)  # [C, C]
         self.cm = cm if self.cm is None else self.cm + cm.to(self.cm.device)
 
-    def compute(self) -> Dict[str, Union[float, None, int, list, dict]]:
+    def compute(self) -> SegmentationScores:
         """Reduces the accumulated confusion matrix.
 
         Returns:
-            A JSON-ready dict: ``miou`` (IRT definition), ``miou_present``, ``acc`` (float, or None when no
-            pixel was counted), ``per_class_iou`` (name -> float, or None where the class is neither in
-            the ground truth nor predicted), ``confusion_matrix`` (nested list, rows ground truth) and
-            ``n_pixels`` (number of counted pixels).
+            A JSON-ready dict (see :class:`SegmentationScores`): ``miou`` (IRT definition), ``miou_present``,
+            ``acc`` (float, or None when no pixel was counted), ``per_class_iou`` (name -> float, or None where
+            the class is neither in the ground truth nor predicted), ``confusion_matrix`` (nested list, rows
+            ground truth) and ``n_pixels`` (number of counted pixels).
         """
         cm = self.cm.cpu() if self.cm is not None else torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         iou = iou_per_class(cm).tolist()  # [C]
-        return {
-            "miou": _none_if_nan(miou(cm)),
-            "miou_present": _none_if_nan(miou_present(cm)),
-            "acc": _none_if_nan(pixel_accuracy(cm)),
-            "per_class_iou": {name: _none_if_nan(value) for name, value in zip(self.class_names, iou)},
-            "confusion_matrix": cm.tolist(),
-            "n_pixels": int(cm.sum()),
-        }
+        return SegmentationScores(
+            miou=_none_if_nan(miou(cm)),
+            miou_present=_none_if_nan(miou_present(cm)),
+            acc=_none_if_nan(pixel_accuracy(cm)),
+            per_class_iou={name: _none_if_nan(value) for name, value in zip(self.class_names, iou)},
+            confusion_matrix=cm.tolist(),
+            n_pixels=int(cm.sum()),
+        )

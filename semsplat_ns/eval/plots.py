@@ -182,7 +182,7 @@ def save_confusion_matrix_png(
         values = counts / counts.sum()  # [K, K]
     else:
         values = counts  # [K, K]
-    names = [class_names[i] for i in shown]
+    names = [class_names[int(i)] for i in shown]
 
     side = 2.5 + 0.45 * len(shown)
     figure = Figure(figsize=(side + 1.5, side))
@@ -241,7 +241,7 @@ def save_per_class_iou_png(
     axes.barh(rows, values, color=colours, edgecolor="black", linewidth=0.5)
     axes.set_yticks(rows, [name for _, name, _ in entries])
     axes.invert_yaxis()  # class id 0 at the top
-    for row, value in zip(rows, values):
+    for row, value in enumerate(values):  # bar ``row`` sits at y = row
         axes.text(min(value, 0.88) + 0.01, row, f"{value:.3f}", va="center", fontsize=8)
     axes.axvline(mean_iou, color="black", linestyle="--", linewidth=1.2, label=f"mIoU {mean_iou:.3f}")
     axes.set_xlim(0, 1)

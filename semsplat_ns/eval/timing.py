@@ -37,10 +37,12 @@ class ViewTimes:
 
     @property
     def median_ms(self) -> Optional[float]:
+        """Median milliseconds per view (the reported figure); None when no view was timed."""
         return statistics.median(self.times_ms) if self.times_ms else None
 
     @property
     def p95_ms(self) -> Optional[float]:
+        """95th percentile (nearest rank) of the milliseconds per view; None when no view was timed."""
         if not self.times_ms:
             return None
         ordered = sorted(self.times_ms)
@@ -63,6 +65,10 @@ class PerViewTiming(Generic[View]):
     warmup_views: int = 3
     """Untimed predictions before timing (the first views, cycled when there are fewer views)."""
 
+    def __post_init__(self) -> None:
+        if self.warmup_views < 0:
+            raise ValueError(f"warmup_views must be >= 0, got {self.warmup_views}")
+
     def run(
         self,
         predict: Callable[[View], torch.Tensor],
@@ -83,7 +89,6 @@ class PerViewTiming(Generic[View]):
         Returns:
             The per-view times.
         """
-        assert self.warmup_views >= 0, "warmup_views must be >= 0"
         if views:
             for index in range(self.warmup_views):
                 predict(views[index % len(views)])

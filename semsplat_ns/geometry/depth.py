@@ -75,7 +75,7 @@ def depth_from_points(
     Returns:
         float32 z-depth [H, W]; 0 where unknown.
     """
-    from scipy.spatial import Delaunay, QhullError, cKDTree
+    from scipy.spatial import Delaunay, KDTree, QhullError
 
     settings = settings or PointsDepthSettings()
     unknown = torch.zeros(height, width, dtype=torch.float32)  # [H, W]
@@ -105,7 +105,9 @@ def depth_from_points(
     visible = ~in_image | (z <= zbuffer[own_pixel] * (1.0 + settings.visibility_tolerance))  # [P']
     uv_np, z_np = uv[visible].numpy(), z[visible].numpy()  # [V, 2], [V]
     if len(z_np) > settings.neighbours + 1:
-        _, neighbours = cKDTree(uv_np).query(uv_np, k=settings.neighbours + 1)  # [V, k + 1]
+        _, found = KDTree(uv_np).query(uv_np, k=settings.neighbours + 1)
+        # scipy's stubs type the indices as a scalar; for [V, 2] queries and k > 1 they are [V, k + 1].
+        neighbours = np.asarray(found, dtype=np.int64)  # [V, k + 1]
         median = np.median(z_np[neighbours[:, 1:]], axis=1)  # [V]
         agrees = np.abs(z_np / median - 1.0) <= settings.outlier_tolerance  # [V]
         uv_np, z_np = uv_np[agrees], z_np[agrees]
@@ -195,23 +197,29 @@ def render_depths_from_config(
     Returns:
         stem -> float32 [H, W] depth, 0 where unknown.
     """
+    from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+    from nerfstudio.models.base_model import Model
     from nerfstudio.utils.eval_utils import eval_setup
 
     config_path = Path(config_path)
     if not config_path.is_file():
         raise DepthError(f"{config_path}: nerfstudio config.yml does not exist (--depth-config)")
     _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
-    outputs = pipeline.datamanager.train_dataparser_outputs
+    outputs = getattr(pipeline.datamanager, "train_dataparser_outputs", None)
+    model = pipeline.model
+    # Both hold for nerfstudio's image datamanagers and models; checked, as the pipeline types them loosely.
+    if not isinstance(outputs, DataparserOutputs) or not isinstance(model, Model):
+        raise DepthError(f"{config_path}: the run's pipeline keeps no training cameras or has no nerfstudio model")
     scale = float(outputs.dataparser_scale)
     index_of = {Path(name).stem: i for i, name in enumerate(outputs.image_filenames)}
     depths: Dict[str, torch.Tensor] = {}
-    pipeline.model.eval()
+    model.eval()
     for stem, (height, width) in zip(stems, sizes):
         if stem not in index_of:
             raise DepthError(f"{config_path}: the run has no training image {stem!r}; was it trained on this scene?")
         camera = outputs.cameras[index_of[stem] : index_of[stem] + 1]
         with torch.no_grad():
-            rendered = pipeline.model.get_outputs_for_camera(camera)
+            rendered = model.get_outputs_for_camera(camera)
         if "depth" not in rendered:
             raise DepthError(f"{config_path}: the model renders no 'depth' output; use --depth points instead")
         depth = rendered["depth"][..., 0].float().cpu() / scale  # [H, W]

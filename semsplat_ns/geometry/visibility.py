@@ -126,8 +126,8 @@ def reproject_from_references(
     height, width = depth.shape
     valid = (depth > 0).reshape(-1)  # [H*W]
     points = backproject_depth(depth, K, c2w).reshape(-1, 3)  # [H*W, 3]
-    use_color = photo is not None and settings.color_tolerance > 0
-    colors = _box_mean(photo).reshape(-1, 3) if use_color else None  # [H*W, 3]
+    # None: no colour test (no photo, or a tolerance of 0).
+    colors = _box_mean(photo).reshape(-1, 3) if photo is not None and settings.color_tolerance > 0 else None  # [H*W, 3]
     offsets = []
     if num_classes is not None and settings.label_uncertainty > 0:
         offsets = [-settings.label_uncertainty, settings.label_uncertainty]
@@ -139,13 +139,13 @@ def reproject_from_references(
         depth_there = view.depth.reshape(-1).to(torch.float64)[flat]  # [H*W]
         seen = valid & inside & (depth_there > 0)
         seen &= (z - depth_there).abs() <= settings.depth_tolerance * depth_there
-        if use_color:
+        if colors is not None:
             if view.photo is None:
                 raise ValueError("reproject_from_references: the colour test needs the labelled views' photos")
             colors_there = _box_mean(view.photo).reshape(-1, 3)[flat]  # [H*W, 3]
             seen &= (colors - colors_there).abs().mean(dim=1) <= settings.color_tolerance
         seen_any |= seen
-        if votes is None:
+        if votes is None or num_classes is None:  # both None together: visibility only
             continue
         if view.labels is None:
             raise ValueError("reproject_from_references: a reference view has no labels to carry")

@@ -1,13 +1,8 @@
 """The GPU-box phase runner's plan parsing and progress reading (benchmarks/box/batch.py)."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "box"))
-
-import batch  # noqa: E402
+from benchmarks.box import batch
 
 
 def test_phase_file_gives_concurrency_mode_and_jobs(tmp_path):

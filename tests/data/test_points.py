@@ -36,7 +36,7 @@ def _downscaled_views(town_a: Path, folder: Path, stems: list[str], size: int = 
     for stem in stems:
         with Image.open(town_a / "train" / "color" / f"{stem}.jpg") as photo:
             scale = size / photo.width
-            photo.convert("RGB").resize((size, size), Image.LANCZOS).save(folder / f"{stem}.png")
+            photo.convert("RGB").resize((size, size), Image.Resampling.LANCZOS).save(folder / f"{stem}.png")
         K = _read_matrix(town_a / "train" / "intrinsics" / f"{stem}.txt")[:3, :3].copy()  # [3, 3]
         K[:2] *= scale
         paths.append(folder / f"{stem}.png")
@@ -243,6 +243,7 @@ def test_cache_is_reused_until_a_pose_changes(town_a, tmp_path):
     started = time.perf_counter()
     second = load_or_triangulate_points(paths, Ks, c2ws, cache, min_points=100)
     assert time.perf_counter() - started < 1.0
+    assert second is not None
     assert cache.stat().st_mtime_ns == stamp  # not re-triangulated, not rewritten
     np.testing.assert_array_equal(second[0], first[0])
     np.testing.assert_array_equal(second[1], first[1])

@@ -7,6 +7,7 @@ every Gaussian is evaluated at every pixel and composited in a plain front-to-ba
 from __future__ import annotations
 
 import math
+from typing import Dict, List, Literal, Optional, Tuple, TypedDict, Union
 
 import pytest
 import torch
@@ -19,6 +20,31 @@ from semsplat_ns.model.rasterize_torch import (
 )
 
 TILE = 16
+
+RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
+
+
+class Scene(TypedDict):
+    """The inputs of one rasterization call, as keyword arguments of ``rasterization_torch``."""
+
+    means: torch.Tensor
+    """Centres [N, 3]."""
+    quats: torch.Tensor
+    """Rotations, not normalised [N, 4]."""
+    scales: torch.Tensor
+    """Axis scales [N, 3]."""
+    opacities: torch.Tensor
+    """Opacities [N]."""
+    colors: torch.Tensor
+    """Features [N, D] or per camera [C, N, D] (or SH coefficients [N, K, 3])."""
+    viewmats: torch.Tensor
+    """World-to-camera matrices [C, 4, 4]."""
+    Ks: torch.Tensor
+    """Intrinsics [C, 3, 3]."""
+    width: int
+    """Image width, pixels."""
+    height: int
+    """Image height, pixels."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,7 +64,9 @@ def look_at_viewmat(eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return viewmat
 
 
-def make_scene(seed: int, n: int, cameras: int, channels: int, width: int, height: int, dtype=torch.float64):
+def make_scene(
+    seed: int, n: int, cameras: int, channels: int, width: int, height: int, dtype: torch.dtype = torch.float64
+) -> Scene:
     """Random Gaussians around the origin, seen by cameras on a circle; a few are culled on purpose."""
     gen = torch.Generator().manual_seed(seed)
     means = (torch.rand(n, 3, generator=gen) - 0.5) * 1.6  # [N, 3]
@@ -51,19 +79,20 @@ def make_scene(seed: int, n: int, cameras: int, channels: int, width: int, heigh
     scales[:3] = 0.12
     colors = torch.rand(n, channels, generator=gen)  # [N, D]
     means[-1] = torch.tensor([0.0, 0.0, 30.0])  # behind / far from every camera
-    viewmats, Ks = [], []
+    viewmat_list: List[torch.Tensor] = []
+    K_list: List[torch.Tensor] = []
     for c in range(cameras):
         angle = 2 * math.pi * c / cameras + 0.3
         eye = torch.tensor([3.0 * math.cos(angle), 3.0 * math.sin(angle), 1.0])
-        viewmats.append(look_at_viewmat(eye, torch.zeros(3)))
+        viewmat_list.append(look_at_viewmat(eye, torch.zeros(3)))
         focal = 1.1 * width
-        Ks.append(torch.tensor([[focal, 0, width / 2 + c], [0, focal * 1.05, height / 2 - c], [0, 0, 1]]))
-    viewmats = torch.stack(viewmats)  # [C, 4, 4]
-    Ks = torch.stack(Ks)  # [C, 3, 3]
+        K_list.append(torch.tensor([[focal, 0, width / 2 + c], [0, focal * 1.05, height / 2 - c], [0, 0, 1]]))
+    viewmats = torch.stack(viewmat_list)  # [C, 4, 4]
+    Ks = torch.stack(K_list)  # [C, 3, 3]
     # a Gaussian far outside the first camera's view (off screen)
     means[-2] = -viewmats[0, :3, :3].T @ viewmats[0, :3, 3] + viewmats[0, :3, :3].T @ torch.tensor([40.0, 0.0, 2.0])
     cast = lambda t: t.to(dtype)  # noqa: E731
-    return dict(
+    return Scene(
         means=cast(means),
         quats=cast(quats),
         scales=cast(scales),
@@ -80,23 +109,23 @@ def make_scene(seed: int, n: int, cameras: int, channels: int, width: int, heigh
 # dense brute-force reference
 # --------------------------------------------------------------------------------------------
 def reference_rasterization(
-    means,
-    quats,
-    scales,
-    opacities,
-    colors,
-    viewmats,
-    Ks,
-    width,
-    height,
-    eps2d=0.3,
-    near_plane=0.01,
-    far_plane=1e10,
-    backgrounds=None,
-    render_mode="RGB",
-    antialiased=False,
-    packed=False,
-):
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    backgrounds: Optional[torch.Tensor] = None,
+    render_mode: RenderMode = "RGB",
+    antialiased: bool = False,
+    packed: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor], List[Dict[int, torch.Tensor]], torch.Tensor]:
     """Dense reference (gsplat 1.4's packed kernel floors the radius discriminant at 0.1, not 0.01).
 
     Returns colours [C,H,W,X], alphas [C,H,W,1], means2d [C,N,2], per-pixel means2d copies, radii.
@@ -115,7 +144,11 @@ def reference_rasterization(
     centres = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).to(means.dtype) + 0.5  # [P, 2]
     tiles = torch.stack([xs.reshape(-1) // TILE, ys.reshape(-1) // TILE], -1)  # [P, 2]
 
-    images, alphas, all_means2d, copies, all_radii = [], [], [], [], []
+    images: List[torch.Tensor] = []
+    alphas: List[torch.Tensor] = []
+    all_means2d: List[torch.Tensor] = []
+    copies: List[Dict[int, torch.Tensor]] = []
+    all_radii: List[torch.Tensor] = []
     for c in range(num_cameras):
         rotation, translation = viewmats[c, :3, :3], viewmats[c, :3, 3]
         fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
@@ -161,7 +194,7 @@ def reference_rasterization(
         transmit = torch.ones(len(centres), dtype=means.dtype)  # [P]
         out = torch.zeros(len(centres), feats.shape[1], dtype=means.dtype)  # [P, X]
         done = torch.zeros(len(centres), dtype=torch.bool)  # [P]
-        camera_copies = {}
+        camera_copies: Dict[int, torch.Tensor] = {}
         for g in sorted(torch.nonzero(visible).flatten().tolist(), key=lambda i: (z[i].item(), i)):
             per_pixel = means2d[g].expand(len(centres), 2).clone()  # [P, 2]
             per_pixel.retain_grad()
@@ -200,8 +233,22 @@ def weighted_loss(colors: torch.Tensor, alphas: torch.Tensor, seed: int = 7) -> 
     return (colors * weights_c).sum() + (alphas * weights_a).sum()
 
 
-def leaves(scene, names=("means", "quats", "scales", "opacities", "colors")):
-    return {k: (v.detach().clone().requires_grad_(True) if k in names else v) for k, v in scene.items()}
+def leaves(scene: Scene, device: Union[str, torch.device, None] = None) -> Scene:
+    """A copy of ``scene`` (on ``device``, default its own) whose per-Gaussian inputs are fresh leaf tensors
+    that collect gradients."""
+    device = device if device is not None else scene["means"].device
+    copy = scene.copy()
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        copy[name] = scene[name].detach().to(device).clone().requires_grad_(True)
+    for name in ("viewmats", "Ks"):
+        copy[name] = scene[name].to(device)
+    return copy
+
+
+def grad_of(tensor: torch.Tensor) -> torch.Tensor:
+    """The gradient that a backward pass left on ``tensor``; fails the test when none reached it."""
+    assert tensor.grad is not None, "no gradient reached this tensor"
+    return tensor.grad
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +274,7 @@ def test_values_and_gradients_match_dense_reference(
     backgrounds = torch.rand(cams, dim, dtype=torch.float64) if with_bg else None
 
     ours = leaves(scene)
-    bg_ours = backgrounds.clone().requires_grad_(True) if with_bg else None
+    bg_ours = backgrounds.clone().requires_grad_(True) if backgrounds is not None else None
     colors, alphas, info = rasterization_torch(
         **ours,
         backgrounds=bg_ours,
@@ -240,7 +287,7 @@ def test_values_and_gradients_match_dense_reference(
     weighted_loss(colors, alphas).backward()
 
     ref = leaves(scene)
-    bg_ref = backgrounds.clone().requires_grad_(True) if with_bg else None
+    bg_ref = backgrounds.clone().requires_grad_(True) if backgrounds is not None else None
     ref_colors, ref_alphas, ref_means2d, ref_copies, ref_radii = reference_rasterization(
         **ref, backgrounds=bg_ref, render_mode=mode, antialiased=antialiased, packed=packed
     )
@@ -254,11 +301,11 @@ def test_values_and_gradients_match_dense_reference(
     assert torch.allclose(colors, ref_colors, atol=1e-8), (colors - ref_colors).abs().max()
     rendered = ("means", "quats", "scales", "opacities") + (() if mode in ("D", "ED") else ("colors",))
     for name in rendered:
-        grad, ref_grad = ours[name].grad, ref[name].grad
-        assert grad is not None and grad.abs().max() > 0, name
+        grad, ref_grad = grad_of(ours[name]), grad_of(ref[name])
+        assert grad.abs().max() > 0, name
         assert torch.allclose(grad, ref_grad, atol=1e-7, rtol=1e-6), (name, (grad - ref_grad).abs().max())
-    if with_bg:
-        assert torch.allclose(bg_ours.grad, bg_ref.grad, atol=1e-8)
+    if bg_ours is not None and bg_ref is not None:
+        assert torch.allclose(grad_of(bg_ours), grad_of(bg_ref), atol=1e-8)
 
     # radii, means2d.grad and absgrad, per (camera, Gaussian)
     radii = info["radii"]
@@ -274,11 +321,11 @@ def test_values_and_gradients_match_dense_reference(
     assert torch.equal(dense_radii, ref_radii)
     assert (dense_radii[:, -1] == 0).all(), "the Gaussian behind the cameras must be culled"
     assert dense_radii[0, -2] == 0, "the off-screen Gaussian must be culled"
-    ref_grad = torch.stack([m.grad for m in ref_means2d])  # [C, N, 2]
+    ref_grad = torch.stack([grad_of(m) for m in ref_means2d])  # [C, N, 2]
     ref_abs = torch.zeros(cams, n, 2, dtype=torch.float64)
     for c, per_camera_copies in enumerate(ref_copies):
         for g, copy in per_camera_copies.items():
-            ref_abs[c, g] = copy.grad.abs().sum(0)
+            ref_abs[c, g] = grad_of(copy).abs().sum(0)
     assert torch.allclose(dense_grad, ref_grad, atol=1e-8, rtol=1e-6)
     assert torch.allclose(dense_abs, ref_abs, atol=1e-8, rtol=1e-6)
     assert (dense_abs >= dense_grad.abs() - 1e-12).all()
@@ -324,7 +371,7 @@ def test_default_strategy_reads_cpu_info():
     params = torch.nn.ParameterDict(
         {k: torch.nn.Parameter(scene[k].clone()) for k in ("means", "quats", "scales", "opacities", "colors")}
     )
-    optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
+    optimizers: Dict[str, torch.optim.Optimizer] = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
     for absgrad in (False, True):
         strategy = DefaultStrategy(absgrad=absgrad, refine_start_iter=100)
         strategy.check_sanity(params, optimizers)
@@ -376,7 +423,7 @@ def direct_sh(degree: int, dirs: torch.Tensor, coeffs: torch.Tensor) -> torch.Te
             1.445305721320277 * z * (x * x - y * y),
             -0.5900435899266435 * x * (x * x - 3 * y * y),
         ]
-    return sum(b[..., None] * coeffs[..., i, :] for i, b in enumerate(basis))
+    return torch.stack([b[..., None] * coeffs[..., i, :] for i, b in enumerate(basis)]).sum(0)  # [..., 3]
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
@@ -401,29 +448,33 @@ def test_sh_colours_render_like_precomputed_colours():
     scene = make_scene(8, 30, 2, 3, 32, 24)
     gen = torch.Generator().manual_seed(8)
     coeffs = torch.randn(30, 16, 3, generator=gen, dtype=torch.float64) * 0.5
-    sh_colors, sh_alphas, _ = rasterization_torch(**{**scene, "colors": coeffs}, sh_degree=3, packed=False)
+    sh_scene: Scene = {**scene, "colors": coeffs}
+    sh_colors, sh_alphas, _ = rasterization_torch(**sh_scene, sh_degree=3, packed=False)
     camera_centres = torch.linalg.inv(scene["viewmats"])[:, :3, 3]  # [C, 3]
     dirs = scene["means"][None] - camera_centres[:, None]  # [C, N, 3]
     direct = torch.clamp_min(direct_sh(3, dirs, coeffs.expand(2, -1, -1, -1)) + 0.5, 0.0)  # [C, N, 3]
-    rgb_colors, rgb_alphas, _ = rasterization_torch(**{**scene, "colors": direct}, packed=False)
+    rgb_scene: Scene = {**scene, "colors": direct}
+    rgb_colors, rgb_alphas, _ = rasterization_torch(**rgb_scene, packed=False)
     assert torch.allclose(sh_colors, rgb_colors, atol=1e-12) and torch.equal(sh_alphas, rgb_alphas)
 
 
 def test_empty_and_all_culled_scenes_give_background():
     scene = make_scene(9, 10, 2, 3, 20, 16)
     backgrounds = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=torch.float64, requires_grad=True)
-    no_gaussians = {
-        k: (v[:0] if k in ("means", "quats", "scales", "opacities", "colors") else v) for k, v in scene.items()
-    }
-    all_beyond_far_plane = {**scene, "far_plane": 0.5}  # the cameras are ~3 units away
-    for case in (no_gaussians, all_beyond_far_plane):
-        colors, alphas, info = rasterization_torch(**{**case, "backgrounds": backgrounds}, render_mode="RGB+ED")
+    no_gaussians = scene.copy()
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        no_gaussians[name] = scene[name][:0]
+    # (inputs, far plane): no Gaussian at all; every Gaussian beyond the far plane (the cameras are ~3 units away)
+    for case, far_plane in ((no_gaussians, 1e10), (scene, 0.5)):
+        colors, alphas, info = rasterization_torch(
+            **case, far_plane=far_plane, backgrounds=backgrounds, render_mode="RGB+ED"
+        )
         assert colors.shape == (2, 16, 20, 4)
         assert torch.equal(colors[..., :3], backgrounds[:, None, None, :].expand(-1, 16, 20, -1))
         assert (colors[..., 3] == 0).all() and (alphas == 0).all()
         assert int((info["radii"] > 0).sum()) == 0
         colors[..., :3].sum().backward()
-        assert torch.equal(backgrounds.grad, torch.full((2, 3), 320.0, dtype=torch.float64))
+        assert torch.equal(grad_of(backgrounds), torch.full((2, 3), 320.0, dtype=torch.float64))
         backgrounds.grad = None
 
 
@@ -434,7 +485,8 @@ def test_bad_input_raises_one_clear_error():
     with pytest.raises(ValueError, match="colors must be"):
         rasterization_torch(**{**scene, "colors": scene["colors"][:5]})
     with pytest.raises(ValueError, match="render_mode"):
-        rasterization_torch(**scene, render_mode="RGBD")
+        # Deliberately outside the Literal: the run-time check is what this test is about.
+        rasterization_torch(**scene, render_mode="RGBD")  # pyright: ignore[reportArgumentType]
     with pytest.raises(ValueError, match="sh_degree 3 needs"):
         rasterization_torch(**{**scene, "colors": torch.rand(8, 4, 3, dtype=torch.float64)}, sh_degree=3)
     with pytest.raises(ValueError, match="backgrounds must be"):
@@ -462,9 +514,7 @@ def test_parity_with_gsplat_cuda(mode, dim, packed):
     backgrounds = torch.rand(2, dim)
     results = {}
     for device in ("cpu", "cuda"):
-        inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in leaves(scene).items()}
-        for k in ("means", "quats", "scales", "opacities", "colors"):
-            inputs[k] = inputs[k].detach().requires_grad_(True)
+        inputs = leaves(scene, device)
         render = rasterization_torch if device == "cpu" else gsplat_rasterization
         colors, alphas, info = render(
             **inputs, backgrounds=backgrounds.to(device), render_mode=mode, packed=packed, absgrad=True
@@ -475,9 +525,13 @@ def test_parity_with_gsplat_cuda(mode, dim, packed):
             colors=colors.detach().cpu(),
             alphas=alphas.detach().cpu(),
             radii=info["radii"].cpu(),
-            means2d_grad=info["means2d"].grad.cpu(),
+            means2d_grad=grad_of(info["means2d"]).cpu(),
             absgrad=info["means2d"].absgrad.cpu(),
-            **{f"{k}_grad": inputs[k].grad.cpu() for k in ("means", "quats", "scales", "opacities", "colors")},
+            means_grad=grad_of(inputs["means"]).cpu(),
+            quats_grad=grad_of(inputs["quats"]).cpu(),
+            scales_grad=grad_of(inputs["scales"]).cpu(),
+            opacities_grad=grad_of(inputs["opacities"]).cpu(),
+            colors_grad=grad_of(inputs["colors"]).cpu(),
         )
     cpu, gpu = results["cpu"], results["cuda"]
     assert torch.equal(cpu["radii"], gpu["radii"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -242,10 +243,10 @@ def test_photos_have_features_that_match_across_views(scene):
 
 
 def test_same_seed_same_bytes_other_seed_other_town(tmp_path):
-    kwargs = dict(n_views=6, resolution=24, n_labelled=2, test_every=3)
-    first = make_scene(tmp_path / "a", seed=5, **kwargs)
-    second = make_scene(tmp_path / "b", seed=5, **kwargs)
-    other = make_scene(tmp_path / "c", seed=6, **kwargs)
+    make = functools.partial(make_scene, n_views=6, resolution=24, n_labelled=2, test_every=3)
+    first = make(tmp_path / "a", seed=5)
+    second = make(tmp_path / "b", seed=5)
+    other = make(tmp_path / "c", seed=6)
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert len(files) > 20

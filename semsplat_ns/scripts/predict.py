@@ -1,0 +1,106 @@
+"""``semsplat-predict``: a trained semsplat model's class ids, class colours and confidence for every view of
+the chosen splits, as PNG files (layout and encodings: :mod:`semsplat_ns.eval.predict`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Tuple
+
+import tyro
+
+from semsplat_ns.atomic import write_json_atomic
+from semsplat_ns.console import CONSOLE, progress_bar
+from semsplat_ns.data.irt_io import IRTDataError
+from semsplat_ns.eval.predict import (
+    CONFIDENCE_ENCODING,
+    PredictionError,
+    check_output_dir,
+    class_palette,
+    predict_split,
+    scene_dir_of_run,
+    split_views,
+)
+
+
+@dataclass
+class PredictArgs:
+    """Write a trained semsplat model's per-view class ids, colours and confidence as PNG files."""
+
+    load_config: Path
+    """config.yml of the training run (outputs/<scene>/semsplat/<time>/config.yml)."""
+    split: Tuple[Literal["train", "test", "validation"], ...] = ("train", "test")
+    """Splits whose views are predicted (every view of each, labelled or not)."""
+    output_dir: Optional[Path] = None
+    """Where <split>/labels, <split>/colormap, <split>/confidence and predict.json go; default:
+    <run dir>/predict. Must lie outside the scene's split folders."""
+
+
+def run(args: PredictArgs) -> dict:
+    """Loads the run's last checkpoint and writes the predictions of every view of ``args.split``.
+
+    Returns:
+        The summary also written to ``<output_dir>/predict.json``.
+    """
+    config_path = Path(args.load_config)
+    if not config_path.is_file():
+        what = "is a folder, not a config.yml" if config_path.is_dir() else "does not exist"
+        raise PredictionError(
+            f"--load-config {config_path} {what}; pass the config.yml that ns-train wrote into the run folder "
+            "(outputs/<scene>/semsplat/<time>/config.yml)"
+        )
+    if not args.split:
+        raise PredictionError("--split names no split; pass one or more of train, test, validation")
+    output_dir = args.output_dir or config_path.parent / "predict"
+    splits = list(dict.fromkeys(args.split))  # repeated names predict once
+    # Checked before the (slow) checkpoint loading, and so before anything is written: predictions must
+    # never land among the scene's photos and ground truth.
+    check_output_dir(output_dir, scene_dir_of_run(config_path), splits)
+
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from semsplat_ns.data.datamanager import SemSplatDataManager
+    from semsplat_ns.model.semsplat_model import SemSplatModel
+
+    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="test")
+    model, datamanager = pipeline.model, pipeline.datamanager
+    if not isinstance(model, SemSplatModel) or not isinstance(datamanager, SemSplatDataManager):
+        raise PredictionError(
+            f"{config_path} is a {type(model).__name__} run; semsplat-predict needs a semsplat run (ns-train semsplat)"
+        )
+    model.eval()
+
+    views = {split: split_views(datamanager, split) for split in splits}
+    with progress_bar() as progress:
+        for split in splits:
+            predict_split(model, views[split], output_dir, progress)
+    summary = {
+        "checkpoint": str(checkpoint),
+        "step": int(step),
+        "splits": {split: {"views": len(views[split].stems), "stems": views[split].stems} for split in splits},
+        "class_names": list(model.class_names),
+        "class_colors": class_palette(model).tolist(),
+        "labels": "uint8 PNG, class id in channel 0 (all three channels equal), as IRT labels",
+        "confidence": CONFIDENCE_ENCODING,
+    }
+    write_json_atomic(output_dir / "predict.json", summary)
+    counts = ", ".join(f"{len(views[split].stems)} {split}" for split in splits)
+    CONSOLE.print(
+        f"Predictions of {counts} views written to [bold]{output_dir}[/bold] "
+        "(<split>/labels, <split>/colormap, <split>/confidence, predict.json)"
+    )
+    return summary
+
+
+def entrypoint() -> None:
+    """Console script: parses the arguments; a request that cannot be met ends with one error line."""
+    args = tyro.cli(PredictArgs)
+    try:
+        run(args)
+    except (PredictionError, IRTDataError) as error:
+        CONSOLE.print(f"[bold red]semsplat-predict: error:[/bold red] {error}")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    entrypoint()
