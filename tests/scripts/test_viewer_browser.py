@@ -45,11 +45,16 @@ def _train_checkpoint(root: Path, scene: Path) -> Tuple[Path, Path]:
     """Trains semsplat on a tiny demo scene on CPU; returns (config.yml, scene folder)."""
     from tests.cpu_training import cpu_trainer_config, train
 
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+
     config = cpu_trainer_config(scene, root / "outputs", STEPS, "viewer")
+    datamanager, model = config.pipeline.datamanager, config.pipeline.model
+    assert isinstance(datamanager, SemSplatDataManagerConfig) and isinstance(model, SemSplatModelConfig)
     # every other drawn view labelled: the head learns classes within a few hundred steps
-    config.pipeline.datamanager.labelled_to_other_ratio = 1
-    config.pipeline.model.num_random = 3000
-    config.pipeline.model.warmup_length = 10 * STEPS  # no densification: keeps the run short
+    datamanager.labelled_to_other_ratio = 1
+    model.num_random = 3000
+    model.warmup_length = 10 * STEPS  # no densification: keeps the run short
     train(config, STEPS)
     return config.get_base_dir() / "config.yml", scene
 
@@ -168,7 +173,8 @@ def test_viewer_paints_semantics_colormap_in_class_palette(tmp_path, demo_town):
                     driver.refresh()
             assert output_type.get_attribute("value") == "rgb"
             canvas = max(driver.find_elements(By.TAG_NAME, "canvas"), key=lambda c: c.rect["width"] * c.rect["height"])
-            view_box = tuple(int(round(canvas.rect[k])) for k in ("x", "y", "width", "height"))
+            x, y, w, h = (int(round(canvas.rect[k])) for k in ("x", "y", "width", "height"))
+            view_box = (x, y, w, h)
             rgb_png = tmp_path / "viewer_rgb.png"
             driver.save_screenshot(str(rgb_png))
 
