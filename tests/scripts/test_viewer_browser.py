@@ -43,10 +43,9 @@ def _free_port() -> int:
 
 def _train_checkpoint(root: Path, scene: Path) -> Tuple[Path, Path]:
     """Trains semsplat on a tiny demo scene on CPU; returns (config.yml, scene folder)."""
-    from tests.cpu_training import cpu_trainer_config, train
-
     from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
     from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+    from tests.cpu_training import cpu_trainer_config, train
 
     config = cpu_trainer_config(scene, root / "outputs", STEPS, "viewer")
     datamanager, model = config.pipeline.datamanager, config.pipeline.model
