@@ -37,12 +37,7 @@ TRACEBACK_ENV_VAR = "SEMSPLAT_TRACEBACK"
 # there makes an entry here unnecessary.
 _USER_ERRORS_ELSEWHERE = frozenset(
     {
-        "semsplat_ns.synthetic.town.DemoSceneError",
-        "semsplat_ns.data.points.PointsInputError",
-        "semsplat_ns.data.points.PointsFileError",
-        "semsplat_ns.pseudo.sam2.Sam2SettingsError",
         "semsplat_ns.pseudo.prior.PriorError",
-        "semsplat_ns.eval.predict.PredictionError",
     }
 )
 

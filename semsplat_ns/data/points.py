@@ -28,17 +28,18 @@ from rich.progress import Progress
 
 from semsplat_ns.atomic import atomic_open
 from semsplat_ns.console import CONSOLE, progress_bar
+from semsplat_ns.errors import UserInputError
 
 # Bump when the triangulation recipe changes: old caches then no longer match.
 CACHE_FORMAT = "semsplat-points-v1"
 CACHE_KEY_PREFIX = "semsplat-points key="
 
 
-class PointsInputError(ValueError):
+class PointsInputError(UserInputError):
     """Bad input to the triangulation: a missing or unreadable image, a malformed K or pose."""
 
 
-class PointsFileError(ValueError):
+class PointsFileError(UserInputError):
     """A points PLY file that cannot be read as x y z red green blue."""
 
 

@@ -92,13 +92,18 @@ def evaluate_pipeline(
     return result
 
 
+def _percent(value: Optional[float]) -> str:
+    # metrics.json keeps fractions; people read percentages, so the tables say which they show.
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
 def print_result(result: dict) -> None:
-    """Prints per-class IoU and the summary as rich tables."""
-    table = Table(title="Per-class IoU (%)")
+    """Prints per-class IoU and the summary as rich tables (fractions of metrics.json shown as %)."""
+    table = Table(title="Per-class IoU")
     table.add_column("class")
     table.add_column("IoU", justify="right")
     for name, value in result["per_class_iou"].items():
-        table.add_row(name, "—" if value is None else f"{100 * value:.2f}")
+        table.add_row(name, _percent(value))
     CONSOLE.print(table)
     summary = Table(title="semsplat evaluation")
     for column in (
@@ -112,9 +117,9 @@ def print_result(result: dict) -> None:
     ):
         summary.add_column(column, justify="right")
     summary.add_row(
-        f"{100 * result['miou']:.2f}",
-        f"{100 * result['miou_present']:.2f}",
-        f"{100 * result['acc']:.2f}",
+        _percent(result["miou"]),
+        _percent(result["miou_present"]),
+        _percent(result["acc"]),
         f"{result['test_ms_per_view']:.2f}",
         f"{result['test_ms_per_view_p95']:.2f}",
         str(result["n_views"]),

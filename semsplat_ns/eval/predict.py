@@ -26,6 +26,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from rich.progress import Progress
 
+from semsplat_ns.errors import UserInputError
 from semsplat_ns.eval.plots import colorize_labels, save_png
 
 SCENE_SPLITS = ("train", "test", "validation")
@@ -41,7 +42,7 @@ MAX_CLASSES = 255
 """Ids must fit 8 bits below 255, the IRT ignore value."""
 
 
-class PredictionError(ValueError):
+class PredictionError(UserInputError):
     """A prediction request that cannot be carried out (bad config path, forbidden output folder, ...)."""
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.console import progress_bar as _progress
 from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
+from semsplat_ns.errors import UserInputError
 from semsplat_ns.pseudo.scene import TrainSplit, read_photos
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Sam2CheckpointError(IRTDataError):
     """The SAM2 checkpoint is missing or unreadable; the message says which file to get and how."""
 
 
-class Sam2SettingsError(ValueError):
+class Sam2SettingsError(UserInputError):
     """A SAM2 option is out of range; the message names the option."""
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import tyro
-from rich.table import Table
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
 from semsplat_ns.errors import UserInputError, exit_on_user_error
-from semsplat_ns.eval.evaluate import evaluate_pipeline
+from semsplat_ns.eval.evaluate import evaluate_pipeline, print_result
 
 PROG = "semsplat-eval"
 
@@ -34,42 +33,6 @@ class EvalArgs:
     """Where metrics.json and the PNGs go; default: <run dir>/eval-<split>."""
     save_images: bool = True
     """Write GT | prediction | error panels for every view."""
-
-
-def _percent(value: Optional[float]) -> str:
-    # metrics.json keeps fractions; people read percentages, so the tables say which they show.
-    return "—" if value is None else f"{100 * value:.2f} %"
-
-
-def print_result(result: dict) -> None:
-    """Prints per-class IoU and the summary as rich tables (fractions of metrics.json shown as %)."""
-    table = Table(title="Per-class IoU")
-    table.add_column("class")
-    table.add_column("IoU", justify="right")
-    for name, value in result["per_class_iou"].items():
-        table.add_row(name, _percent(value))
-    CONSOLE.print(table)
-    summary = Table(title="semsplat evaluation")
-    for column in (
-        "mIoU",
-        "mIoU (present)",
-        "pixel acc.",
-        "ms / view (median)",
-        "ms / view (p95)",
-        "views",
-        "Gaussians",
-    ):
-        summary.add_column(column, justify="right")
-    summary.add_row(
-        _percent(result["miou"]),
-        _percent(result["miou_present"]),
-        _percent(result["acc"]),
-        f"{result['test_ms_per_view']:.2f}",
-        f"{result['test_ms_per_view_p95']:.2f}",
-        str(result["n_views"]),
-        str(result["n_gaussians"]),
-    )
-    CONSOLE.print(summary)
 
 
 def _scene_of(config, args: EvalArgs) -> Path:

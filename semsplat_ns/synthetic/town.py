@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from semsplat_ns.errors import UserInputError
+
 __all__ = [
     "CARLA8_NAMES",
     "CARLA8_COLORS",
@@ -74,7 +76,7 @@ _PITCH_RANGE_DEG = (35.0, 50.0)
 _ALTITUDE = 0.75  # mean camera height above the ground, world units
 
 
-class DemoSceneError(ValueError):
+class DemoSceneError(UserInputError):
     """Parameters or inputs that the demo-scene generator cannot use."""
 
 
