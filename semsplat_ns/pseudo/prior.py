@@ -25,6 +25,7 @@ from rich.progress import Progress
 from semsplat_ns.atomic import atomic_open
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.irt_io import IGNORE_ID
+from semsplat_ns.errors import UserInputError
 from semsplat_ns.pseudo.unet import CropSampler, Unet, UnetRecipe, predict_probabilities, train_unet
 
 PRIOR_VERSION = 1
@@ -36,7 +37,7 @@ class PriorSettings:
     """How the prior is trained and how its predictions become pseudo labels."""
 
     steps: int = 6000
-    """Optimisation steps (6000: about 75 s on one H100 for a 100-view scene of 512x512)."""
+    """Optimisation steps (6000: 68-70 s on one H200, about 75 s on an H100, for 100 views of 512x512)."""
     crop: int = 256
     """Side of the square training crops, pixels (a multiple of 2**(levels-1)); shrunk to fit small views."""
     width: int = 32
@@ -66,8 +67,8 @@ class PriorSettings:
     """Also save the trained network here (.pt), e.g. to score it on the test views (benchmarks/prior.py)."""
 
 
-class PriorError(ValueError):
-    """Settings of the prior that cannot work; the message names the flag."""
+class PriorError(UserInputError):
+    """Settings of the prior that cannot work; the message names the flag (a user error: one line, exit 2)."""
 
 
 def check_settings(settings: PriorSettings) -> None:

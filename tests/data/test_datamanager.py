@@ -261,3 +261,26 @@ def test_auto_pseudo_labels_keep_pseudo_labels_made_otherwise(town, capsys):
 def _stems_and_labels(scene: Path):
     files = irt_io.find_split_stems(scene / "train")
     return files.stems, files.label_paths
+
+
+def test_training_with_auto_pseudo_labels_uses_them(town, tmp_path, capsys):
+    # What `ns-train semsplat --data X --pipeline.datamanager.auto-pseudo-labels prior` does, on the CPU.
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+    from tests.cpu_training import cpu_trainer_config, train
+
+    config = cpu_trainer_config(town, tmp_path / "outputs", 3, "auto")
+    datamanager, model = config.pipeline.datamanager, config.pipeline.model
+    assert isinstance(datamanager, SemSplatDataManagerConfig) and isinstance(model, SemSplatModelConfig)
+    # Only the pseudo labels matter here: few Gaussians, no aggregation losses (their kNN work dominates).
+    model.num_random = 500
+    model.agg2d_loss_weight = model.agg3d_loss_weight = 0.0
+    datamanager.auto_pseudo_labels = "prior"
+    # Threshold 0: every pixel of every unlabelled view gets the prior's class.
+    datamanager.pseudo_prior = replace(TINY_PRIOR, steps=20, threshold=0.0)
+    datamanager.dataparser.load_points = False
+    losses = []
+    trainer = train(config, 3, on_step=lambda step, loss_dict: losses.append(float(loss_dict["pseudo_loss"])))
+    assert "making them with the prior" in " ".join(capsys.readouterr().out.split())
+    kinds = trainer.pipeline.datamanager.train_dataset.view_kinds
+    assert VIEW_PSEUDO in kinds and VIEW_UNLABELLED not in kinds
+    assert any(loss > 0 for loss in losses) and all(np.isfinite(losses))
