@@ -31,6 +31,9 @@ ABLATIONS = {
     "semsplat-pseudo": dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
     "semsplat-pseudo-2d": dict(agg3d_loss_weight=0.0),
     "semsplat": dict(),
+    # Issue #12: pseudo labels from the self-trained 2D prior (`semsplat-pseudo-labels --backend prior` first),
+    # used on every pseudo-labelled pixel at a quarter of the labelled views' weight.
+    "semsplat-prior": dict(pseudo_loss_weight=0.25),
 }
 
 
@@ -114,6 +117,7 @@ def eval_one(state: dict, pipeline, out: Path) -> dict:
     # The rest of the timing protocol's figures (semsplat_ns.eval.timing), as every method's rows carry them.
     row["test_ms_per_view_p95"] = result["test_ms_per_view_p95"]
     row["timing_warmup_views"] = result["timing_warmup_views"]
+    row["per_class_iou"] = result["per_class_iou"]
     # Training runs that shared the GPU have slower train_s; the row says how many ran at once.
     row["jobs_sharing_gpu"] = state.get("jobs_sharing_gpu", 1)
     # Set by benchmarks/box/batch.py when other trainings still ran during this evaluation.
