@@ -128,6 +128,7 @@ class SemSplatModel(SplatfactoModel):
         self._knn_key: Optional[Tuple[int, int]] = None
         self._knn_step = 0
         self._pca_key: Optional[Tuple[int, int, int]] = None
+        self._checkpoint_step: Optional[int] = None
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -143,6 +144,71 @@ class SemSplatModel(SplatfactoModel):
         groups = super().get_param_groups()
         groups["transfer_head"] = list(self.transfer_head.parameters())
         return groups
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def update_to_step(self, step: int) -> None:
+        """Remembers the checkpoint's step; ``Pipeline.load_pipeline`` calls this before ``load_state_dict``.
+
+        Args:
+            step: Training step of the checkpoint being loaded.
+        """
+        super().update_to_step(step)
+        self._checkpoint_step = step
+
+    def load_state_dict(self, state_dict, **kwargs):  # type: ignore[override]
+        """Splatfacto's load, which resizes every Gaussian tensor to the checkpoint's count, keeping the
+        Parameter objects that the optimisers hold.
+
+        Splatfacto replaces each ``gauss_params`` entry with a new Parameter; the Trainer built its
+        optimisers on the old ones before loading (``Trainer.setup``, then ``_load_checkpoint``), so a
+        resumed run would step tensors that no longer render and leave the loaded Gaussians frozen.
+        Here the loaded values move into the old Parameters instead (``.data`` swap), so the optimiser
+        state loaded next attaches to the Gaussians that render. The strategy's running state is the
+        checkpoint's (:meth:`get_extra_state`) or, for older checkpoints, fresh, so that every per-Gaussian
+        tensor has the checkpoint's count. The step is the checkpoint's, not splatfacto's 30000.
+
+        Args:
+            state_dict: The model's state, as ``state_dict()`` returns it.
+            **kwargs: ``strict``, as for ``nn.Module.load_state_dict``.
+        """
+        held = dict(self.gauss_params.items())  # name -> the Parameter the optimisers hold
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.strategy_state.get("scene_scale", 1.0))
+        try:
+            return super().load_state_dict(state_dict, **kwargs)
+        finally:
+            # Also when the strict load raised (e.g. an older checkpoint without the extra state):
+            # the values are loaded by then, and the pipeline retries non-strict.
+            for name, param in held.items():
+                loaded = self.gauss_params[name]  # [N_checkpoint, ...]
+                param.data = loaded.data
+                param.grad = None
+                self.gauss_params[name] = param
+            if self._checkpoint_step is not None:
+                self.step = self._checkpoint_step
+            self._knn_pool, self._knn_key, self._pca_key = None, None, None
+
+    def get_extra_state(self) -> Dict[str, torch.Tensor]:
+        """The densification strategy's per-Gaussian running state, saved with the model.
+
+        nerfstudio 1.1.5 checkpoints modules and optimisers but not ``strategy_state``: without it a
+        resumed run would restart the gradient statistics of the current refinement interval.
+
+        Returns:
+            Name -> tensor [N, ...] (entries not yet created are left out).
+        """
+        return {name: value for name, value in self.strategy_state.items() if isinstance(value, torch.Tensor)}
+
+    def set_extra_state(self, state: Dict[str, torch.Tensor]) -> None:
+        """Restores the strategy state saved by :meth:`get_extra_state`.
+
+        Args:
+            state: Name -> tensor [N, ...]; entries whose length is not the loaded Gaussian count are
+                skipped (they start afresh).
+        """
+        count = self.gauss_params["means"].shape[0]  # already resized to the checkpoint's count
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape[:1] == (count,):
+                self.strategy_state[name] = value.to(self.device)
 
     # -- rendering ------------------------------------------------------------------------------
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
