@@ -1,0 +1,216 @@
+"""Labels of a capture (``<capture>/labels/<image stem>.png``): listing, classes, and matching each label to the
+picture nerfstudio trains on.
+
+Labels use the IRT label formats (docs/IRT_LAYOUT.md): 8-bit PNG with the class id in channel 0 (255 =
+ignore), or colour-coded through ``<capture>/classes.json``; they are decoded by
+:mod:`semsplat_ns.data.irt_io`'s readers. A label is drawn on the photo as it lies in the capture's images
+folder. nerfstudio may train on another picture of that photo, and then the label is brought along the same
+way, ids never interpolated:
+
+- downscaled: when nerfstudio reads ``images_<N>/`` (its automatic downscale), a label of the full-size photo
+  is downscaled by nearest neighbour;
+- undistorted: nerfstudio's full-image datamanager undistorts every photo whose camera has distortion
+  coefficients (and crops it to the valid region). The label goes through the same function,
+  ``_undistort_image`` of ``nerfstudio.data.datamanagers.full_images_datamanager``, applied to a map of pixel
+  coordinates, then is sampled at the nearest pixel; pixels that map outside the label become 255.
+
+Such prepared labels are written to ``<capture>/semsplat_labels/<variant>/<stem>.png`` (class ids, 1 channel),
+rewritten by every run that parses the capture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from PIL import Image
+
+from semsplat_ns.data import irt_io
+from semsplat_ns.data.irt_io import IRTDataError
+
+LABELS_DIR = "labels"
+"""Folder of a capture that holds the label PNGs, named by image stem."""
+
+PREPARED_DIR = "semsplat_labels"
+"""Folder of a capture where labels brought to nerfstudio's pictures (downscaled, undistorted) are written."""
+
+
+def list_labels(labels_dir: Path) -> Dict[str, Path]:
+    """The label PNGs of a capture by stem; JPEG labels are refused (compression changes class ids).
+
+    Args:
+        labels_dir: ``<capture>/labels``; a missing folder holds no labels.
+
+    Returns:
+        Stem -> label file.
+    """
+    if not labels_dir.is_dir():
+        return {}
+    lossy = sorted(p.name for p in labels_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if lossy:
+        raise IRTDataError(
+            f"{labels_dir / lossy[0]}: labels must be PNG (JPEG compression changes class ids)"
+            + (f"; also {', '.join(lossy[1:5])}" if len(lossy) > 1 else "")
+        )
+    return {p.stem: p for p in sorted(labels_dir.glob("*.png")) if not p.name.startswith(".") and p.is_file()}
+
+
+def read_capture_classes(scene: Path, label_paths: List[Path]) -> Tuple[irt_io.SceneClasses, Dict[Path, np.ndarray]]:
+    """The classes of a capture, by the IRT rule, and every label decoded with them.
+
+    Names and colours come from ``<scene>/classes.json``; without it the classes are ``class_<i>`` up to the
+    largest id over the labels (as :func:`~semsplat_ns.data.irt_io.read_scene_classes` does for IRT scenes).
+
+    Args:
+        scene: The capture folder.
+        label_paths: Every label of the capture.
+
+    Returns:
+        The classes, and each label's class ids uint8 [H, W] (255 = ignore).
+    """
+    classes_json = scene / "classes.json"
+    decoded: Dict[Path, np.ndarray] = {}
+    if classes_json.is_file():
+        names, colors = irt_io.read_classes_json(classes_json)
+        is_color = False
+        for path in label_paths:
+            ids, color_coded = irt_io.decode_label(path, colors, len(names))  # [H, W]
+            decoded[path] = ids
+            is_color |= color_coded
+        return irt_io.SceneClasses(names=names, colors=colors, label_is_color=is_color), decoded
+    max_id = -1
+    for path in label_paths:
+        ids, _ = irt_io.decode_label(path, None, None)  # [H, W]
+        decoded[path] = ids
+        valid = ids[ids != irt_io.IGNORE_ID]  # [M]
+        if valid.size:
+            max_id = max(max_id, int(valid.max()))
+    if max_id < 0:
+        raise IRTDataError(
+            f"{scene}: no classes.json and no label in {scene / LABELS_DIR} holds a class id; cannot tell the "
+            "number of classes"
+        )
+    names = [f"class_{i}" for i in range(max_id + 1)]
+    return irt_io.SceneClasses(names=names, colors=irt_io.default_palette(max_id + 1), label_is_color=False), decoded
+
+
+def has_distortion(camera: Cameras) -> bool:
+    """Whether nerfstudio's full-image datamanager undistorts this camera's photo (its own test)."""
+    params = camera.distortion_params
+    return params is not None and not bool(torch.all(params == 0))
+
+
+def downscale_label(ids: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Class ids [H, W] resized to ``width`` x ``height`` by nearest neighbour (ids are never blended)."""
+    return np.asarray(Image.fromarray(ids).resize((width, height), resample=Image.Resampling.NEAREST))  # [h, w]
+
+
+def undistort_label(ids: np.ndarray, camera: Cameras) -> np.ndarray:
+    """Class ids [H, W] undistorted as nerfstudio undistorts the photo of ``camera`` (same size and crop).
+
+    nerfstudio's own undistortion (``_undistort_image``) resamples a map of pixel coordinates bilinearly,
+    which moves each coordinate exactly where the photo's pixel comes from; the ids are then read at the
+    nearest pixel. Where the map reaches outside the image (its third channel, 1 inside, falls below 1)
+    the label is 255 (ignore), as the photo is blended with black there.
+
+    Args:
+        ids: uint8 [H, W], H and W the camera's height and width.
+        camera: One camera (shape []) with its distortion parameters.
+
+    Returns:
+        uint8 [h, w]: the label in the undistorted (and cropped) photo's pixels.
+    """
+    from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
+
+    height, width = ids.shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)  # [H, W] each
+    grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # [H, W, 3]
+    K = camera.get_intrinsics_matrices().numpy().astype(np.float64)  # [3, 3]
+    params = camera.distortion_params
+    assert params is not None
+    _, warped, _ = _undistort_image(camera, params.numpy().copy(), {}, grid, K)  # [h, w, 3]
+    inside = warped[..., 2] > 0.999  # [h, w]
+    cols = np.clip(np.rint(warped[..., 0]), 0, width - 1).astype(np.int64)  # [h, w]
+    rows = np.clip(np.rint(warped[..., 1]), 0, height - 1).astype(np.int64)  # [h, w]
+    return np.where(inside, ids[rows, cols], irt_io.IGNORE_ID).astype(np.uint8)  # [h, w]
+
+
+@dataclass(frozen=True)
+class PreparedLabel:
+    """Where a view's label for training lies."""
+
+    path: Path
+    """The label file the datamanager reads: the capture's own, or a prepared copy."""
+    steps: Tuple[str, ...]
+    """What was done to it: () for the capture's own file, else "downscaled" and/or "undistorted"."""
+
+
+def prepare_label(
+    scene: Path,
+    label_path: Path,
+    ids: np.ndarray,
+    photo_path: Path,
+    photo_size: Tuple[int, int],
+    camera: Cameras,
+) -> PreparedLabel:
+    """Brings a label to the picture nerfstudio trains on (see the module docstring); errors name the label.
+
+    Args:
+        scene: The capture folder (prepared labels go to ``<scene>/semsplat_labels/``).
+        label_path: The label file.
+        ids: Its class ids uint8 [H, W].
+        photo_path: The photo nerfstudio reads for the view (``images/`` or ``images_<N>/``).
+        photo_size: That photo's (width, height), equal to the camera's.
+        camera: The view's camera (shape []).
+
+    Returns:
+        The label file to train on.
+    """
+    width, height = photo_size
+    label_h, label_w = ids.shape
+    steps: List[str] = []
+    if (label_w, label_h) != (width, height):
+        factor = int(round(label_w / width)) if width else 0
+        # nerfstudio's downscaled photos lie in images_<N>/: a label of the full-size photo goes along.
+        downscaled = (
+            factor >= 2
+            and photo_path.parent.name.endswith(f"_{factor}")
+            and abs(label_w / factor - width) <= 1
+            and abs(label_h / factor - height) <= 1
+        )
+        if not downscaled:
+            raise IRTDataError(
+                f"{label_path}: size {label_w}x{label_h} differs from its photo {photo_path.name} "
+                f"({width}x{height}, in {photo_path.parent.name}/); a label must match the photo pixel for pixel"
+            )
+        ids = downscale_label(ids, width, height)
+        steps.append("downscaled")
+    if has_distortion(camera):
+        ids = undistort_label(ids, camera)
+        steps.append("undistorted")
+    if not steps:
+        return PreparedLabel(path=label_path, steps=())
+    variant = photo_path.parent.name + ("_undistorted" if "undistorted" in steps else "")
+    target = scene / PREPARED_DIR / variant / f"{label_path.stem}.png"
+    try:
+        irt_io.atomic_write_png(target, ids)
+    except OSError as err:
+        raise IRTDataError(
+            f"{target}: cannot write the label prepared from {label_path.name} ({err.strerror or err}); "
+            f"semsplat writes labels brought to nerfstudio's pictures into {scene / PREPARED_DIR}"
+        ) from None
+    return PreparedLabel(path=target, steps=tuple(steps))
+
+
+def describe_missing(paths: List[Path], what: str) -> Optional[str]:
+    """``"<first path>: <what> does not exist (and N more: ...)"`` for missing files, or None when all exist."""
+    missing = [p for p in paths if not p.is_file()]
+    if not missing:
+        return None
+    more = f" ({len(missing) - 1} more: {', '.join(p.name for p in missing[1:6])}" if len(missing) > 1 else ""
+    more += ", ...)" if len(missing) > 6 else (")" if more else "")
+    return f"{missing[0]}: {what} does not exist{more}"

@@ -1,0 +1,447 @@
+"""Captures beyond the IRT layout (issue #14): a nerfstudio capture (transforms.json as ns-process-data writes
+it) and a COLMAP model, each with a few labels/<stem>.png, read by the ``semsplat-data`` dataparser.
+
+The demo town is written in both forms from the generator's exact cameras
+(:mod:`semsplat_ns.synthetic.capture_writer`); each must give the IRT form's cameras (within 1e-4 px on
+world points), the capture's own sparse points as seeds, nerfstudio's eval split for its format, labels
+brought to nerfstudio's (downscaled, undistorted) pictures, and one error line naming a bad file. Both
+train with a real ``ns-train semsplat --data CAPTURE`` (run side by side, they share the CPU's import time),
+and the run exports and predicts in the capture's frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semsplat_ns.data import irt_io
+from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig, capture_layout, detect_layout
+from semsplat_ns.data.capture_labels import PREPARED_DIR, undistort_label
+from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
+from semsplat_ns.data.irt_io import IRTDataError
+from semsplat_ns.synthetic.capture_writer import surface_points, write_capture
+
+BIN = Path(sys.executable).parent
+TOWN = dict(n_views=12, resolution=32, n_labelled=2, seed=5)
+"""12 frames of 32x32 (the town the error tests share): frames 3 and 9 labelled, frame 5 the test view."""
+METADATA_KEYS = {
+    "semantic_filenames",
+    "pseudo_filenames",
+    "boundary_filenames",
+    "confidence_filenames",
+    "stems",
+    "scene_dir",
+    "class_names",
+    "class_colors",
+    "num_classes",
+    "label_is_color",
+}
+"""What irt-data puts in the metadata; a capture's outputs carry the same keys."""
+FORMS = [("nerfstudio", "OPENCV"), ("nerfstudio", "PINHOLE"), ("colmap", "OPENCV"), ("colmap", "PINHOLE")]
+
+
+@pytest.fixture(scope="module")
+def town(demo_town) -> Path:
+    return demo_town(**TOWN)
+
+
+@pytest.fixture(scope="module")
+def make_capture(town: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``make_capture(layout, **write_capture_options)``: a fresh capture of the town in its own folder."""
+
+    def make(layout: str, **options) -> Path:
+        return write_capture(town, tmp_path_factory.mktemp("capture") / layout, layout, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+def _parse(data: Path, split: str = "train", **options):
+    return SemSplatDataParserConfig(data=data, **options).setup().get_dataparser_outputs(split)
+
+
+def _project(outputs, world: np.ndarray) -> Dict[str, np.ndarray]:
+    """Pixel positions [P, 2] of world points in every camera of a split (nan behind it), by stem."""
+    transform = outputs.dataparser_transform.double().numpy()  # [3, 4] input frame -> training frame
+    points = (world @ transform[:, :3].T + transform[:, 3]) * float(outputs.dataparser_scale)  # [P, 3]
+    cameras = outputs.cameras
+    result = {}
+    for i, stem in enumerate(outputs.metadata["stems"]):
+        c2w = cameras.camera_to_worlds[i].double().numpy()  # [3, 4] OpenGL axes
+        cam = (points - c2w[:, 3]) @ c2w[:, :3]  # [P, 3], the camera looks down -z
+        u = cameras.fx[i, 0].item() * cam[:, 0] / -cam[:, 2] + cameras.cx[i, 0].item()
+        v = -cameras.fy[i, 0].item() * cam[:, 1] / -cam[:, 2] + cameras.cy[i, 0].item()
+        result[stem] = np.where(cam[:, 2:3] < 0, np.stack([u, v], axis=-1), np.nan)  # [P, 2]
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ detection
+
+
+def test_layout_detection(town: Path, make_capture, tmp_path: Path):
+    nerfstudio, colmap = make_capture("nerfstudio"), make_capture("colmap")
+    assert detect_layout(town) == ("irt", town)
+    assert detect_layout(nerfstudio) == ("nerfstudio", nerfstudio / "transforms.json")
+    assert detect_layout(nerfstudio / "transforms.json")[0] == "nerfstudio"
+    assert detect_layout(colmap) == ("colmap", colmap / "sparse" / "0")
+    assert capture_layout(colmap) == "colmap"
+    # COLMAP's model where ns-process-data leaves it, without transforms.json
+    (colmap / "colmap").mkdir()
+    shutil.move(str(colmap / "sparse"), str(colmap / "colmap" / "sparse"))
+    assert detect_layout(colmap) == ("colmap", colmap / "colmap" / "sparse" / "0")
+    assert len(_parse(colmap).image_filenames) == 11
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(IRTDataError) as err:
+        detect_layout(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path}: not a scene semsplat reads") and "folder has: photos" in message
+    assert all(part in message for part in ("train/", "transforms.json", "sparse/0/", "colmap/sparse/0/"))
+
+
+def test_entry_point_registers_semsplat_data(tmp_path: Path):
+    """The entry-point module imports alone (no method configs), and nerfstudio lists semsplat-data.
+
+    Run outside the repository, whose stale build metadata (semsplat_ns.egg-info) would shadow the installed one.
+    """
+    code = """
+import sys
+from semsplat_ns.data.capture_spec import semsplat_data
+bad = [m for m in ("semsplat_ns.config", "nerfstudio.configs.method_configs") if m in sys.modules]
+assert not bad, bad
+from nerfstudio.configs.dataparser_configs import all_dataparsers
+assert type(all_dataparsers["semsplat-data"]).__name__ == "SemSplatDataParserConfig"
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_irt_scene_reads_as_irt_data(town: Path):
+    ours = _parse(town, "test", load_points=False)
+    theirs = IRTDataParserConfig(data=town, load_points=False).setup().get_dataparser_outputs("test")
+    assert ours.image_filenames == theirs.image_filenames
+    assert torch.equal(ours.cameras.camera_to_worlds, theirs.cameras.camera_to_worlds)
+    assert ours.metadata["semantic_filenames"] == theirs.metadata["semantic_filenames"]
+
+
+# -------------------------------------------------------------------------------------------------- cameras
+
+
+@pytest.mark.parametrize("layout,camera_model", FORMS, ids=[f"{a}-{b}" for a, b in FORMS])
+def test_capture_cameras_points_and_labels_match_the_irt_form(town: Path, make_capture, layout, camera_model):
+    capture = make_capture(layout, camera_model=camera_model)
+    meta = json.loads((town / "meta.json").read_text())
+    world = np.array([mark["xyz"] for mark in meta["landmarks"]])  # [P, 3] the town's frame
+    irt = IRTDataParserConfig(data=town, load_points=False).setup()
+    parser = SemSplatDataParserConfig(data=capture).setup()
+    for split in ("train", "test"):
+        theirs, ours = irt.get_dataparser_outputs(split), parser.get_dataparser_outputs(split)
+        assert ours.metadata["stems"] == theirs.metadata["stems"]
+        assert METADATA_KEYS <= set(ours.metadata)
+        expected, got = _project(theirs, world), _project(ours, world)
+        for stem in expected:
+            assert np.isfinite(expected[stem]).any()
+            np.testing.assert_allclose(got[stem], expected[stem], atol=1e-4, rtol=0)
+        labelled = [p is not None for p in ours.metadata["semantic_filenames"]]
+        assert labelled == [p is not None for p in theirs.metadata["semantic_filenames"]]
+        for path in ours.metadata["semantic_filenames"]:
+            assert path is None or path.parent == capture / "labels"  # no distortion: the files as they are
+        assert ours.metadata["class_names"] == theirs.metadata["class_names"]
+        assert np.array_equal(ours.metadata["class_colors"], theirs.metadata["class_colors"])
+        assert ours.metadata["pseudo_filenames"] == [None] * len(ours.image_filenames)
+
+    # Seed points: the capture's own, each back on the pixel it was seen at in the training frame.
+    train = parser.get_dataparser_outputs("train")
+    xyz, rgb, seen = surface_points(town, n_points=400)
+    seeds = train.metadata["points3D_xyz"].double().numpy()  # [P, 3]
+    assert seeds.shape == xyz.shape and np.array_equal(train.metadata["points3D_rgb"].numpy(), rgb)
+    transform = train.dataparser_transform.double().numpy()
+    np.testing.assert_allclose(seeds, (xyz @ transform[:, :3].T + transform[:, 3]) * train.dataparser_scale, atol=1e-5)
+    stems = train.metadata["stems"]
+    pixels = _project(train, xyz)
+    checked = 0
+    for index, (frame, x, y) in enumerate(seen):
+        stem = f"{frame:06d}"
+        if stem in stems:
+            np.testing.assert_allclose(pixels[stem][index], [x, y], atol=1e-3)
+            checked += 1
+    assert checked > 100
+
+
+# ------------------------------------------------------------------------------------------- the eval split
+
+
+def test_eval_split_follows_nerfstudio_and_says_when_no_eval_image_has_a_label(make_capture, capsys):
+    from nerfstudio.data.utils.dataparsers_utils import (
+        get_train_eval_split_fraction,
+        get_train_eval_split_interval,
+    )
+
+    stems = [f"{i:06d}" for i in range(12)]
+    for layout, (_, eval_indices) in (
+        ("nerfstudio", get_train_eval_split_fraction(stems, 0.9)),  # nerfstudio-data's default
+        ("colmap", get_train_eval_split_interval(stems, 8)),  # colmap's default
+    ):
+        capture = make_capture(layout, keep_split=False)
+        parser = SemSplatDataParserConfig(data=capture).setup()
+        train, evaluation = parser.get_dataparser_outputs("train"), parser.get_dataparser_outputs("val")
+        assert evaluation.metadata["stems"] == [stems[i] for i in eval_indices]
+        assert sorted(train.metadata["stems"] + evaluation.metadata["stems"]) == stems
+        # the labels (frames 3, 5, 9) all fall in training here
+        assert all(path is None for path in evaluation.metadata["semantic_filenames"])
+        out = capsys.readouterr().out
+        assert "no evaluation image has a label, so evaluation gives RGB metrics only" in out, out
+        assert f"--pipeline.datamanager.dataparser.{layout}.eval-mode" in out
+
+    # with a labelled evaluation image, that image is scored (and says so)
+    capture = make_capture("colmap", keep_split=False, label_stems=["000003", "000008"])
+    evaluation = _parse(capture, "val")
+    assert [p.name if p else None for p in evaluation.metadata["semantic_filenames"]] == [None, "000008.png"]
+    assert "1 evaluation (000008) for segmentation metrics" in capsys.readouterr().out
+
+    # labels only on evaluation images: training has none
+    capture = make_capture("colmap", keep_split=False, label_stems=["000000"])
+    with pytest.raises(IRTDataError, match="every labelled image .* is in the evaluation split") as err:
+        _parse(capture)
+    assert "--pipeline.datamanager.dataparser.colmap.eval-mode" in str(err.value)
+    # nerfstudio's options for the format change the split
+    evaluation = _parse(capture, "val", colmap=_colmap_options(eval_mode="all"))
+    assert len(evaluation.image_filenames) == 12
+
+
+def _colmap_options(**options):
+    """nerfstudio's colmap options with ``options`` changed."""
+    from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParserConfig
+
+    return ColmapDataParserConfig(**options)
+
+
+# --------------------------------------------------------------------------------------------- bad captures
+
+
+def _break_missing_image(capture: Path) -> Tuple[Path, str]:
+    path = capture / "images" / "000007.png"
+    path.unlink()
+    return path, "image (listed by"
+
+
+def _break_first_image(capture: Path) -> Tuple[Path, str]:
+    # nerfstudio's parsers open the first image themselves (to choose a downscale factor)
+    path = capture / "images" / "000000.png"
+    path.unlink()
+    return path, "file does not exist (nerfstudio's"
+
+
+def _break_unknown_label(capture: Path) -> Tuple[Path, str]:
+    path = capture / "labels" / "000099.png"
+    shutil.copyfile(capture / "labels" / "000003.png", path)
+    return path, "no image of the capture has the stem '000099'"
+
+
+def _break_label_size(capture: Path) -> Tuple[Path, str]:
+    path = capture / "labels" / "000009.png"
+    Image.fromarray(np.zeros((32, 30), np.uint8)).save(path)
+    return path, "size 30x32 differs from its photo 000009.png (32x32"
+
+
+def _break_jpeg_label(capture: Path) -> Tuple[Path, str]:
+    path = capture / "labels" / "000003.jpg"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(path)
+    return path, "labels must be PNG"
+
+
+def _break_no_labels(capture: Path) -> Tuple[Path, str]:
+    shutil.rmtree(capture / "labels")
+    return capture / "labels", "no label; semsplat needs at least one"
+
+
+def _break_class_id(capture: Path) -> Tuple[Path, str]:
+    path = capture / "labels" / "000003.png"
+    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(path)
+    return path, "class id 40 found"
+
+
+def _break_photo_size(capture: Path) -> Tuple[Path, str]:
+    path = capture / "images" / "000002.png"
+    Image.fromarray(np.zeros((30, 32, 3), np.uint8)).save(path)
+    return path, "size 32x30 differs from its camera"
+
+
+BREAKS = [
+    _break_missing_image,
+    _break_first_image,
+    _break_unknown_label,
+    _break_label_size,
+    _break_jpeg_label,
+    _break_no_labels,
+    _break_class_id,
+    _break_photo_size,
+]
+
+
+@pytest.mark.parametrize("layout", ["nerfstudio", "colmap"])
+def test_bad_captures_name_the_file(make_capture, layout):
+    base = make_capture(layout)
+    for index, damage in enumerate(BREAKS):
+        capture = base.parent / f"{layout}_{index}"
+        shutil.copytree(base, capture)
+        path, words = damage(capture)
+        with pytest.raises(IRTDataError) as err:
+            _parse(capture)
+        message = str(err.value)
+        assert message.startswith(f"{path}: ") and words in message, (damage.__name__, message)
+        assert "\n" not in message
+
+
+# --------------------------------------------------------------------------- downscaled and distorted photos
+
+
+def test_labels_follow_nerfstudio_downscaled_photos(make_capture):
+    capture = make_capture("nerfstudio")
+    (capture / "images_2").mkdir()
+    for photo in (capture / "images").iterdir():
+        Image.open(photo).resize((16, 16), Image.Resampling.BILINEAR).save(capture / "images_2" / photo.name)
+    nerfstudio = SemSplatDataParserConfig().nerfstudio
+    nerfstudio.downscale_factor = 2
+    train = _parse(capture, nerfstudio=nerfstudio)
+    assert int(train.cameras.width[0, 0]) == 16
+    labelled = [(s, p) for s, p in zip(train.metadata["stems"], train.metadata["semantic_filenames"]) if p]
+    assert [s for s, _ in labelled] == ["000003", "000009"]
+    for stem, path in labelled:
+        assert path == capture / PREPARED_DIR / "images_2" / f"{stem}.png"
+        full = irt_io.read_label(capture / "labels" / f"{stem}.png", None, 20)  # [32, 32]
+        small = np.asarray(Image.open(path))  # [16, 16]
+        # PIL's nearest neighbour takes the source pixel under each new pixel's centre: 2i + 1.
+        assert np.array_equal(small, full[1::2, 1::2])
+
+
+def test_labels_are_undistorted_as_nerfstudio_undistorts_the_photos(make_capture):
+    from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
+
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+
+    capture = make_capture("nerfstudio", distortion=(-0.08, 0.02, 0.002, -0.001))
+    train = _parse(capture, load_points=False)
+    camera = train.cameras[0].reshape(())
+    # A ramp of column (row) indices, undistorted as a label (nearest) and as a photo (nerfstudio's bilinear):
+    # the two agree to half a pixel wherever the label is defined.
+    ramp_x = np.broadcast_to(np.arange(32, dtype=np.uint8), (32, 32)).copy()  # [32, 32]
+    for ramp in (ramp_x, ramp_x.T.copy()):
+        nearest = undistort_label(ramp, camera).astype(np.float64)  # [h, w]
+        photo = np.repeat(ramp[..., None], 3, axis=2).astype(np.float32)  # [32, 32, 3]
+        K = camera.get_intrinsics_matrices().numpy()
+        _, bilinear, _ = _undistort_image(camera, camera.distortion_params.numpy().copy(), {}, photo, K)
+        assert nearest.shape == bilinear.shape[:2] and nearest.shape != (32, 32)  # cropped to the valid region
+        defined = nearest != irt_io.IGNORE_ID
+        assert defined.mean() > 0.95
+        assert np.abs(nearest - bilinear[..., 0])[defined].max() <= 0.5 + 1e-3
+
+    # The datamanager serves each labelled view's semantics at its undistorted photo's size.
+    config = SemSplatDataManagerConfig(dataparser=SemSplatDataParserConfig(data=capture, load_points=False))
+    datamanager = config.setup(device="cpu", test_mode="val")
+    served = [data for data in datamanager.cached_train if "semantics" in data]
+    assert len(served) == 2
+    for data in served:
+        assert tuple(data["semantics"].shape) == tuple(data["image"].shape[:2]) != (32, 32)
+    for path in train.metadata["semantic_filenames"]:
+        assert path is None or path.parent == capture / PREPARED_DIR / "images_undistorted"
+
+
+# ------------------------------------------------------------------------------------------ ns-train, export
+
+
+def _ns_train(capture: Path, output_dir: Path) -> subprocess.Popen:
+    args = [str(BIN / "ns-train"), "semsplat", "--data", str(capture), "--max-num-iterations", "10"]
+    args += ["--vis", "tensorboard", "--machine.device-type", "cpu", "--output-dir", str(output_dir)]
+    args += ["--timestamp", "run"]
+    env = {k: v for k, v in os.environ.items() if k != "SEMSPLAT_TRACEBACK"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def runs(make_capture, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, dict]:
+    """ns-train on the nerfstudio capture, on the COLMAP model and on a capture with a label of an unknown image,
+    side by side (imports dominate a 10-step CPU run)."""
+    root = tmp_path_factory.mktemp("runs")
+    captures = {"nerfstudio": make_capture("nerfstudio"), "colmap": make_capture("colmap")}
+    broken = make_capture("colmap")
+    shutil.copyfile(broken / "labels" / "000003.png", broken / "labels" / "000042.png")
+    captures["broken"] = broken
+    processes = {name: _ns_train(capture, root / name) for name, capture in captures.items()}
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=400)
+        run_dir = root / name / captures[name].name / "semsplat" / "run"
+        results[name] = dict(
+            capture=captures[name], rc=process.returncode, stdout=stdout, stderr=stderr, run_dir=run_dir
+        )
+    return results
+
+
+def _means(run: dict) -> Tuple[torch.Tensor, dict]:
+    """The trained Gaussians' centres [N, 3] and the run's dataparser_transforms.json."""
+    checkpoint = next((run["run_dir"] / "nerfstudio_models").glob("step-*.ckpt"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]
+    means = next(v for k, v in state.items() if k.endswith("gauss_params.means"))
+    return means, json.loads((run["run_dir"] / "dataparser_transforms.json").read_text())
+
+
+@pytest.mark.slow
+def test_ns_train_on_captures_trains_comparably(runs):
+    for name in ("nerfstudio", "colmap"):
+        run = runs[name]
+        assert run["rc"] == 0, run["stderr"][-3000:]
+        kind = "a nerfstudio capture" if name == "nerfstudio" else "a COLMAP model"
+        assert f"{run['capture']} is {kind}" in run["stdout"]
+        assert "2 training (000003, 000009), 1 evaluation (000005)" in run["stdout"]
+    # Same photos, cameras, split and seed points in the same training frame: the runs match closely.
+    means_ns, transform_ns = _means(runs["nerfstudio"])
+    means_colmap, transform_colmap = _means(runs["colmap"])
+    assert means_ns.shape == means_colmap.shape and means_ns.shape[0] > 200
+    np.testing.assert_allclose(transform_ns["transform"], transform_colmap["transform"], atol=1e-5)
+    assert float((means_ns - means_colmap).abs().max()) < 1e-2
+
+
+@pytest.mark.slow
+def test_ns_train_bad_capture_is_one_line(runs):
+    run = runs["broken"]
+    assert run["rc"] == 2, run["stderr"][-3000:]
+    assert "Traceback" not in run["stderr"]
+    last = run["stderr"].rstrip("\n").splitlines()[-1]
+    label = run["capture"] / "labels" / "000042.png"
+    assert last.startswith(f"ns-train: error: {label}: no image of the capture has the stem '000042'"), last
+
+
+@pytest.mark.slow
+def test_export_and_predict_in_the_capture_frame(runs, town: Path, tmp_path: Path):
+    from plyfile import PlyData
+
+    from semsplat_ns.scripts.export import ExportArgs
+    from semsplat_ns.scripts.export import run as export
+    from semsplat_ns.scripts.predict import PredictArgs
+    from semsplat_ns.scripts.predict import run as predict
+
+    run = runs["nerfstudio"]
+    assert run["rc"] == 0, run["stderr"][-3000:]
+    config = run["run_dir"] / "config.yml"
+    summary = export(ExportArgs(load_config=config, output_dir=tmp_path / "export"))
+    vertex = PlyData.read(str(tmp_path / "export" / "semantic_points.ply"))["vertex"]
+    exported = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=-1).astype(np.float64)  # [N, 3]
+    seeds, _, _ = surface_points(town, n_points=400)  # [N, 3] the town's (= COLMAP's world) frame
+    assert summary["n_gaussians"] == len(seeds)
+    # 10 steps barely move a Gaussian: each exported centre lies by its seed point, in the town's frame.
+    nearest = np.linalg.norm(exported[:, None] - seeds[None], axis=-1).min(axis=1)  # [N]
+    assert np.median(nearest) < 5e-3 and nearest.max() < 0.05
+
+    result = predict(PredictArgs(load_config=config, output_dir=tmp_path / "predict"))
+    assert result["splits"]["test"]["stems"] == ["000005"] and len(result["splits"]["train"]["stems"]) == 11
+    ids = irt_io.read_label(tmp_path / "predict" / "test" / "labels" / "000005.png", None, 20)
+    assert ids.shape == (32, 32)
