@@ -40,7 +40,7 @@ from benchmarks.common import append_rows, result_row  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.data import irt_io  # noqa: E402
 from semsplat_ns.data.irt_io import IRTDataError  # noqa: E402
-from semsplat_ns.eval.metrics import confusion_matrix, miou, miou_present, pixel_accuracy  # noqa: E402
+from semsplat_ns.eval.metrics import confusion_matrix, iou_per_class, miou, miou_present, pixel_accuracy  # noqa: E402
 from semsplat_ns.eval.timing import PerViewTiming  # noqa: E402
 from semsplat_ns.pseudo.unet import (  # noqa: E402
     CropSampler,
@@ -299,7 +299,15 @@ def evaluate_unet(
     wrap = _advancing(progress, f"{scene.name}: test", len(views)) if progress is not None else None
     times = PerViewTiming(warmup_views=warmup_views).run(predict, views, device, score=score, progress=wrap)
     cm = cm.cpu()
-    return {"miou": miou(cm), "miou_present": miou_present(cm), "acc": pixel_accuracy(cm), **times.as_fields()}
+    ious = iou_per_class(cm).tolist()  # [C], NaN where a class has an empty union
+    per_class = {name: (None if iou != iou else iou) for name, iou in zip(scene.class_names, ious)}
+    return {
+        "miou": miou(cm),
+        "miou_present": miou_present(cm),
+        "acc": pixel_accuracy(cm),
+        "per_class_iou": per_class,
+        **times.as_fields(),
+    }
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -361,6 +369,7 @@ def run_scene(
     # The rest of the timing protocol's figures, as every method's rows carry them.
     row["test_ms_per_view_p95"] = figures["test_ms_per_view_p95"]
     row["timing_warmup_views"] = figures["timing_warmup_views"]
+    row["per_class_iou"] = figures["per_class_iou"]
     return row
 
 

@@ -17,7 +17,13 @@ say() { echo "$(date +%T) $*" >> $work/status.txt; }
 if command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p /tmp/mps /tmp/mps-log
-  nvidia-cuda-mps-control -d && say "MPS on" || { unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; say "MPS off"; }
+  # A daemon left by an earlier run on this machine serves as well.
+  if pgrep -x nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d; then
+    say "MPS on"
+  else
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    say "MPS off"
+  fi
 fi
 
 say "pseudo labels (prior) for ${scenes[*]}"
