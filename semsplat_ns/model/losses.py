@@ -48,7 +48,10 @@ def psnr_unit_range(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 def semantic_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    valid_mask: Optional[torch.Tensor] = None,
+    pixel_weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Mean cross-entropy over pixels with a label (Eq. 9; Eq. 10 with ``valid_mask`` = B).
 
@@ -56,6 +59,8 @@ def semantic_cross_entropy(
         logits: Class logits [H, W, C].
         labels: Class ids [H, W]; 255 means "no label".
         valid_mask: Optional bool mask [H, W]; only pixels where it is True count.
+        pixel_weights: Optional weight of each pixel's term [H, W]; the mean stays over the counted
+            pixels, so weights below 1 lower the loss rather than only redistribute it.
 
     Returns:
         Scalar loss; 0 (with a graph to ``logits``) when no pixel counts.
@@ -63,9 +68,14 @@ def semantic_cross_entropy(
     labels = labels.long()
     if valid_mask is not None:
         labels = torch.where(valid_mask, labels, torch.full_like(labels, IGNORE_INDEX))
-    if not (labels != IGNORE_INDEX).any():
+    counted = labels != IGNORE_INDEX  # [H, W]
+    if not counted.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)  # [P, C], [P]
+    if pixel_weights is None:
+        return F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
+    per_pixel = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="none")  # [P]
+    return (per_pixel * pixel_weights.reshape(-1)).sum() / counted.sum()
 
 
 def softmax_kl(features: torch.Tensor, neighbour_features: torch.Tensor) -> torch.Tensor:

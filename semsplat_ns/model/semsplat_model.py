@@ -4,7 +4,8 @@ Only adds to :class:`SplatfactoModel`: a ``semantic_features`` entry in ``gauss_
 densification strategy splits, duplicates and prunes it with the rest), semantic channels in
 splatfacto's own rasterization call (see :mod:`semsplat_ns.model.splatfacto_raster`), a per-pixel
 transfer head, the semantic losses of the paper, semantic outputs for the viewer, semantic metrics and
-a cap on the Gaussian count (:class:`CappedDefaultStrategy`).
+a cap on the Gaussian count (:class:`CappedDefaultStrategy`) and the label support of each Gaussian
+(:mod:`semsplat_ns.model.label_support`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from torch.nn import Parameter
 
 from semsplat_ns.model import losses as L
 from semsplat_ns.model.compat import allow_numpy_scalars_in_checkpoints, cuda_calls_stay_on, lazy_lpips_during_setup
+from semsplat_ns.model.label_support import (
+    LabelSupport,
+    blending_weight_probe,
+    support_from_probe,
+    unit_gradient_on,
+)
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
 from semsplat_ns.model.splatfacto_raster import rasterization_override
 from semsplat_ns.model.strategy import CappedDefaultStrategy
@@ -49,6 +56,11 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     """Weight of the cross-entropy on pseudo-labelled views (Eq. 10); 0 disables pseudo labels."""
     pseudo_inside_boundary_only: bool = True
     """Use pseudo labels only inside the boundary mask B (paper); False uses the whole pseudo map."""
+    pseudo_weight_by_label_support: bool = False
+    """Weight the pseudo loss at each pixel by (1 - label support) x confidence: pixels whose Gaussians the
+    labelled views already supervise trust their pseudo label less. The label support map is rendered with
+    the colours (one more channel); confidence is the view's pseudo_confidence map, else 1. Off until
+    measured on the benchmark scenes."""
     agg2d_loss_weight: float = 0.5
     """Weight a of the 2D aggregation loss L2D (KL between a pixel's features and its k nearest pixels')."""
     agg3d_loss_weight: float = 0.1
@@ -124,6 +136,9 @@ class SemSplatModel(SplatfactoModel):
         self.psnr = L.psnr_unit_range
         # splatfacto's DefaultStrategy with the same settings, plus the cap on the Gaussian count.
         self.strategy = CappedDefaultStrategy.from_default(self.strategy, cap_max=self.config.max_gaussians)
+        # One label support column per labelled training view (the dataset's semantic files).
+        semantic_files = list(metadata.get("semantic_filenames") or [])
+        self._support = LabelSupport([index for index, path in enumerate(semantic_files) if path is not None])
         self._knn_pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._knn_key: Optional[Tuple[int, int]] = None
         self._knn_step = 0
@@ -134,6 +149,30 @@ class SemSplatModel(SplatfactoModel):
     @property
     def semantic_features(self) -> Parameter:
         return self.gauss_params["semantic_features"]
+
+    @property
+    def label_support(self) -> torch.Tensor:
+        """How strongly the labelled views supervise each Gaussian [N] in [0, 1]: the max over labelled
+        views of its blending weight in their latest training render (see :mod:`label_support`)."""
+        return self._support.per_gaussian(self.strategy_state, self.num_points, self.device)
+
+    def step_post_backward(self, step):
+        """Records the label support measured in this step's render, then splatfacto's densification.
+
+        Args:
+            step: The training step.
+        """
+        self._record_label_support()
+        super().step_post_backward(step)
+
+    def _record_label_support(self) -> None:
+        """Stores the support of the labelled view rendered this step (before densification changes N)."""
+        info = getattr(self, "info", None) or {}
+        probe = info.get("label_support_probe")  # [N, 1]; its gradient is each Gaussian's summed weight
+        if probe is None or probe.grad is None:  # not a labelled view, or no loss reached the render
+            return
+        support = support_from_probe(probe.grad[:, 0], info["conics"][0], info["radii"][0])  # [N]
+        self._support.record(self.strategy_state, info["label_support_view"], support)
 
     def get_gaussian_param_groups(self) -> Dict[str, List[Parameter]]:
         groups = super().get_gaussian_param_groups()
@@ -207,8 +246,11 @@ class SemSplatModel(SplatfactoModel):
         """
         count = self.gauss_params["means"].shape[0]  # already resized to the checkpoint's count
         for name, value in state.items():
-            if isinstance(value, torch.Tensor) and value.shape[:1] == (count,):
-                self.strategy_state[name] = value.to(self.device)
+            if not isinstance(value, torch.Tensor) or value.shape[:1] != (count,):
+                continue
+            if name == LabelSupport.KEY and not self._support.accepts(value, count):
+                continue  # saved for other labelled views: measured afresh
+            self.strategy_state[name] = value.to(self.device)
 
     # -- rendering ------------------------------------------------------------------------------
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
@@ -223,12 +265,16 @@ class SemSplatModel(SplatfactoModel):
 
         Returns:
             Splatfacto's outputs, plus "semantic_features" [H, W, S] and "semantic_logits" [H, W, C]
-            (at the render's resolution, which follows the downscale schedule in training).
+            (at the render's resolution, which follows the downscale schedule in training), and
+            "label_support" [H, W, 1] in evaluation (and in training with pseudo_weight_by_label_support).
         """
         if not isinstance(camera, Cameras):
             raise TypeError("SemSplatModel.get_outputs expects a Cameras object")
         rendered: Dict[str, torch.Tensor] = {}  # filled by _rasterize: extra channel name -> [H, W, k]
-        with rasterization_override(functools.partial(self._rasterize, rendered)), cuda_calls_stay_on(self.device):
+        # A labelled training view measures the label support of the Gaussians it renders.
+        probe_view = self._support.column(camera.metadata) if self.training else None
+        rasterize = functools.partial(self._rasterize, rendered, probe_view)
+        with rasterization_override(rasterize), cuda_calls_stay_on(self.device):
             outputs = super().get_outputs(camera)
         rgb = outputs["rgb"]  # [H, W, 3]
         assert isinstance(rgb, torch.Tensor)
@@ -237,13 +283,27 @@ class SemSplatModel(SplatfactoModel):
             feature_map = rgb.new_zeros(*rgb.shape[:2], self.config.semantic_dim)
         outputs["semantic_features"] = feature_map
         outputs["semantic_logits"] = self.transfer_head(feature_map)  # [H, W, C]
+        if "label_support" in rendered:
+            outputs["label_support"] = rendered["label_support"]  # [H, W, 1]
+        elif not self.training:  # nothing rendered (empty crop box): no support either
+            outputs["label_support"] = rgb.new_zeros(*rgb.shape[:2], 1)
         return outputs
 
-    def _rasterize(self, rendered: Dict[str, torch.Tensor], *, colors: torch.Tensor, sh_degree, **kwargs):
+    def _rasterize(
+        self,
+        rendered: Dict[str, torch.Tensor],
+        probe_view: Optional[int],
+        *,
+        colors: torch.Tensor,
+        sh_degree: Optional[int],
+        **kwargs,
+    ):
         """Splatfacto's rasterization call with the semantic channels appended to the colours.
 
         Args:
             rendered: Receives the extra channels' images by name ([H, W, k] each).
+            probe_view: Label support column of the camera when it is a labelled training view: the
+                render then also measures each Gaussian's summed blending weight (a probe channel).
             colors: What splatfacto passes: SH coefficients [M, K, 3] (with ``sh_degree``) or RGB [M, 3].
             sh_degree: SH degree to evaluate, or None when ``colors`` are RGB already.
             **kwargs: Splatfacto's other arguments (its Gaussians, camera, render mode, ...).
@@ -255,13 +315,17 @@ class SemSplatModel(SplatfactoModel):
         means = kwargs["means"]  # [M, 3]
         rgb = self._view_colors(colors, sh_degree, means, kwargs["viewmats"])  # [M, 3]
         extras = self._extra_channels(means.shape[0])  # name -> [M, k]
+        if probe_view is not None:
+            extras["label_support_probe"] = blending_weight_probe(means.shape[0], means.device)  # [M, 1], last
         widths = [value.shape[-1] for value in extras.values()]
         extra_colors = torch.cat(list(extras.values()), dim=-1)  # [M, E]
         n_extra = extra_colors.shape[-1]
         kwargs["channel_chunk"] = self.config.channel_chunk if self.training else 32
         if self.config.semantic_grad_to_geometry:
             render, alpha, info = rasterization(colors=torch.cat([rgb, extra_colors], dim=-1), **kwargs)
+            probe_channel = 3 + n_extra - 1
             extra_render = render[0, ..., 3 : 3 + n_extra]  # [H, W, E]
+            full_render = render  # [1, H, W, 3 + E (+1)]
             # splatfacto reads RGB from channels 0-2 and the depth from channel 3
             render = torch.cat([render[..., :3], render[..., 3 + n_extra :]], dim=-1)  # [1, H, W, 3 (+1)]
         else:
@@ -269,7 +333,13 @@ class SemSplatModel(SplatfactoModel):
             # A second pass on detached geometry: the semantic losses move the extra channels only.
             detached = {name: kwargs[name].detach() for name in ("means", "quats", "scales", "opacities")}
             arguments = {**kwargs, **detached, "render_mode": "RGB", "absgrad": False}
-            extra_render = rasterization(colors=extra_colors, **arguments)[0][0]  # [H, W, E]
+            full_render = rasterization(colors=extra_colors, **arguments)[0]  # [1, H, W, E]
+            probe_channel = n_extra - 1
+            extra_render = full_render[0]  # [H, W, E]
+        if probe_view is not None and full_render.requires_grad:
+            unit_gradient_on(full_render, probe_channel)
+            # read back by step_post_backward, like the rest of this render's info
+            info["label_support_probe"], info["label_support_view"] = extras["label_support_probe"], probe_view
         rendered.update(zip(extras, extra_render.split(widths, dim=-1)))
         return render, alpha, info
 
@@ -283,8 +353,15 @@ class SemSplatModel(SplatfactoModel):
             Name -> values [count, k].
         """
         rows = self._rendered_rows(count)  # [N] bool, or None for all
-        features = self.semantic_features  # [N, S]
-        return {"semantic_features": features if rows is None else features[rows]}
+
+        def rendered_rows(values: torch.Tensor) -> torch.Tensor:
+            return values if rows is None else values[rows]
+
+        channels = {"semantic_features": rendered_rows(self.semantic_features)}  # [count, S]
+        if not self.training or self.config.pseudo_weight_by_label_support:
+            # constants of the render: the loss weighting must not move Gaussians to change them
+            channels["label_support"] = rendered_rows(self.label_support.detach())[:, None]  # [count, 1]
+        return channels
 
     def _rendered_rows(self, count: int) -> Optional[torch.Tensor]:
         """Which Gaussians splatfacto's call renders: None for all, else its crop-box mask [N].
@@ -392,10 +469,25 @@ class SemSplatModel(SplatfactoModel):
 
     # -- losses ---------------------------------------------------------------------------------
     def _labels_at(self, batch: Dict, key: str, height: int, width: int) -> Optional[torch.Tensor]:
+        """A per-pixel map of the batch (labels, masks, confidence) sampled at the render's size [h, w]."""
         value = batch.get(key)
         if value is None:
             return None
         return L.downscale_labels(value.to(self.device), height, width)
+
+    def _pseudo_pixel_weights(self, outputs: Dict, batch: Dict) -> Optional[torch.Tensor]:
+        """(1 - label support) x confidence per pixel [H, W] with pseudo_weight_by_label_support, else None.
+
+        Args:
+            outputs: This view's outputs ("label_support" [H, W, 1]).
+            batch: This view's batch ("pseudo_confidence" [H, W] in [0, 1], optional).
+        """
+        if not self.config.pseudo_weight_by_label_support:
+            return None
+        support = outputs["label_support"].detach()[..., 0]  # [H, W]
+        weights = (1.0 - support).clamp(0.0, 1.0)  # [H, W]
+        confidence = self._labels_at(batch, "pseudo_confidence", *support.shape)  # [H, W]
+        return weights if confidence is None else weights * confidence.float()
 
     def _knn_pool_for_step(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Sample ids [M] and their k nearest Gaussians [M, k], from a pool refreshed on the GPU."""
@@ -433,7 +525,7 @@ class SemSplatModel(SplatfactoModel):
                 boundary = self._labels_at(batch, "boundary_mask", height, width)
                 boundary = boundary.bool() if boundary is not None else torch.zeros_like(pseudo, dtype=torch.bool)
             loss_dict["pseudo_loss"] = self.config.pseudo_loss_weight * L.semantic_cross_entropy(
-                logits, pseudo, boundary
+                logits, pseudo, boundary, pixel_weights=self._pseudo_pixel_weights(outputs, batch)
             )
         else:
             loss_dict["pseudo_loss"] = zero
