@@ -1,0 +1,223 @@
+"""The Dask cluster of ``semsplat-batch``: a local one sized to this machine, or an existing one joined by address.
+
+Local: one worker per visible GPU, through dask-cuda's ``LocalCUDACluster`` when that is installed (each worker
+sees its own GPU first in ``CUDA_VISIBLE_DEVICES``, so a stage's default device is its own), else a
+:class:`GPUPinnedLocalCluster` (each worker sees its own GPU only); without a GPU (or with ``device="cpu"``), a
+number of CPU workers. Every worker runs one task, i.e. one scene, at a time, and is a
+separate process under a nanny, which restarts it when it dies.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from dask import config as dask_config
+from distributed import Client, LocalCluster
+
+from semsplat_ns.errors import UserInputError
+
+WORKER_SATURATION = 1.0
+"""Tasks a worker holds per thread. Dask's default (1.1) lets a one-thread worker queue a second scene behind
+the one it runs while another worker idles; 1.0 keeps waiting scenes at the scheduler for the next free worker."""
+
+SCHEDULER_WAIT_S = 60.0
+"""How long to wait for a first worker of a cluster joined with ``--scheduler``."""
+
+
+def visible_gpus() -> List[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (indices or UUIDs).
+
+    ``CUDA_VISIBLE_DEVICES`` when set (empty or ``-1``: none), else the GPUs ``nvidia-smi`` lists; no
+    ``nvidia-smi``, no GPU. Torch is not imported: the client and the workers stay light.
+    """
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = []
+        for part in (p.strip() for p in env.split(",")):
+            if not part or part.startswith("-"):
+                break  # CUDA stops at the first invalid entry
+            ids.append(part)
+        return ids
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.splitlines() if line.strip().isdigit()]
+
+
+class GPUPinnedLocalCluster(LocalCluster):
+    """A LocalCluster with one single-thread worker per GPU, each with ``CUDA_VISIBLE_DEVICES`` set to its own.
+
+    The pinning lives in :meth:`new_worker_spec`, so a worker the nanny restarts, or one added by
+    ``scale``, takes a GPU that has no worker (as dask-cuda's LocalCUDACluster does).
+
+    Args:
+        gpus: ``CUDA_VISIBLE_DEVICES`` entries, one worker each.
+        **kwargs: LocalCluster arguments (``n_workers`` is set here).
+    """
+
+    def __init__(self, gpus: List[str], **kwargs: Any):
+        if not gpus:
+            raise ValueError("GPUPinnedLocalCluster needs at least one GPU")
+        self.gpus = list(gpus)
+        super().__init__(n_workers=0, **kwargs)
+        self.scale(len(self.gpus))
+
+    def new_worker_spec(self) -> Dict[str, Any]:
+        free = [gpu for gpu in self.gpus if f"gpu{gpu}" not in self.worker_spec]
+        if not free:
+            raise ValueError(f"every GPU ({', '.join(self.gpus)}) already has a worker")
+        spec: Dict[str, Any] = copy.deepcopy(self.new_spec) or {}
+        options: Dict[str, Any] = spec.setdefault("options", {})
+        options["env"] = {**options.get("env", {}), "CUDA_VISIBLE_DEVICES": free[0]}
+        return {f"gpu{free[0]}": spec}
+
+
+@dataclass
+class ClusterOptions:
+    """How to get workers."""
+
+    scheduler: Optional[str] = None
+    """Address of an existing Dask scheduler to join (tcp://host:8786); None: start a local cluster."""
+    device: str = "auto"
+    """auto: a worker per GPU, CPU workers when there is none; cuda: GPUs required; cpu: CPU workers only."""
+    cpu_workers: Optional[int] = None
+    """Local CPU workers; None: 1 (a training process uses every core it is given)."""
+    dashboard_address: str = ":8787"
+    """Where the local scheduler serves its dashboard (host:port; port 0: any free port)."""
+    local_directory: Optional[Path] = None
+    """Dask workers' scratch folder; None: Dask's default."""
+
+
+@dataclass
+class ClusterHandle:
+    """A connected client and, for a local cluster, the cluster it owns."""
+
+    client: Client
+    """Connected to the scheduler."""
+    cluster: Optional[LocalCluster]
+    """The local cluster; None when an existing one was joined."""
+    description: str
+    """One line for the console: what runs the scenes."""
+
+    @property
+    def dashboard_link(self) -> Optional[str]:
+        """The scheduler's dashboard address."""
+        return self.client.dashboard_link
+
+    def close(self) -> None:
+        """Disconnects; a local cluster is shut down (its workers and their stage processes end)."""
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def dashboard_line(link: Optional[str]) -> str:
+    """The console line that gives the dashboard address (and says when it cannot be served here)."""
+    if not link:
+        return "Dask dashboard: none (the scheduler serves no dashboard)"
+    if importlib.util.find_spec("bokeh") is None:
+        return f"Dask dashboard: {link} (served only where bokeh>=3.1 is installed: pip install bokeh)"
+    return f"Dask dashboard: {link}"
+
+
+def start_cluster(options: ClusterOptions) -> ClusterHandle:
+    """Starts a local cluster or joins an existing one, as ``options`` say.
+
+    Raises:
+        UserInputError: ``device="cuda"`` without a visible GPU, a bad worker count, or a scheduler that
+            cannot be reached or has no worker.
+    """
+    if options.scheduler:
+        return _join(options.scheduler)
+    gpus = [] if options.device == "cpu" else visible_gpus()
+    if options.device == "cuda" and not gpus:
+        raise UserInputError(
+            "--device cuda: no GPU visible here (CUDA_VISIBLE_DEVICES / nvidia-smi); use --device cpu or auto, "
+            "or --scheduler to join a cluster with GPU workers"
+        )
+    if options.cpu_workers is not None and options.cpu_workers < 1:
+        raise UserInputError(f"--cpu-workers {options.cpu_workers}: must be at least 1")
+    common: Dict[str, Any] = {
+        "threads_per_worker": 1,  # one scene at a time per worker
+        "processes": True,  # a worker lost must not take the client down
+        # The stages run in subprocesses, whose memory the nanny does not see; a limit would only get in the way.
+        "memory_limit": 0,
+        "dashboard_address": options.dashboard_address,
+        # Worker-side logs would repeat, out of order, what the live progress and the report already say.
+        "silence_logs": logging.CRITICAL,
+    }
+    if options.local_directory is not None:
+        common["local_directory"] = str(options.local_directory)
+    with dask_config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):
+        if gpus:
+            cluster = _local_gpu_cluster(gpus, common)
+            description = f"local cluster: {len(gpus)} GPU workers (CUDA_VISIBLE_DEVICES {', '.join(gpus)})"
+        else:
+            count = options.cpu_workers or 1
+            # Hide GPUs from CPU workers asked for explicitly, so nothing in a stage picks one up.
+            env = {"CUDA_VISIBLE_DEVICES": ""} if options.device == "cpu" else {}
+            cluster = LocalCluster(n_workers=count, env=env, **common)
+            description = f"local cluster: {count} CPU worker{'s' if count > 1 else ''}"
+    client = Client(cluster)
+    client.wait_for_workers(len(cluster.worker_spec))
+    return ClusterHandle(client, cluster, description)
+
+
+def _local_gpu_cluster(gpus: List[str], common: Dict[str, Any]) -> LocalCluster:
+    if importlib.util.find_spec("dask_cuda") is not None:
+        from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
+
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(gpus), **common)
+    return GPUPinnedLocalCluster(gpus, **common)
+
+
+def _join(address: str) -> ClusterHandle:
+    try:
+        client = Client(address, timeout="30s")
+    except (OSError, TimeoutError) as error:
+        raise UserInputError(f"--scheduler {address}: cannot connect ({error})") from None
+    try:
+        client.wait_for_workers(1, timeout=SCHEDULER_WAIT_S)
+    except TimeoutError:
+        client.close()
+        raise UserInputError(
+            f"--scheduler {address}: no worker joined within {SCHEDULER_WAIT_S:g} s (start some with dask worker "
+            f"{address})"
+        ) from None
+    count = len(client.scheduler_info().get("workers", {}))
+    return ClusterHandle(client, None, f"Dask cluster at {address}: {count} worker{'s' if count > 1 else ''}")
+
+
+def _host_and_cores() -> Tuple[str, int]:
+    """(host name, usable cores) of the process it runs in; called on every worker."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return socket.gethostname(), cores
+
+
+def threads_per_worker(client: Client) -> int:
+    """CPU threads for each stage process: every host's cores shared evenly among its workers (the smallest share
+    over the hosts), at least 1."""
+    found: Dict[str, Tuple[str, int]] = client.run(_host_and_cores)  # type: ignore[assignment]  # address -> (host, cores)
+    if not found:
+        return 1
+    per_host = Counter(host for host, _ in found.values())
+    return max(1, min(cores // per_host[host] for host, cores in found.values()))

@@ -1,0 +1,369 @@
+"""``semsplat-batch``: scenes run as Dask tasks whose stages are the project's real commands, on CPU workers.
+
+One batch (module fixture) runs three tiny towns on a local cluster of two workers: two good ones, of which
+one loses its worker (killed) while it trains, and one with a broken classes.json. The tests read what it
+left; a second run through the console script shows the resume. The rest are quick checks of the parts
+(error lines, names, half-written folders, the summary, GPU pinning) that start no training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+import psutil
+import pytest
+from PIL import Image
+
+from semsplat_ns.atomic import write_json_atomic
+from semsplat_ns.batch import scene_job
+from semsplat_ns.batch.cluster import ClusterOptions, GPUPinnedLocalCluster, start_cluster, visible_gpus
+from semsplat_ns.batch.runner import BatchSettings, run_batch, scene_names
+from semsplat_ns.batch.scene_job import (
+    ATTEMPTS_NAME,
+    RESULT_FORMAT,
+    RESULT_NAME,
+    SceneFailed,
+    SceneJob,
+    error_line,
+    read_result,
+    run_scene,
+)
+from semsplat_ns.batch.summary import build_summary, write_summary
+
+# 12 views of 64x64, seed 0: the smallest town whose photos give the reprojection pseudo labels enough
+# triangulated points (at 32 or 48 pixels SIFT finds none), so the real pseudo-label stage runs.
+VIEWS, RESOLUTION, SEED = 12, 64, 0
+STEPS = 30
+# Few Gaussians and no densification: 30 CPU steps take seconds; the imports of each stage take longer.
+METHOD_ARGS = ["--pipeline.model.num-random", "200", "--pipeline.model.warmup-length", str(10 * STEPS)]
+BROKEN_JSON = '{"classes": [\n'
+KILLED = "bravo"
+
+
+def _kill_worker_when_training(scene_output: Path, killed: Dict[str, Any], timeout_s: float = 600) -> None:
+    """Waits until the scene's task runs its training stage, then SIGKILLs the worker process running it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            entries = json.loads((scene_output / ATTEMPTS_NAME).read_text())
+        except (OSError, ValueError):
+            entries = []
+        if entries and entries[-1].get("stage") == "train" and entries[-1].get("stage_pid"):
+            killed.update(pid=entries[-1]["pid"], stage_pid=entries[-1]["stage_pid"], id=entries[-1]["id"])
+            os.kill(entries[-1]["pid"], signal.SIGKILL)
+            return
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory, demo_town: Callable[..., Path]) -> Dict[str, Path]:
+    """alpha and bravo (good), broken (classes.json is not JSON): private copies, named for the output folders."""
+    root = tmp_path_factory.mktemp("batch_scenes")
+    found = {}
+    for name in ("alpha", "bravo", "broken"):
+        copy = demo_town(n_views=VIEWS, resolution=RESOLUTION, n_labelled=2, seed=SEED, writable=True)
+        found[name] = copy.rename(root / name)
+    (found["broken"] / "classes.json").write_text(BROKEN_JSON)
+    return found
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory, scenes: Dict[str, Path]) -> Dict[str, Any]:
+    """The three scenes on a local cluster of two CPU workers; bravo's worker is killed while bravo trains."""
+    work = tmp_path_factory.mktemp("batch")
+    output_dir = work / "runs"
+    handle = start_cluster(
+        ClusterOptions(device="cpu", cpu_workers=2, dashboard_address=":0", local_directory=work / "dask")
+    )
+    killed: Dict[str, Any] = {}
+    watcher = threading.Thread(target=_kill_worker_when_training, args=(output_dir / KILLED, killed), daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    try:
+        report = run_batch(
+            BatchSettings(
+                scenes=[scenes["alpha"], scenes["bravo"], scenes["broken"]],
+                output_dir=output_dir,
+                pseudo_backend="reproject",
+                max_num_iterations=STEPS,
+                device="cpu",
+                method_args=METHOD_ARGS,
+            ),
+            handle.client,
+            cluster_description=handle.description,
+        )
+    finally:
+        handle.close()
+    return {
+        "report": report,
+        "outcomes": {o.name: o for o in report.outcomes},
+        "output_dir": output_dir,
+        "killed": killed,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+# ------------------------------------------------------------------------------------------- the batch
+
+
+@pytest.mark.slow
+def test_good_scenes_complete_with_metrics_predictions_and_stage_times(batch, scenes):
+    for name in ("alpha", "bravo"):
+        outcome = batch["outcomes"][name]
+        assert outcome.status == "ok", (name, outcome.error)
+        folder = batch["output_dir"] / name
+        recorded = read_result(folder)
+        assert recorded is not None and recorded == outcome.result
+        metrics = recorded["metrics"]
+        assert all(0.0 <= metrics[key] <= 1.0 for key in ("miou", "miou_present", "acc"))
+        assert metrics["test_ms_per_view"] > 0
+        for stage in scene_job.STAGES:
+            assert recorded["stages"][stage]["status"] == "ok", (name, stage)
+            assert recorded["stages"][stage]["seconds"] > 0
+            assert Path(recorded["stages"][stage]["log"]).is_file()
+        assert recorded["settings"]["max_num_iterations"] == STEPS
+        assert Path(recorded["config"]).is_file()
+        assert (folder / "train" / name / "semsplat" / "batch" / "nerfstudio_models").is_dir()
+        assert json.loads((folder / "eval" / "metrics.json").read_text())["miou"] == metrics["miou"]
+        # Every view of both splits predicted, as semsplat-predict names them.
+        for split in ("train", "test"):
+            stems = sorted(p.stem for p in (scenes[name] / split / "color").iterdir())
+            assert sorted(p.stem for p in (folder / "predict" / split / "labels").glob("*.png")) == stems
+            assert recorded["predictions"][split] == len(stems)
+        # The reprojection pseudo labels were written into the scene, where training read them.
+        assert any((scenes[name] / "train" / "pseudo").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_killed_worker_scene_runs_again_elsewhere(batch):
+    killed = batch["killed"]
+    assert killed, "the watcher never saw bravo's training start"
+    result = batch["outcomes"][KILLED].result
+    assert result is not None
+    runs = result["runs"]
+    interrupted = [run for run in runs if run["id"] == killed["id"]]
+    assert interrupted and interrupted[0]["outcome"] == "interrupted" and interrupted[0]["stage"] == "train"
+    assert runs[-1]["outcome"] == "ok" and runs[-1]["pid"] != killed["pid"]
+    assert result["pid"] != killed["pid"]
+    # Not a retry of a failure: Dask ran the same task again after its worker was lost.
+    assert result["attempt"] == 1 and batch["outcomes"][KILLED].attempts == 1
+    # The ns-train process of the killed worker died with it (no orphan writing into bravo's folder).
+    try:
+        orphan = psutil.Process(killed["stage_pid"])
+        assert orphan.status() == psutil.STATUS_ZOMBIE, f"ns-train {killed['stage_pid']} outlived its worker"
+    except psutil.NoSuchProcess:
+        pass
+
+
+@pytest.mark.slow
+def test_bad_scene_fails_alone_with_its_one_line_error(batch, scenes):
+    outcome = batch["outcomes"]["broken"]
+    assert outcome.status == "failed" and outcome.stage == "pseudo_labels"
+    assert outcome.attempts == 2  # retried once
+    expected = f"semsplat-pseudo-labels: error: {scenes['broken'] / 'classes.json'}: not valid JSON ("
+    assert outcome.error is not None and outcome.error.startswith(expected), outcome.error
+    assert "\n" not in outcome.error
+    folder = batch["output_dir"] / "broken"
+    assert not (folder / RESULT_NAME).exists()
+    attempts = json.loads((folder / ATTEMPTS_NAME).read_text())
+    assert [a["outcome"] for a in attempts] == ["failed", "failed"]
+    assert all(a["error"] == outcome.error for a in attempts)
+    assert [o.name for o in batch["report"].failed] == ["broken"]
+
+
+@pytest.mark.slow
+def test_summary_is_table_two_shaped(batch):
+    output_dir = batch["output_dir"]
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert [row["scene"] for row in summary["rows"]] == ["alpha", "bravo"]
+    assert summary["mean"]["scenes"] == 2
+    mean_miou = sum(row["miou"] for row in summary["rows"]) / 2
+    assert summary["mean"]["miou"] == pytest.approx(mean_miou)
+    assert set(summary["mean"]["stage_s"]) == set(scene_job.STAGES)
+    assert [f["scene"] for f in summary["failures"]] == ["broken"]
+    assert summary["still_running"] == []
+    markdown = (output_dir / "summary.md").read_text()
+    assert "| scene | mIoU % | mIoU present % | acc % | ms / view |" in markdown
+    assert "| **mean** (2) |" in markdown
+    assert "| broken | pseudo labels | 2 | semsplat-pseudo-labels: error: " in markdown
+    with Image.open(output_dir / "summary.png") as image:
+        assert image.format == "PNG" and image.size[0] > 300
+    assert not list(output_dir.rglob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_rerun_skips_recorded_scenes_and_retries_the_failed_one(batch, scenes):
+    output_dir = batch["output_dir"]
+    before = {
+        name: ((output_dir / name / RESULT_NAME).read_bytes(), (output_dir / name / ATTEMPTS_NAME).read_bytes())
+        for name in ("alpha", "bravo")
+    }
+    args = [str(Path(sys.executable).parent / "semsplat-batch")]
+    args += [str(scenes[name]) for name in ("alpha", "bravo", "broken")]
+    args += ["--output-dir", str(output_dir), "--device", "cpu", "--cpu-workers", "1", "--dashboard-address", ":0"]
+    args += ["--max-num-iterations", str(STEPS), "--", *METHOD_ARGS]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 1, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"  # broken fails again
+    assert "Dask dashboard: http" in done.stdout
+    assert "alpha recorded earlier" in done.stdout and "bravo recorded earlier" in done.stdout
+    for name, (result, attempts) in before.items():
+        # Nothing of a recorded scene ran: no new attempt, the same result.
+        assert (output_dir / name / RESULT_NAME).read_bytes() == result
+        assert (output_dir / name / ATTEMPTS_NAME).read_bytes() == attempts
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert [(row["scene"], row["recorded_earlier"]) for row in summary["rows"]] == [("alpha", True), ("bravo", True)]
+    assert [f["scene"] for f in summary["failures"]] == ["broken"]
+    assert len(json.loads((output_dir / "broken" / ATTEMPTS_NAME).read_text())) == 4
+
+
+# ------------------------------------------------------------------------------------------- the parts
+
+
+def test_error_line_prefers_the_commands_own_line():
+    log = "# command: x\nsome output\nsemsplat-eval: error: /a/config.yml: no such file (--load-config)\n"
+    assert error_line(log, "semsplat-eval", 2) == "semsplat-eval: error: /a/config.yml: no such file (--load-config)"
+
+
+def test_error_line_of_a_tyro_box_a_traceback_a_signal_and_a_timeout():
+    box = (
+        "warnings...\n╭─ Unrecognized options ─────────╮\n│ Unrecognized options: --bogus, 3 │\n"
+        "│ ───────────── │\n│ For full helptext, run ns-train --help │\n╰──────────╯\n"
+    )
+    assert error_line(box, "ns-train", 2) == "ns-train: error: Unrecognized options: --bogus, 3"
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: CUDA out of memory\n'
+    assert error_line(traceback, "ns-train", 1) == "ns-train exited with status 1: RuntimeError: CUDA out of memory"
+    assert error_line("# command: ns-train\nStep 10\n", "ns-train", -9) == "ns-train was killed by signal 9: Step 10"
+    assert error_line("", "semsplat-eval", None) == "semsplat-eval timed out and printed nothing"
+
+
+def test_scene_names_tell_same_named_folders_apart():
+    assert scene_names([Path("/d/townA"), Path("/d/townB")]) == ["townA", "townB"]
+    assert scene_names([Path("/x/a/town"), Path("/x/b/town"), Path("/y/c")]) == ["a-town", "b-town", "c"]
+
+
+def _half_written(folder: Path) -> None:
+    for name in ("logs", "train/x/semsplat/batch", "eval", "predict/train"):
+        (folder / name).mkdir(parents=True)
+    (folder / "eval" / "metrics.json").write_text('{"miou": 0.5}')
+    (folder / ".result.json.abc.tmp").write_text('{"status": "ok"')  # an atomic write cut short
+    write_json_atomic(folder / ATTEMPTS_NAME, [{"id": "old", "pid": 1, "stage": "train", "outcome": None}])
+
+
+def test_half_written_scene_is_no_result_and_is_cleaned_before_a_run(tmp_path):
+    folder = tmp_path / "runs" / "x"
+    _half_written(folder)
+    assert read_result(folder) is None
+    (folder / RESULT_NAME).write_text(json.dumps({"status": "ok", "format": RESULT_FORMAT, "metrics": {"miou": 0.5}}))
+    assert read_result(folder) is None  # a record without every metric is not a result either
+    job = SceneJob(name="x", scene_dir=str(tmp_path / "absent"), output_dir=str(folder))
+    with pytest.raises(SceneFailed) as failed:
+        run_scene(job)
+    assert failed.value.stage == "setup" and "scene folder not found" in str(failed.value)
+    assert sorted(p.name for p in folder.iterdir()) == [ATTEMPTS_NAME]  # stage outputs and the temp file gone
+    attempts = json.loads((folder / ATTEMPTS_NAME).read_text())
+    assert [a["outcome"] for a in attempts] == ["interrupted", "failed"]
+
+
+def test_recorded_scene_is_returned_without_running(tmp_path):
+    folder = tmp_path / "x"
+    metrics = {"miou": 0.4, "miou_present": 0.5, "acc": 0.9, "test_ms_per_view": 3.0}
+    record = {"format": RESULT_FORMAT, "status": "ok", "scene": "x", "metrics": metrics}
+    write_json_atomic(folder / RESULT_NAME, record)
+    assert run_scene(SceneJob(name="x", scene_dir=str(tmp_path / "absent"), output_dir=str(folder))) == record
+    assert not (folder / ATTEMPTS_NAME).exists()
+
+
+def test_prediction_is_skipped_when_the_command_is_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(scene_job, "find_command", lambda name: None)
+    run = scene_job._SceneRun(SceneJob(name="x", scene_dir=str(tmp_path), output_dir=str(tmp_path / "out")))
+    run.config_path = tmp_path / "config.yml"
+    run.predict()
+    record = run.stages["predict"]
+    assert record.status == "skipped"
+    assert record.reason is not None and "semsplat-predict is not installed" in record.reason
+
+
+def _result(name: str, miou: float, predict: str = "ok") -> Dict[str, Any]:
+    stages = {stage: {"status": "ok", "seconds": 10.0} for stage in scene_job.STAGES}
+    stages["predict"] = {"status": predict, "seconds": 10.0 if predict == "ok" else 0.0}
+    metrics = {"miou": miou, "miou_present": miou, "acc": 0.9, "test_ms_per_view": 5.0}
+    return {"scene": name, "metrics": metrics, "stages": stages, "total_s": 40.0}
+
+
+def test_summary_files_of_given_results(tmp_path):
+    failures = [{"scene": "c", "stage": "train", "error": "ns-train: error: bad | flag", "attempts": 2}]
+    summary = build_summary([_result("a", 0.5), _result("b", 0.7, "skipped")], failures, {"preset": "semsplat"}, ["a"])
+    assert summary["mean"]["miou"] == pytest.approx(0.6)
+    assert summary["mean"]["stage_s"]["predict"] == pytest.approx(10.0)  # over the scenes that ran it
+    files = write_summary(tmp_path, summary)
+    markdown = files["md"].read_text()
+    assert "| a † | 50.00 | 50.00 | 90.00 | 5.00 | 10.0 | 10.0 | 10.0 | 10.0 | 40.0 |" in markdown
+    assert "| b | 70.00 |" in markdown and "| skipped |" in markdown
+    assert "| **mean** (2) | **60.00** |" in markdown
+    assert "ns-train: error: bad \\| flag" in markdown
+    assert json.loads(files["json"].read_text())["failed"] == 1
+    empty = write_summary(tmp_path / "none", build_summary([], failures, {"preset": "semsplat"}))
+    assert empty["png"].stat().st_size > 0
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")
+    assert visible_gpus() == ["1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+
+
+def _cuda_visible_devices():
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), scene_job.worker_sees_gpu()
+
+
+def test_gpu_pinned_cluster_gives_each_worker_one_gpu(tmp_path):
+    # No GPU needed: each worker only gets its own CUDA_VISIBLE_DEVICES.
+    from distributed import Client
+
+    cluster = GPUPinnedLocalCluster(
+        ["0", "1"],
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=0,
+        dashboard_address=":0",
+        local_directory=str(tmp_path),
+    )
+    try:
+        with Client(cluster) as client:
+            client.wait_for_workers(2)
+            seen: Dict[str, Any] = client.run(_cuda_visible_devices)  # type: ignore[assignment]
+            assert sorted(seen.values()) == [("0", True), ("1", True)]
+            assert sorted(cluster.worker_spec) == ["gpu0", "gpu1"]
+    finally:
+        cluster.close()
+
+
+def test_preset_must_be_registered():
+    from semsplat_ns.batch.presets import check_preset
+    from semsplat_ns.errors import UserInputError
+
+    check_preset("semsplat")
+    with pytest.raises(UserInputError, match=r"--preset semsplat-nonexistent: ns-train has no method") as refused:
+        check_preset("semsplat-nonexistent")
+    assert "semsplat's registered methods: semsplat" in str(refused.value)
+
+
+def test_cli_passes_flags_after_the_separator_to_ns_train():
+    from semsplat_ns.scripts.batch import split_method_args
+
+    assert split_method_args(["a", "--output-dir", "d", "--", "--x", "1", "--"]) == (
+        ["a", "--output-dir", "d"],
+        ["--x", "1", "--"],
+    )
+    assert split_method_args(["a"]) == (["a"], [])
