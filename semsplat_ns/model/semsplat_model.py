@@ -168,7 +168,7 @@ class SemSplatModel(SplatfactoModel):
     def _record_label_support(self) -> None:
         """Stores the support of the labelled view rendered this step (before densification changes N)."""
         info = getattr(self, "info", None) or {}
-        probe = info.get("label_support_probe")  # [N, 1]; its gradient is each Gaussian's summed weight
+        probe = info.pop("label_support_probe", None)  # [N, 1]; its gradient is each Gaussian's summed weight
         if probe is None or probe.grad is None:  # not a labelled view, or no loss reached the render
             return
         support = support_from_probe(probe.grad[:, 0], info["conics"][0], info["radii"][0])  # [N]
