@@ -16,8 +16,8 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
-from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 
 PAPER_STEPS = 30_000
@@ -55,7 +55,7 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> TrainerConfig:
         mixed_precision=False,
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=VanillaPipelineConfig(
-            datamanager=SemSplatDataManagerConfig(dataparser=IRTDataParserConfig(), cache_images_type="uint8"),
+            datamanager=SemSplatDataManagerConfig(dataparser=SemSplatDataParserConfig(), cache_images_type="uint8"),
             model=SemSplatModelConfig(),
         ),
         optimizers={

@@ -124,12 +124,29 @@ assert type(all_dataparsers["semsplat-data"]).__name__ == "SemSplatDataParserCon
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_irt_scene_reads_as_irt_data(town: Path):
-    ours = _parse(town, "test", load_points=False)
-    theirs = IRTDataParserConfig(data=town, load_points=False).setup().get_dataparser_outputs("test")
-    assert ours.image_filenames == theirs.image_filenames
-    assert torch.equal(ours.cameras.camera_to_worlds, theirs.cameras.camera_to_worlds)
-    assert ours.metadata["semantic_filenames"] == theirs.metadata["semantic_filenames"]
+def test_irt_scene_reads_as_irt_data(town: Path, tmp_path: Path):
+    from semsplat_ns.config import semsplat_trainer_config
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+
+    datamanager = semsplat_trainer_config().pipeline.datamanager
+    assert isinstance(datamanager, SemSplatDataManagerConfig)
+    assert isinstance(datamanager.dataparser, SemSplatDataParserConfig)  # the method's default
+    for split in ("train", "test"):
+        ours = _parse(town, split, load_points=False)
+        theirs = IRTDataParserConfig(data=town, load_points=False).setup().get_dataparser_outputs(split)
+        assert ours.image_filenames == theirs.image_filenames
+        assert torch.equal(ours.cameras.camera_to_worlds, theirs.cameras.camera_to_worlds)
+        assert set(ours.metadata) == set(theirs.metadata)
+        assert ours.metadata["semantic_filenames"] == theirs.metadata["semantic_filenames"]
+    # and the same errors
+    broken = tmp_path / "broken"
+    shutil.copytree(town, broken)
+    (broken / "classes.json").write_text("{broken")
+    with pytest.raises(IRTDataError) as ours_error:
+        _parse(broken, load_points=False)
+    with pytest.raises(IRTDataError) as theirs_error:
+        IRTDataParserConfig(data=broken, load_points=False).setup().get_dataparser_outputs("train")
+    assert str(ours_error.value) == str(theirs_error.value)
 
 
 # -------------------------------------------------------------------------------------------------- cameras
@@ -407,7 +424,7 @@ def test_ns_train_on_captures_trains_comparably(runs):
     means_colmap, transform_colmap = _means(runs["colmap"])
     assert means_ns.shape == means_colmap.shape and means_ns.shape[0] > 200
     np.testing.assert_allclose(transform_ns["transform"], transform_colmap["transform"], atol=1e-5)
-    assert float((means_ns - means_colmap).abs().max()) < 1e-2
+    assert float((means_ns - means_colmap).abs().max()) < 1e-3
 
 
 @pytest.mark.slow
