@@ -17,6 +17,7 @@ import ctypes.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -365,7 +366,7 @@ class _SceneRun:
         started = time.perf_counter()
         returncode: Optional[int]
         with open(log, "w") as handle:
-            handle.write(_COMMAND_HEADER + subprocess.list2cmdline(command) + "\n")
+            handle.write(_COMMAND_HEADER + shlex.join(command) + "\n")
             handle.flush()
             process = subprocess.Popen(
                 command,
