@@ -34,6 +34,8 @@ ABLATIONS = {
     # Issue #12: pseudo labels from the self-trained 2D prior (`semsplat-pseudo-labels --backend prior` first),
     # used on every pseudo-labelled pixel at a quarter of the labelled views' weight.
     "semsplat-prior": dict(pseudo_loss_weight=0.25),
+    # ... with each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence.
+    "semsplat-prior-support": dict(pseudo_loss_weight=0.25, pseudo_weight_by_label_support=True),
 }
 
 
