@@ -26,9 +26,11 @@ if command -v nvidia-cuda-mps-control >/dev/null; then
   fi
 fi
 
-say "pseudo labels (prior) for ${scenes[*]}"
+# SKIP_PSEUDO=1: the carried scenes already hold the prior's pseudo labels (brought back from an earlier run).
+[ -n "${SKIP_PSEUDO:-}" ] && scenes_pseudo=() || scenes_pseudo=("${scenes[@]}")
+say "pseudo labels (prior) for ${scenes_pseudo[*]}"
 i=0
-for s in "${scenes[@]}"; do
+for s in "${scenes_pseudo[@]}"; do
   ( start=$SECONDS
     CUDA_VISIBLE_DEVICES=$((i % ngpu)) python -m semsplat_ns.scripts.pseudo_labels --data .scenes/$s --backend prior \
       > $work/logs/pseudo_$s.log 2>&1
@@ -62,6 +64,7 @@ for s in "${scenes[@]}"; do
   done
 done
 
+[ -n "${SKIP_UNET:-}" ] && { say "runner done"; touch $work/done; exit 0; }
 unet_args=()
 for s in "${scenes[@]}"; do unet_args+=(--data .scenes/$s); done
 CUDA_VISIBLE_DEVICES=0 python -m benchmarks.baselines.unet "${unet_args[@]}" --out $work/results/unet.json \
