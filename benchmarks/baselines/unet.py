@@ -22,7 +22,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -265,7 +265,7 @@ def evaluate_unet(
     bf16: bool = False,
     warmup_views: int = 3,
     progress: Optional[Progress] = None,
-) -> Dict[str, Optional[float]]:
+) -> Dict[str, Any]:
     """Predicts every test view at full resolution and scores it with the IRT definition.
 
     Args:

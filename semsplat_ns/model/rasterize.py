@@ -7,7 +7,7 @@ gsplat is imported lazily: on a CPU-only machine it is never touched.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from torch import Tensor
 from typing_extensions import Literal
@@ -74,7 +74,8 @@ def rasterization(
     Returns:
         render_colors [C, H, W, X], render_alphas [C, H, W, 1] and the ``info`` dict of gsplat 1.4.
     """
-    arguments = dict(
+    # Typed as Any: the values differ in type, and both backends take exactly these keyword arguments.
+    arguments: Dict[str, Any] = dict(
         means=means,
         quats=quats,
         scales=scales,

@@ -348,11 +348,13 @@ def grow_boundary_to_masks(boundary: np.ndarray, objects: np.ndarray) -> np.ndar
 
 def has_compiled_extension() -> bool:
     """Whether sam2's compiled ``_C`` extension is there (without it SAM2 skips filling small mask holes)."""
+    import importlib.util
+
+    # find_spec rather than an import: the extension has no type stubs, and importing it is not needed.
     try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("sam2._C") is not None
+    except ImportError:  # sam2 itself missing
         return False
-    return True
 
 
 def sam2_device() -> str:
