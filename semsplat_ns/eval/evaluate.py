@@ -17,6 +17,7 @@ from rich.table import Table
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE
+from semsplat_ns.errors import UserInputError
 from semsplat_ns.eval.metrics import SegmentationEvaluator
 from semsplat_ns.eval.plots import (
     colorize_labels,
@@ -51,7 +52,10 @@ def evaluate_pipeline(
     views = datamanager.fixed_indices_eval_dataloader  # [(camera, data)]
     labelled = [(camera, data) for camera, data in views if "semantics" in data]
     if not labelled:
-        raise ValueError(f"no labelled eval view in {datamanager.config.dataparser.data}: nothing to evaluate")
+        raise UserInputError(
+            f"{datamanager.config.dataparser.data}: no evaluation view has a label, so there is nothing to score; "
+            "label some eval images (labels/<stem>.png), or use ns-eval for RGB metrics"
+        )
     colors = model.class_colors.cpu().numpy()
     colors = (colors * 255).round().astype("uint8")  # [C, 3]
     evaluator = SegmentationEvaluator(model.num_classes, model.class_names)

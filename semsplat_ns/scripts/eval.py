@@ -11,6 +11,7 @@ import tyro
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE
+from semsplat_ns.data.capture_dataparser import capture_layout
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
 from semsplat_ns.errors import UserInputError, exit_on_user_error
 from semsplat_ns.eval.evaluate import evaluate_pipeline, print_result
@@ -39,6 +40,10 @@ def _scene_of(config, args: EvalArgs) -> Path:
     """The scene to evaluate on (``--data``, else the run's), resolved and checked to hold the split."""
     datamanager = config.pipeline.datamanager
     data = args.data or getattr(datamanager, "data", None) or datamanager.dataparser.data
+    if capture_layout(Path(data)) != "irt":
+        # A nerfstudio capture or COLMAP model: its eval split follows nerfstudio's rules, and the
+        # evaluation scores the eval images that have labels (docs/CAPTURES.md).
+        return Path(data)
     try:
         scene = resolve_scene_dir(Path(data))
     except IRTDataError as err:

@@ -462,3 +462,10 @@ def test_export_and_predict_in_the_capture_frame(runs, town: Path, tmp_path: Pat
     assert result["splits"]["test"]["stems"] == ["000005"] and len(result["splits"]["train"]["stems"]) == 11
     ids = irt_io.read_label(tmp_path / "predict" / "test" / "labels" / "000005.png", None, 20)
     assert ids.shape == (32, 32)
+
+    # semsplat-eval scores the capture's eval images that have labels (nerfstudio's split, not test/).
+    from semsplat_ns.scripts.eval import EvalArgs
+    from semsplat_ns.scripts.eval import run as evaluate
+
+    metrics = evaluate(EvalArgs(load_config=config, output_dir=tmp_path / "eval", save_images=False))
+    assert metrics["n_views"] >= 1 and 0.0 <= metrics["acc"] <= 1.0
