@@ -40,15 +40,17 @@ def _scene_of(config, args: EvalArgs) -> Path:
     """The scene to evaluate on (``--data``, else the run's), resolved and checked to hold the split."""
     datamanager = config.pipeline.datamanager
     data = args.data or getattr(datamanager, "data", None) or datamanager.dataparser.data
-    if capture_layout(Path(data)) != "irt":
-        # A nerfstudio capture or COLMAP model: its eval split follows nerfstudio's rules, and the
-        # evaluation scores the eval images that have labels (docs/CAPTURES.md).
-        return Path(data)
     try:
-        scene = resolve_scene_dir(Path(data))
+        # A nerfstudio transforms.json given directly is a capture, not a folder to resolve.
+        is_json = Path(data).is_file() and Path(data).suffix.lower() == ".json"
+        scene = Path(data) if is_json else resolve_scene_dir(Path(data))
     except IRTDataError as err:
         source = "--data" if args.data else f"{args.load_config} (--data evaluates on another scene)"
         raise IRTDataError(f"{err}; the scene comes from {source}") from None
+    if capture_layout(scene) != "irt":
+        # A nerfstudio capture or COLMAP model: its eval split follows nerfstudio's rules, and the
+        # evaluation scores the eval images that have labels (docs/CAPTURES.md).
+        return scene
     if not (scene / args.split).is_dir():
         # Without it the dataparser holds out unlabelled training views: nothing to score segmentation on.
         raise IRTDataError(
