@@ -5,7 +5,7 @@ Each view yields, besides the photo, ``semantics`` (uint8 [H, W], 255 = none) fo
 [H, W] in [0, 1], where ``train/confidence/<stem>.png`` exists), and ``view_kind``.
 
 With ``auto_pseudo_labels="prior"`` the datamanager first makes sure the scene has pseudo labels: the
-prior's (:func:`semsplat_ns.pseudo.pipeline.ensure_pseudo_labels`), made once and cached in the scene.
+prior's (:func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels`), made once and cached in the scene.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
             )
             return
         # Imported here: the pipeline pulls the depth and reprojection code that training otherwise skips.
-        from semsplat_ns.pseudo.pipeline import ensure_pseudo_labels
+        from semsplat_ns.pseudo.auto import ensure_pseudo_labels
 
         data = config.data if config.data is not None else config.dataparser.data
         ensure_pseudo_labels(resolve_scene_dir(Path(data)), config.pseudo_prior, device=str(device))

@@ -17,17 +17,17 @@ model (``--depth-config``) or ``.npy`` files (``--depth-dir``).
 
 Files are written atomically (temp file + rename) and the run is resumable: views whose files all exist are
 skipped unless ``--overwrite``. ``rgb/`` (ground truth) is never written, and ground truth outside the scene
-is read only for ``--report``. :func:`ensure_pseudo_labels` is the datamanager's automatic path: prior pseudo
-labels made once, cached with their parameters and input digest in meta.json, reused or rebuilt.
+is read only for ``--report``. :func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels` is the datamanager's
+automatic path: prior pseudo labels made once, cached with their parameters and input digest in meta.json,
+reused or rebuilt.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -264,7 +264,7 @@ def cache_key(args: PseudoLabelArgs) -> Dict[str, Any]:
     return _jsonable(key)
 
 
-def _all_paths(scene_dir: Path, stem: str, spec: BackendSpec) -> List[Path]:
+def output_files(scene_dir: Path, stem: str, spec: BackendSpec) -> List[Path]:
     """The files a backend writes for one view."""
     paths = list(output_paths(scene_dir, stem))
     return paths + [confidence_path(scene_dir, stem)] if spec.writes_confidence else paths
@@ -304,7 +304,7 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
     pending = [
         i
         for i in scene.targets
-        if args.overwrite or not all(p.is_file() for p in _all_paths(scene_dir, stems[i], spec))
+        if args.overwrite or not all(p.is_file() for p in output_files(scene_dir, stems[i], spec))
     ]
     skipped = [i for i in scene.targets if i not in set(pending)]
     labels_of = {i: read_labels(scene, i) for i in scene.labelled}
@@ -403,7 +403,7 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
         prior_labels_of: Dict[int, np.ndarray] = {}
         if args.backend == "prior":
             assert prior_device is not None
-            prior_labels_of, confidence_of, prior_record = _prior_labels(
+            prior_labels_of, confidence_of, prior_record = prior_lib.prior_pseudo_labels(
                 args.prior, scene, labels_of, photos, carried_of, pending, prior_device, times
             )
             counts["prior_reprojected_views"] = prior_record["reprojected_views"]
@@ -492,145 +492,3 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
     times["total"] = time.perf_counter() - run_started
     write_json_atomic(meta_path, record, indent=1)
     return record
-
-
-def _prior_labels(
-    settings: PriorSettings,
-    scene: TrainSplit,
-    labels_of: Dict[int, np.ndarray],
-    photos: Dict[int, np.ndarray],
-    carried_of: Dict[int, np.ndarray],
-    pending: Sequence[int],
-    device: torch.device,
-    times: Dict[str, float],
-) -> Tuple[Dict[int, np.ndarray], Dict[int, np.ndarray], Dict[str, Any]]:
-    """Trains the prior and fuses its predictions with the reprojected labels of the pending views.
-
-    Args:
-        settings: The prior's recipe and threshold.
-        scene: The training split.
-        labels_of: Labels of the labelled views.
-        photos: Photos of the labelled and unlabelled views.
-        carried_of: Reprojected class ids (255 = none) of the unlabelled views (empty without depth).
-        pending: Views to predict.
-        device: Where the prior runs.
-        times: Step times, filled in ("prior_train", "prior_predict").
-
-    Returns:
-        Pseudo ids and confidence per pending view, and what is recorded about the prior.
-    """
-    labelled = [(photos[i], labels_of[i]) for i in scene.labelled]
-    propagated = [(photos[i], carried_of[i]) for i in scene.targets if i in carried_of]
-    with _progress() as progress:
-        model, train_s, crop = prior_lib.train_prior(
-            scene.num_classes, labelled, propagated, settings, device, progress
-        )
-        times["prior_train"] = train_s
-        if settings.save_weights is not None:
-            prior_lib.save_prior(model, settings.save_weights, settings)
-        started = time.perf_counter()
-        pseudo: Dict[int, np.ndarray] = {}
-        confidence: Dict[int, np.ndarray] = {}
-        kept = 0.0
-        task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending))
-        for i in pending:
-            ids, probability = prior_lib.predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
-            carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
-            pseudo[i], confidence[i] = prior_lib.fuse(carried, ids, probability, settings.threshold)
-            kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
-            progress.advance(task)
-        times["prior_predict"] = time.perf_counter() - started
-    del model
-    if device.type == "cuda":
-        # Training (e.g. the splats, right after the automatic pseudo labels) gets the memory back.
-        torch.cuda.empty_cache()
-    record = {
-        "version": PRIOR_VERSION,
-        "device": str(device),
-        "crop": crop,
-        "labelled_views": len(labelled),
-        "reprojected_views": sum(1 for _, carried in propagated if (carried != IGNORE_ID).any()),
-        "train_s": train_s,
-        # Share of pixels whose pseudo label comes from the prior (not from reprojection).
-        "coverage_from_prior": kept / max(len(pending), 1),
-    }
-    return pseudo, confidence, record
-
-
-def _pseudo_files_exist(scene_dir: Path) -> bool:
-    folder = scene_dir / "train" / "pseudo"
-    return folder.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".") for p in folder.iterdir())
-
-
-def ensure_pseudo_labels(
-    scene_dir: Path, settings: PriorSettings, device: Optional[str] = None
-) -> Literal["made", "reused", "rebuilt", "kept", "skipped"]:
-    """The datamanager's automatic pseudo labels: prior pseudo labels made before training when the scene
-    has none, cached under train/pseudo with their parameters and input digest in meta.json.
-
-    * no pseudo labels yet: made with ``--backend prior``;
-    * a cache whose parameters and inputs equal these: reused;
-    * an automatic cache whose parameters or inputs differ, or with files missing: rebuilt;
-    * pseudo labels made otherwise (``semsplat-pseudo-labels``, by hand): kept as they are;
-    * a scene whose train/ folder cannot be written (e.g. a read-only share): skipped, training goes on
-      without them.
-
-    One console line says which.
-
-    Args:
-        scene_dir: The IRT scene folder.
-        settings: The prior's recipe and threshold.
-        device: Device of the prior when ``settings.device`` is unset (e.g. the trainer's).
-
-    Returns:
-        What was done.
-    """
-    scene_dir = Path(scene_dir)
-    args = PseudoLabelArgs(
-        data=scene_dir, backend="prior", prior=replace(settings, device=settings.device or device), overwrite=True
-    )
-    meta_path = scene_dir / "train" / "pseudo" / META_NAME
-    previous = read_previous_meta(meta_path) if meta_path.is_file() else None
-    scene = read_scene(scene_dir)
-    digest = input_digest(scene_dir, scene)
-    want = cache_key(args)
-    complete = all(
-        p.is_file() for i in scene.targets for p in _all_paths(scene_dir, scene.files.stems[i], BACKENDS["prior"])
-    )
-    where = scene_dir / "train" / "pseudo"
-    if previous is not None and previous.get("cache_key") == want and previous.get("inputs_sha256") == digest:
-        if complete:
-            CONSOLE.print(f"Pseudo labels: reusing the prior's in {where} (inputs and parameters unchanged)")
-            return "reused"
-    if (previous is None or previous.get("origin") == "auto") and not os.access(scene_dir / "train", os.W_OK):
-        CONSOLE.print(
-            f"[bold yellow]Pseudo labels: {scene_dir / 'train'} is not writable, so none are made; training goes "
-            "on without them (copy the scene somewhere writable, or run semsplat-pseudo-labels on a copy)"
-        )
-        return "skipped"
-    if previous is None and not _pseudo_files_exist(scene_dir):
-        CONSOLE.print(f"Pseudo labels: none in {where}; making them with the prior (cached for the next run)")
-        run(args, origin="auto")
-        return "made"
-    if previous is not None and previous.get("origin") == "auto":
-        reasons = []
-        if previous.get("cache_key") != want:
-            before = previous.get("cache_key") or {}
-            changed = sorted(k for k in set(want) | set(before) if want.get(k) != before.get(k))
-            if "prior" in changed:
-                old_prior, new_prior = before.get("prior") or {}, want["prior"]
-                changed.remove("prior")
-                changed += [f"prior.{k}" for k in CACHE_FIELDS if old_prior.get(k) != new_prior.get(k)]
-            reasons.append("parameters changed (" + ", ".join(changed) + ")")
-        if previous.get("inputs_sha256") != digest:
-            reasons.append("scene inputs changed")
-        if not complete:
-            reasons.append("files missing")
-        CONSOLE.print(f"Pseudo labels: rebuilding the prior's pseudo labels in {where}: {'; '.join(reasons)}")
-        run(args, origin="auto")
-        return "rebuilt"
-    made_by = f"backend {previous.get('backend')}" if previous is not None else "an unrecorded run"
-    CONSOLE.print(
-        f"Pseudo labels: using those already in {where} ({made_by}); automatic pseudo labels leave them as they are"
-    )
-    return "kept"

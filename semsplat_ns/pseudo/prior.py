@@ -14,18 +14,20 @@ every unlabelled training view. The pseudo label of a pixel is
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from rich.progress import Progress
 
 from semsplat_ns.atomic import atomic_open
-from semsplat_ns.console import CONSOLE
+from semsplat_ns.console import CONSOLE, progress_bar
 from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.errors import UserInputError
+from semsplat_ns.pseudo.scene import TrainSplit
 from semsplat_ns.pseudo.unet import CropSampler, Unet, UnetRecipe, predict_probabilities, train_unet
 
 PRIOR_VERSION = 1
@@ -260,3 +262,64 @@ def load_prior(path: Path, device: torch.device) -> Tuple[Unet, Dict]:
     model = model.to(device).to(memory_format=torch.channels_last)
     model.eval()
     return model, payload
+
+
+def prior_pseudo_labels(
+    settings: PriorSettings,
+    scene: TrainSplit,
+    labels_of: Dict[int, np.ndarray],
+    photos: Dict[int, np.ndarray],
+    carried_of: Dict[int, np.ndarray],
+    pending: Sequence[int],
+    device: torch.device,
+    times: Dict[str, float],
+) -> Tuple[Dict[int, np.ndarray], Dict[int, np.ndarray], Dict[str, Any]]:
+    """Trains the prior and fuses its predictions with the reprojected labels of the pending views.
+
+    Args:
+        settings: The prior's recipe and threshold.
+        scene: The training split.
+        labels_of: Labels of the labelled views.
+        photos: Photos of the labelled and unlabelled views.
+        carried_of: Reprojected class ids (255 = none) of the unlabelled views (empty without depth).
+        pending: Views to predict.
+        device: Where the prior runs.
+        times: Step times, filled in ("prior_train", "prior_predict").
+
+    Returns:
+        Pseudo ids and confidence per pending view, and what is recorded about the prior.
+    """
+    labelled = [(photos[i], labels_of[i]) for i in scene.labelled]
+    propagated = [(photos[i], carried_of[i]) for i in scene.targets if i in carried_of]
+    with progress_bar() as progress:
+        model, train_s, crop = train_prior(scene.num_classes, labelled, propagated, settings, device, progress)
+        times["prior_train"] = train_s
+        if settings.save_weights is not None:
+            save_prior(model, settings.save_weights, settings)
+        started = time.perf_counter()
+        pseudo: Dict[int, np.ndarray] = {}
+        confidence: Dict[int, np.ndarray] = {}
+        kept = 0.0
+        task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending))
+        for i in pending:
+            ids, probability = predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
+            carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
+            pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold)
+            kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
+            progress.advance(task)
+        times["prior_predict"] = time.perf_counter() - started
+    del model
+    if device.type == "cuda":
+        # Training (e.g. the splats, right after the automatic pseudo labels) gets the memory back.
+        torch.cuda.empty_cache()
+    record = {
+        "version": PRIOR_VERSION,
+        "device": str(device),
+        "crop": crop,
+        "labelled_views": len(labelled),
+        "reprojected_views": sum(1 for _, carried in propagated if (carried != IGNORE_ID).any()),
+        "train_s": train_s,
+        # Share of pixels whose pseudo label comes from the prior (not from reprojection).
+        "coverage_from_prior": kept / max(len(pending), 1),
+    }
+    return pseudo, confidence, record

@@ -1,0 +1,95 @@
+"""Automatic pseudo labels for ``ns-train``: the datamanager asks for the prior's pseudo labels before training
+and they are made once, then cached in the scene (``train/pseudo/meta.json`` records their parameters and an
+input digest)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal, Optional
+
+from semsplat_ns.console import CONSOLE
+from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, output_files, run
+from semsplat_ns.pseudo.prior import CACHE_FIELDS, PriorSettings
+from semsplat_ns.pseudo.scene import read_scene
+from semsplat_ns.pseudo.store import META_NAME, input_digest, read_previous_meta
+
+
+def _pseudo_files_exist(scene_dir: Path) -> bool:
+    folder = scene_dir / "train" / "pseudo"
+    return folder.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def ensure_pseudo_labels(
+    scene_dir: Path, settings: PriorSettings, device: Optional[str] = None
+) -> Literal["made", "reused", "rebuilt", "kept", "skipped"]:
+    """The datamanager's automatic pseudo labels: prior pseudo labels made before training when the scene
+    has none, cached under train/pseudo with their parameters and input digest in meta.json.
+
+    * no pseudo labels yet: made with ``--backend prior``;
+    * a cache whose parameters and inputs equal these: reused;
+    * an automatic cache whose parameters or inputs differ, or with files missing: rebuilt;
+    * pseudo labels made otherwise (``semsplat-pseudo-labels``, by hand): kept as they are;
+    * a scene whose train/ folder cannot be written (e.g. a read-only share): skipped, training goes on
+      without them.
+
+    One console line says which.
+
+    Args:
+        scene_dir: The IRT scene folder.
+        settings: The prior's recipe and threshold.
+        device: Device of the prior when ``settings.device`` is unset (e.g. the trainer's).
+
+    Returns:
+        What was done.
+    """
+    scene_dir = Path(scene_dir)
+    args = PseudoLabelArgs(
+        data=scene_dir, backend="prior", prior=replace(settings, device=settings.device or device), overwrite=True
+    )
+    meta_path = scene_dir / "train" / "pseudo" / META_NAME
+    previous = read_previous_meta(meta_path) if meta_path.is_file() else None
+    scene = read_scene(scene_dir)
+    digest = input_digest(scene_dir, scene)
+    want = cache_key(args)
+    complete = all(
+        p.is_file() for i in scene.targets for p in output_files(scene_dir, scene.files.stems[i], BACKENDS["prior"])
+    )
+    where = scene_dir / "train" / "pseudo"
+    if previous is not None and previous.get("cache_key") == want and previous.get("inputs_sha256") == digest:
+        if complete:
+            CONSOLE.print(f"Pseudo labels: reusing the prior's in {where} (inputs and parameters unchanged)")
+            return "reused"
+    if (previous is None or previous.get("origin") == "auto") and not os.access(scene_dir / "train", os.W_OK):
+        CONSOLE.print(
+            f"[bold yellow]Pseudo labels: {scene_dir / 'train'} is not writable, so none are made; training goes "
+            "on without them (copy the scene somewhere writable, or run semsplat-pseudo-labels on a copy)"
+        )
+        return "skipped"
+    if previous is None and not _pseudo_files_exist(scene_dir):
+        CONSOLE.print(f"Pseudo labels: none in {where}; making them with the prior (cached for the next run)")
+        run(args, origin="auto")
+        return "made"
+    if previous is not None and previous.get("origin") == "auto":
+        reasons = []
+        if previous.get("cache_key") != want:
+            before = previous.get("cache_key") or {}
+            changed = sorted(k for k in set(want) | set(before) if want.get(k) != before.get(k))
+            if "prior" in changed:
+                old_prior, new_prior = before.get("prior") or {}, want["prior"]
+                changed.remove("prior")
+                changed += [f"prior.{k}" for k in CACHE_FIELDS if old_prior.get(k) != new_prior.get(k)]
+            reasons.append("parameters changed (" + ", ".join(changed) + ")")
+        if previous.get("inputs_sha256") != digest:
+            reasons.append("scene inputs changed")
+        if not complete:
+            reasons.append("files missing")
+        CONSOLE.print(f"Pseudo labels: rebuilding the prior's pseudo labels in {where}: {'; '.join(reasons)}")
+        run(args, origin="auto")
+        return "rebuilt"
+    made_by = f"backend {previous.get('backend')}" if previous is not None else "an unrecorded run"
+    CONSOLE.print(
+        f"Pseudo labels: using those already in {where} ({made_by}); automatic pseudo labels leave them as they are"
+    )
+    return "kept"
