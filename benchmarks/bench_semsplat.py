@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import append_rows, result_row  # noqa: E402
+from benchmarks.common import append_rows, scored_row  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 # Table III rows of the paper as flag sets on the model config.
@@ -103,23 +103,16 @@ def eval_one(state: dict, pipeline, out: Path) -> dict:
 
     result = evaluate_pipeline(pipeline, Path(state["config"]).parent / "eval-test")
     print_result(result)
-    row = result_row(
+    row = scored_row(
         state["scene"],
         state["method"],
-        miou=result["miou"],
-        miou_present=result["miou_present"],
-        acc=result["acc"],
-        test_ms_per_view=result["test_ms_per_view"],
+        result,
         train_s=state["train_s"],
         steps=state["steps"],
         peak_gpu_mem_gb=state["peak_gpu_mem_gb"],
         n_gaussians=result["n_gaussians"],
         command=state["command"],
     )
-    # The rest of the timing protocol's figures (semsplat_ns.eval.timing), as every method's rows carry them.
-    row["test_ms_per_view_p95"] = result["test_ms_per_view_p95"]
-    row["timing_warmup_views"] = result["timing_warmup_views"]
-    row["per_class_iou"] = result["per_class_iou"]
     # Training runs that shared the GPU have slower train_s; the row says how many ran at once.
     row["jobs_sharing_gpu"] = state.get("jobs_sharing_gpu", 1)
     # Set by benchmarks/box/batch.py when other trainings still ran during this evaluation.

@@ -140,6 +140,27 @@ def result_row(
     }
 
 
+SCORED_EXTRA_KEYS = ("test_ms_per_view_p95", "timing_warmup_views", "per_class_iou")
+"""Figures of a scored method (the timing protocol's and the per-class IoU) every row carries beside ROW_KEYS."""
+
+
+def scored_row(scene: str, method: str, figures: Dict[str, Any], **run: Any) -> Dict[str, Any]:
+    """A row from a method's test-view figures (``miou``, ``miou_present``, ``acc``, the timing protocol's
+    fields, ``per_class_iou``) plus what the run knows (``train_s``, ``steps``, ``peak_gpu_mem_gb``,
+    ``n_gaussians``, ``command``, optional ``device``); see :func:`result_row`."""
+    row = result_row(
+        scene,
+        method,
+        miou=figures["miou"],
+        miou_present=figures["miou_present"],
+        acc=figures["acc"],
+        test_ms_per_view=figures["test_ms_per_view"],
+        **run,
+    )
+    row.update({key: figures[key] for key in SCORED_EXTRA_KEYS if key in figures})
+    return row
+
+
 def _check_row(row: Any, where: str) -> None:
     """Raises :class:`ResultsFileError` unless ``row`` is a dict holding every key of :data:`ROW_KEYS`."""
     if not isinstance(row, dict):

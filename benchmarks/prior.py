@@ -32,7 +32,7 @@ if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
 from benchmarks.baselines.unet import command_line, evaluate_unet, load_scene, print_rows  # noqa: E402
-from benchmarks.common import append_rows, result_row  # noqa: E402
+from benchmarks.common import append_rows, scored_row  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run  # noqa: E402
 from semsplat_ns.pseudo.prior import PriorSettings, load_prior, resolve_device  # noqa: E402
@@ -125,13 +125,10 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
     times = record["times_s"]
-    row = result_row(
+    row = scored_row(
         views.name,
         METHOD,
-        miou=figures["miou"],
-        miou_present=figures["miou_present"],
-        acc=figures["acc"],
-        test_ms_per_view=figures["test_ms_per_view"],
+        figures,
         train_s=times.get("prior_train"),
         steps=config.prior.steps,
         peak_gpu_mem_gb=peak_gb,
@@ -139,8 +136,6 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
         command=command,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     )
-    row["test_ms_per_view_p95"] = figures["test_ms_per_view_p95"]
-    row["timing_warmup_views"] = figures["timing_warmup_views"]
     # Wall time of each stage of the pseudo labels: depth (+ triangulation unless cached), reprojection,
     # prior training, prediction + fusion of the unlabelled views, writing; and the whole run.
     row["stage_s"] = {

@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.baselines.semantic_nerfw_adapter import IRTSemanticDataset, adapt_semantic_nerfw_config  # noqa: E402
-from benchmarks.common import append_rows, result_row  # noqa: E402
+from benchmarks.common import append_rows, scored_row  # noqa: E402
 from semsplat_ns.eval.metrics import SegmentationEvaluator  # noqa: E402
 from semsplat_ns.eval.timing import PerViewTiming  # noqa: E402
 
@@ -172,17 +172,14 @@ def evaluation_row(
 
     Returns:
         A row of :data:`benchmarks.common.ROW_KEYS` (method ``"semantic-nerfw"``, ``n_gaussians`` None), then
-        ``test_ms_per_view_p95`` and ``timing_warmup_views``.
+        ``test_ms_per_view_p95``, ``timing_warmup_views`` and ``per_class_iou``.
     """
     result = evaluate_semantic_nerfw(pipeline, show_progress=show_progress, timing=timing)
     device = torch.device(pipeline.model.device)
-    row = result_row(
+    row = scored_row(
         scene_name,
         METHOD,
-        miou=result["miou"],
-        miou_present=result["miou_present"],
-        acc=result["acc"],
-        test_ms_per_view=result["test_ms_per_view"],
+        result,
         train_s=train_s,
         steps=steps,
         peak_gpu_mem_gb=peak_gpu_mem_gb,
@@ -190,9 +187,6 @@ def evaluation_row(
         command=command,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     )
-    # The rest of the timing protocol's figures, after the standard keys, as every method's rows carry them.
-    row["test_ms_per_view_p95"] = result["test_ms_per_view_p95"]
-    row["timing_warmup_views"] = result["timing_warmup_views"]
     return row
 
 

@@ -36,7 +36,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from benchmarks.common import append_rows, result_row  # noqa: E402
+from benchmarks.common import append_rows, scored_row  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.data import irt_io  # noqa: E402
 from semsplat_ns.data.irt_io import IRTDataError  # noqa: E402
@@ -352,13 +352,10 @@ def run_scene(
     model, train_s = train_unet(scene, config, device, progress)
     figures = evaluate_unet(model, scene, device, bf16=config.bf16, warmup_views=config.warmup_views, progress=progress)
     peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    row = result_row(
+    return scored_row(
         scene.name,
         METHOD,
-        miou=figures["miou"],
-        miou_present=figures["miou_present"],
-        acc=figures["acc"],
-        test_ms_per_view=figures["test_ms_per_view"],
+        figures,
         train_s=train_s,
         steps=config.steps,
         peak_gpu_mem_gb=peak_gb,
@@ -366,11 +363,6 @@ def run_scene(
         command=command,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     )
-    # The rest of the timing protocol's figures, as every method's rows carry them.
-    row["test_ms_per_view_p95"] = figures["test_ms_per_view_p95"]
-    row["timing_warmup_views"] = figures["timing_warmup_views"]
-    row["per_class_iou"] = figures["per_class_iou"]
-    return row
 
 
 def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 1) -> str:
