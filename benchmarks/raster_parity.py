@@ -24,7 +24,7 @@ import torch
 from rich.progress import Progress
 
 from semsplat_ns.atomic import write_json_atomic
-from semsplat_ns.model.rasterize_torch import rasterization_torch
+from semsplat_ns.model.torch_rasterizer import rasterization_torch
 
 LEAVES = ("means", "quats", "scales", "opacities", "colors")
 

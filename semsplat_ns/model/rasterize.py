@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 from torch import Tensor
 from typing_extensions import Literal
 
-from semsplat_ns.model.rasterize_torch import rasterization_torch, spherical_harmonics_torch
+from semsplat_ns.model.torch_rasterizer import rasterization_torch, spherical_harmonics_torch
 
 
 def rasterization(

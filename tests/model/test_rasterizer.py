@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
-from semsplat_ns.model.rasterize_torch import (
+from semsplat_ns.model.torch_rasterizer import (
     RasterizationInputError,
     rasterization_torch,
     spherical_harmonics_torch,
