@@ -35,7 +35,7 @@ from benchmarks.baselines.unet import command_line, evaluate_unet, load_scene, p
 from benchmarks.common import append_rows, scored_row  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run  # noqa: E402
-from semsplat_ns.pseudo.prior import PriorSettings, load_prior, resolve_device  # noqa: E402
+from semsplat_ns.pseudo.prior import PriorSettings, cache_fields, load_prior, resolve_device  # noqa: E402
 from semsplat_ns.pseudo.store import CONFIDENCE_DIR  # noqa: E402
 
 METHOD = "prior"
@@ -130,7 +130,7 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
         METHOD,
         figures,
         train_s=times.get("prior_train"),
-        steps=config.prior.steps,
+        steps=config.prior.unet.steps,
         peak_gpu_mem_gb=peak_gb,
         n_gaussians=None,
         command=command,
@@ -159,9 +159,8 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
         report = record["report"]
         pseudo.update(accuracy=report["accuracy"], coverage_vs_report=report["coverage"], gt_dir=report["gt_dir"])
     row["pseudo_labels"] = pseudo
-    settings = {key: value for key, value in vars(config.prior).items() if key not in ("device", "save_weights")}
     row["prior"] = {
-        **settings,
+        **cache_fields(config.prior),
         "crop_used": record["prior"]["crop"],
         "reprojected_views": record["prior"]["reprojected_views"],
     }
@@ -179,7 +178,7 @@ def main(config: PriorBenchmarkConfig) -> Dict[str, Any]:
         The row.
     """
     row = run_benchmark(config, command_line())
-    print_rows([row], f"Prior ({config.prior.steps} steps) -> {config.out}")
+    print_rows([row], f"Prior ({config.prior.unet.steps} steps) -> {config.out}")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in row["stage_s"].items() if isinstance(v, float))
     CONSOLE.print(f"stages: {stages}")
     pseudo = row["pseudo_labels"]

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ if str(_REPO_ROOT) not in sys.path:
 from benchmarks.common import append_rows, scored_row  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.data import irt_io  # noqa: E402
+from semsplat_ns.data.classes import SceneClasses, read_scene_classes  # noqa: E402
 from semsplat_ns.data.irt_io import IRTDataError  # noqa: E402
 from semsplat_ns.eval.metrics import confusion_matrix, iou_per_class, miou, miou_present, pixel_accuracy  # noqa: E402
 from semsplat_ns.eval.timing import PerViewTiming  # noqa: E402
@@ -46,9 +47,9 @@ from semsplat_ns.pseudo.unet import (  # noqa: E402
     CropSampler,
     Unet,
     UnetRecipe,
-    check_crop,
     photo_tensor,
     predict_logits,
+    recipe_problems,
 )
 from semsplat_ns.pseudo.unet import train_unet as train_network  # noqa: E402
 
@@ -68,39 +69,30 @@ __all__ = [
 METHOD = "unet"
 
 
+def _baseline_recipe() -> UnetRecipe:
+    """The baseline's recipe: 3000 steps of 8 labelled crops, float32 (on an H100 this small network is
+    launch-bound and float32 with TF32 convolutions trained a step faster than bf16, 9.8 vs 11.0 ms, at equal
+    mIoU), cuDNN free to pick its kernels (as the published timings were taken)."""
+    return UnetRecipe(steps=3000, labelled_batch=8, bf16=False, deterministic=False)
+
+
 @dataclass
 class UnetBaselineConfig:
-    """Trains and scores the Unet baseline on one or more IRT scenes."""
+    """Trains and scores the Unet baseline on one or more IRT scenes. The recipe's flags (--steps, --crop,
+    --width, --levels, --labelled-batch, --peak-lr, --weight-decay, --brightness, --bf16, --deterministic,
+    --seed) are those of semsplat_ns.pseudo.unet.UnetRecipe, shared with the prior (--prior.*); the baseline's
+    defaults: 3000 steps, 8 crops per step, float32, non-deterministic cuDNN."""
 
     data: tyro.conf.UseAppendAction[List[Path]]
     """IRT scene folder; repeat the flag for several scenes (one row each)."""
     out: Path = Path("benchmarks/results/unet.json")
     """JSON results file; rows of the same (scene, method) are replaced."""
-    steps: int = 3000
-    """Optimisation steps per scene."""
     device: str = "cuda"
     """Torch device to train and test on (``cuda``, ``cuda:1``, ``cpu``)."""
-    crop: int = 256
-    """Side of the square random training crops, pixels (a multiple of 2**(levels-1))."""
-    batch_size: int = 8
-    """Crops per optimisation step."""
-    width: int = 32
-    """Channels of the first Unet level; each deeper level doubles it."""
-    levels: int = 5
-    """Resolution levels of the Unet (levels-1 poolings)."""
-    peak_lr: float = 2e-3
-    """Peak learning rate of the one-cycle schedule."""
-    weight_decay: float = 1e-2
-    """AdamW weight decay."""
-    brightness: float = 0.2
-    """Brightness jitter: each crop is scaled by a factor drawn from [1-b, 1+b]."""
-    bf16: bool = False
-    """Use bf16 autocast on CUDA (ignored on CPU). Off by default: on an H100 this small network is
-    launch-bound and float32 (TF32 convolutions) trained a step faster (9.8 vs 11.0 ms) at equal mIoU."""
+    unet: Annotated[UnetRecipe, tyro.conf.arg(name="")] = field(default_factory=_baseline_recipe)
+    """The network and its training recipe (flags without a prefix: --steps, --crop, ...)."""
     warmup_views: int = 3
     """Untimed forward passes before the per-view test timing (cuDNN autotuning, caches)."""
-    seed: int = 0
-    """Seed of the weights and of the crop sampling."""
 
 
 @dataclass
@@ -131,7 +123,7 @@ class SceneViews:
 
 
 def _labelled_views(
-    files: irt_io.SplitFiles, classes: irt_io.SceneClasses
+    files: irt_io.SplitFiles, classes: SceneClasses
 ) -> Tuple[List[str], List[np.ndarray], List[np.ndarray]]:
     """(stems, photos [H, W, 3], labels [H, W]) of the labelled views of a split, each label checked against its
     photo's size."""
@@ -176,7 +168,7 @@ def load_scene(scene: Path) -> SceneViews:
     unlabelled = [stem for stem, label in zip(test.stems, test.label_paths) if label is None]
     if unlabelled:
         raise IRTDataError(f"{scene / 'test' / 'rgb'}: every test view needs a label; missing for {unlabelled[:5]}")
-    classes = irt_io.read_scene_classes(scene)
+    classes = read_scene_classes(scene)
     train_stems, train_photos, train_labels = _labelled_views(train, classes)
     if not train_stems:
         raise IRTDataError(f"{scene / 'train' / 'rgb'}: no labelled training view; the baseline needs some")
@@ -194,23 +186,6 @@ def load_scene(scene: Path) -> SceneViews:
     )
 
 
-def recipe_of(config: UnetBaselineConfig) -> UnetRecipe:
-    """The shared training recipe with the baseline's settings."""
-    return UnetRecipe(
-        steps=config.steps,
-        crop=config.crop,
-        width=config.width,
-        levels=config.levels,
-        peak_lr=config.peak_lr,
-        weight_decay=config.weight_decay,
-        brightness=config.brightness,
-        bf16=config.bf16,
-        # The baseline's published timings were taken with cuDNN free to pick its kernels.
-        deterministic=False,
-        seed=config.seed,
-    )
-
-
 def train_unet(
     scene: SceneViews, config: UnetBaselineConfig, device: torch.device, progress: Optional[Progress] = None
 ) -> Tuple[Unet, float]:
@@ -218,27 +193,28 @@ def train_unet(
 
     Args:
         scene: The scene's views.
-        config: Recipe (steps, crop, batch size, width, learning rate, augmentation).
+        config: The baseline's settings; ``config.unet`` is the recipe.
         device: Where to train.
         progress: Rich progress display to report on; None trains silently.
 
     Returns:
         The trained model (in train mode) and the training wall time in seconds.
     """
-    if config.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {config.steps}")
-    check_crop(config.crop, config.levels)
+    recipe = config.unet
+    problems = recipe_problems(recipe)
+    if problems:
+        raise ValueError("; ".join(problems))
     for stem, photo in zip(scene.train_stems, scene.train_photos):
-        if min(photo.shape[:2]) < config.crop:
+        if min(photo.shape[:2]) < recipe.crop:
             raise IRTDataError(
                 f"{scene.name} train view {stem} is {photo.shape[1]}x{photo.shape[0]}, "
-                f"smaller than --crop {config.crop}"
+                f"smaller than --crop {recipe.crop}"
             )
-    sampler = CropSampler(scene.train_photos, scene.train_labels, config.crop, config.brightness, device)
+    sampler = CropSampler(scene.train_photos, scene.train_labels, recipe.crop, recipe.brightness, device)
     return train_network(
-        [(sampler, config.batch_size)],
+        [(sampler, recipe.labelled_batch)],
         scene.num_classes,
-        recipe_of(config),
+        recipe,
         device,
         progress,
         description=f"{scene.name}: train",
@@ -350,14 +326,16 @@ def run_scene(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     model, train_s = train_unet(scene, config, device, progress)
-    figures = evaluate_unet(model, scene, device, bf16=config.bf16, warmup_views=config.warmup_views, progress=progress)
+    figures = evaluate_unet(
+        model, scene, device, bf16=config.unet.bf16, warmup_views=config.warmup_views, progress=progress
+    )
     peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return scored_row(
         scene.name,
         METHOD,
         figures,
         train_s=train_s,
-        steps=config.steps,
+        steps=config.unet.steps,
         peak_gpu_mem_gb=peak_gb,
         n_gaussians=None,
         command=command,
@@ -387,7 +365,7 @@ def main(config: UnetBaselineConfig) -> List[dict]:
             # Written after every scene so that a later failure keeps the finished rows.
             append_rows(config.out, [row])
             rows.append(row)
-    print_rows(rows, f"Unet baseline ({config.steps} steps) -> {config.out}")
+    print_rows(rows, f"Unet baseline ({config.unet.steps} steps) -> {config.out}")
     return rows
 
 

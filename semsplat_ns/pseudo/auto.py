@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, output_files, run
-from semsplat_ns.pseudo.prior import CACHE_FIELDS, PriorSettings
+from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.scene import read_scene
 from semsplat_ns.pseudo.store import META_NAME, input_digest, read_previous_meta
 
@@ -79,7 +79,8 @@ def ensure_pseudo_labels(
             if "prior" in changed:
                 old_prior, new_prior = before.get("prior") or {}, want["prior"]
                 changed.remove("prior")
-                changed += [f"prior.{k}" for k in CACHE_FIELDS if old_prior.get(k) != new_prior.get(k)]
+                names = sorted(set(old_prior) | set(new_prior))
+                changed += [f"prior.{k}" for k in names if old_prior.get(k) != new_prior.get(k)]
             reasons.append("parameters changed (" + ", ".join(changed) + ")")
         if previous.get("inputs_sha256") != digest:
             reasons.append("scene inputs changed")

@@ -46,7 +46,7 @@ from semsplat_ns.geometry.depth import (
 )
 from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings, reproject_from_references
 from semsplat_ns.pseudo import prior as prior_lib
-from semsplat_ns.pseudo.prior import CACHE_FIELDS, PRIOR_VERSION, PriorSettings
+from semsplat_ns.pseudo.prior import PRIOR_VERSION, PriorSettings, cache_fields, flat_settings
 from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene
 from semsplat_ns.pseudo.store import (
     META_NAME,
@@ -259,7 +259,7 @@ def cache_key(args: PseudoLabelArgs) -> Dict[str, Any]:
     if args.backend == "sam2":
         key.update({k: v for k, v in asdict(args).items() if k.startswith("sam2_")}, seed=args.seed)
     if args.backend == "prior":
-        key["prior"] = {name: getattr(args.prior, name) for name in CACHE_FIELDS}
+        key["prior"] = cache_fields(args.prior)
         key["prior_version"] = PRIOR_VERSION
     return _jsonable(key)
 
@@ -450,8 +450,9 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
 
     meta_path = scene_dir / "train" / "pseudo" / META_NAME
     previous = read_previous_meta(meta_path)
-    parameters = _jsonable(asdict(args))
-    parameters.update({"boundary": boundary_mode, "depth": depth_source})
+    parameters = asdict(args)
+    parameters.update({"boundary": boundary_mode, "depth": depth_source, "prior": flat_settings(args.prior)})
+    parameters = _jsonable(parameters)
     record: Dict[str, Any] = {
         "backend": args.backend,
         "boundary": boundary_mode,

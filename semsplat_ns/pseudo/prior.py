@@ -15,12 +15,14 @@ every unlabelled training view. The pseudo label of a pixel is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import tyro
 from rich.progress import Progress
 
 from semsplat_ns.atomic import atomic_open
@@ -28,7 +30,14 @@ from semsplat_ns.console import CONSOLE, progress_bar
 from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.errors import UserInputError
 from semsplat_ns.pseudo.scene import TrainSplit
-from semsplat_ns.pseudo.unet import CropSampler, Unet, UnetRecipe, predict_probabilities, train_unet
+from semsplat_ns.pseudo.unet import (
+    CropSampler,
+    Unet,
+    UnetRecipe,
+    predict_probabilities,
+    recipe_problems,
+    train_unet,
+)
 
 PRIOR_VERSION = 1
 """Changes whenever the prior's algorithm changes, so cached pseudo labels of an older one are rebuilt."""
@@ -36,33 +45,20 @@ PRIOR_VERSION = 1
 
 @dataclass
 class PriorSettings:
-    """How the prior is trained and how its predictions become pseudo labels."""
+    """How the prior is trained (the Unet recipe, :class:`~semsplat_ns.pseudo.unet.UnetRecipe`) and how its
+    predictions become pseudo labels."""
 
-    steps: int = 6000
-    """Optimisation steps (6000: 68-70 s on one H200, about 75 s on an H100, for 100 views of 512x512)."""
-    crop: int = 256
-    """Side of the square training crops, pixels (a multiple of 2**(levels-1)); shrunk to fit small views."""
-    width: int = 32
-    """Channels of the Unet's first level; each deeper level doubles it."""
-    levels: int = 5
-    """Resolution levels of the Unet (levels-1 poolings)."""
-    labelled_batch: int = 4
-    """Crops of labelled views per step."""
+    unet: Annotated[UnetRecipe, tyro.conf.arg(name="")] = field(default_factory=UnetRecipe)
+    """The Unet and its training (steps, crop, width, levels, labelled-batch, peak-lr, weight-decay, brightness,
+    bf16, deterministic, seed); its flags carry no ``unet.`` prefix: ``--prior.steps``. 6000 steps take 68-70 s on
+    one H200, about 75 s on an H100, for 100 views of 512x512. The seed also fixes every crop draw (same seed,
+    same device: same pseudo labels)."""
     pseudo_batch: int = 4
-    """Crops of reprojected (3D-propagated) labels of the other training views per step."""
-    peak_lr: float = 2e-3
-    """Peak learning rate of the one-cycle schedule (AdamW)."""
-    weight_decay: float = 1e-2
-    """AdamW weight decay."""
-    brightness: float = 0.2
-    """Brightness jitter: each crop is scaled by a factor drawn from [1-b, 1+b]."""
+    """Crops of reprojected (3D-propagated) labels of the other training views per step, besides the
+    labelled-batch crops of labelled views."""
     threshold: float = 0.9
     """Where reprojection gives no class, the prior's class is kept where its softmax probability is at least
     this; below it the pixel gets no pseudo label (255)."""
-    bf16: bool = True
-    """bf16 autocast on CUDA (ignored on the CPU)."""
-    seed: int = 0
-    """Seed of the initial weights and of every crop draw (same seed, same device: same pseudo labels)."""
     device: Optional[str] = None
     """Torch device of the prior (cuda, cuda:1, cpu); default: CUDA when available, else the CPU."""
     save_weights: Optional[Path] = None
@@ -75,42 +71,40 @@ class PriorError(UserInputError):
 
 def check_settings(settings: PriorSettings) -> None:
     """Raises :class:`PriorError` for settings that cannot train (before any long step)."""
-    divisor = 2 ** (settings.levels - 1) if settings.levels >= 2 else 1
-    problems = []
-    if settings.steps < 1:
-        problems.append(f"--prior.steps must be at least 1, got {settings.steps}")
-    if settings.levels < 2:
-        problems.append(f"--prior.levels must be at least 2, got {settings.levels}")
-    if settings.width < 1:
-        problems.append(f"--prior.width must be at least 1, got {settings.width}")
-    if settings.crop < divisor or settings.crop % divisor:
-        problems.append(f"--prior.crop must be a positive multiple of {divisor} (2**(levels-1)), got {settings.crop}")
-    if settings.labelled_batch < 1 or settings.pseudo_batch < 0:
-        problems.append(
-            f"--prior.labelled-batch must be >= 1 and --prior.pseudo-batch >= 0, got {settings.labelled_batch} "
-            f"and {settings.pseudo_batch}"
-        )
+    problems = recipe_problems(settings.unet, "--prior.")
+    if settings.pseudo_batch < 0:
+        problems.append(f"--prior.pseudo-batch must be at least 0, got {settings.pseudo_batch}")
     if not 0.0 <= settings.threshold <= 1.0:
         problems.append(f"--prior.threshold must lie in [0, 1], got {settings.threshold}")
     if problems:
         raise PriorError("; ".join(problems))
 
 
-# Settings that change the pseudo labels; the rest (device, where weights go) do not invalidate a cache.
-CACHE_FIELDS = (
-    "steps",
-    "crop",
-    "width",
-    "levels",
-    "labelled_batch",
-    "pseudo_batch",
-    "peak_lr",
-    "weight_decay",
-    "brightness",
-    "threshold",
-    "bf16",
-    "seed",
-)
+NOT_CACHED = ("device", "save_weights")
+"""Settings that do not change the pseudo labels (where the prior runs, where its weights go): left out of the
+cache key, so changing them does not rebuild cached pseudo labels."""
+
+
+def flat_settings(settings: PriorSettings) -> Dict[str, Any]:
+    """Every setting of the prior, flat and named as its flag (``steps`` for ``--prior.steps``): the Unet recipe's
+    fields and the prior's own (as meta.json records them).
+
+    Args:
+        settings: The prior's settings.
+
+    Returns:
+        Field name -> value.
+    """
+    recipe = asdict(settings.unet)
+    own = {f.name: getattr(settings, f.name) for f in dataclass_fields(settings) if f.name != "unet"}
+    assert not set(recipe) & set(own), "a prior setting shadows a Unet recipe field; their flags would clash"
+    return {**recipe, **own}
+
+
+def cache_fields(settings: PriorSettings) -> Dict[str, Any]:
+    """The settings that decide the pseudo labels: :func:`flat_settings` but :data:`NOT_CACHED`. Derived from the
+    dataclass fields, so a setting added to the recipe or the prior is in the key unless listed there."""
+    return {name: value for name, value in flat_settings(settings).items() if name not in NOT_CACHED}
 
 
 def resolve_device(settings: PriorSettings, fallback: Optional[str] = None) -> torch.device:
@@ -123,33 +117,18 @@ def resolve_device(settings: PriorSettings, fallback: Optional[str] = None) -> t
 
 
 def fitting_crop(settings: PriorSettings, sizes: Sequence[Tuple[int, int]]) -> int:
-    """The crop side used: ``settings.crop``, shrunk to the largest multiple of the Unet's divisor that fits
+    """The crop side used: ``settings.unet.crop``, shrunk to the largest multiple of the Unet's divisor that fits
     the smallest view (small scenes still train instead of failing)."""
-    divisor = 2 ** (settings.levels - 1)
+    recipe = settings.unet
+    divisor = 2 ** (recipe.levels - 1)
     smallest = min(min(size) for size in sizes)
     fits = (smallest // divisor) * divisor
     if fits < divisor:
         raise PriorError(
-            f"the smallest training view is {smallest} pixels; a {settings.levels}-level prior needs at least "
+            f"the smallest training view is {smallest} pixels; a {recipe.levels}-level prior needs at least "
             f"{divisor} (pass a smaller --prior.levels)"
         )
-    return min(settings.crop, fits)
-
-
-def recipe_of(settings: PriorSettings, crop: int) -> UnetRecipe:
-    """The Unet training recipe of these settings."""
-    return UnetRecipe(
-        steps=settings.steps,
-        crop=crop,
-        width=settings.width,
-        levels=settings.levels,
-        peak_lr=settings.peak_lr,
-        weight_decay=settings.weight_decay,
-        brightness=settings.brightness,
-        bf16=settings.bf16,
-        deterministic=True,
-        seed=settings.seed,
-    )
+    return min(recipe.crop, fits)
 
 
 def train_prior(
@@ -178,21 +157,22 @@ def train_prior(
         raise PriorError("the prior needs at least one labelled view")
     propagated = [(photo, carried) for photo, carried in propagated if (carried != IGNORE_ID).any()]
     crop = fitting_crop(settings, [photo.shape[:2] for photo, _ in list(labelled) + list(propagated)])
-    if crop != settings.crop:
-        CONSOLE.print(f"[yellow]prior: views are small; training on {crop}-pixel crops instead of {settings.crop}")
+    recipe = settings.unet
+    if crop != recipe.crop:
+        CONSOLE.print(f"[yellow]prior: views are small; training on {crop}-pixel crops instead of {recipe.crop}")
     CONSOLE.print(
-        f"prior: {settings.steps} steps on {device}, {len(labelled)} labelled views and {len(propagated)} views "
+        f"prior: {recipe.steps} steps on {device}, {len(labelled)} labelled views and {len(propagated)} views "
         "with reprojected labels"
     )
-    sampler = CropSampler([p for p, _ in labelled], [lab for _, lab in labelled], crop, settings.brightness, device)
-    pools = [(sampler, settings.labelled_batch)]
+    sampler = CropSampler([p for p, _ in labelled], [lab for _, lab in labelled], crop, recipe.brightness, device)
+    pools = [(sampler, recipe.labelled_batch)]
     if propagated and settings.pseudo_batch > 0:
-        sampler = CropSampler([p for p, _ in propagated], [c for _, c in propagated], crop, settings.brightness, device)
+        sampler = CropSampler([p for p, _ in propagated], [c for _, c in propagated], crop, recipe.brightness, device)
         pools.append((sampler, settings.pseudo_batch))
     model, seconds = train_unet(
         pools,
         num_classes,
-        recipe_of(settings, crop),
+        replace(recipe, crop=crop),
         device,
         progress,
         description="Training the prior",
@@ -215,7 +195,7 @@ def predict_prior(
     Returns:
         uint8 [H, W] class ids and float32 [H, W] softmax probabilities.
     """
-    return predict_probabilities(model, photo, device, settings.bf16)
+    return predict_probabilities(model, photo, device, settings.unet.bf16)
 
 
 def fuse(
@@ -245,9 +225,9 @@ def save_prior(model: Unet, path: Path, settings: PriorSettings) -> None:
     payload = {
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "num_classes": model.num_classes,
-        "width": settings.width,
+        "width": settings.unet.width,
         "levels": model.levels,
-        "bf16": settings.bf16,
+        "bf16": settings.unet.bf16,
         "version": PRIOR_VERSION,
     }
     with atomic_open(Path(path), "wb") as handle:

@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class UnetRecipe:
-    """How the network is built and trained (batch composition is given by the crop pools)."""
+    """How the network is built and trained: the one declaration of the recipe's settings, nested (with their
+    flags unprefixed) in the prior's settings (``--prior.steps``, ``--pipeline.datamanager.pseudo-prior.steps``)
+    and in the Unet baseline's (``--steps``). The defaults are the prior's; the baseline sets its own."""
 
     steps: int = 6000
     """Optimisation steps."""
@@ -43,8 +45,10 @@ class UnetRecipe:
     """Channels of the first Unet level; each deeper level doubles it."""
     levels: int = 5
     """Resolution levels of the Unet (levels-1 poolings)."""
+    labelled_batch: int = 4
+    """Crops of labelled views per optimisation step."""
     peak_lr: float = 2e-3
-    """Peak learning rate of the one-cycle schedule."""
+    """Peak learning rate of the one-cycle schedule (AdamW)."""
     weight_decay: float = 1e-2
     """AdamW weight decay."""
     brightness: float = 0.2
@@ -135,6 +139,33 @@ class Unet(nn.Module):
             x = self.upsample[level](x)  # [B, w_l, H/2^l, W/2^l]
             x = self.decoder[level](torch.cat([skips[level], x], dim=1))  # [B, w_l, H/2^l, W/2^l]
         return self.head(x)  # [B, C, H, W]
+
+
+def recipe_problems(recipe: UnetRecipe, flag_prefix: str = "--") -> List[str]:
+    """What makes a recipe unable to train, one phrase per problem naming its flag (``flag_prefix`` + name).
+
+    Args:
+        recipe: The recipe.
+        flag_prefix: How the recipe's flags start on the command line (``--`` for the baseline, ``--prior.``).
+
+    Returns:
+        The problems; empty when the recipe can train.
+    """
+    names = ("steps", "levels", "width", "crop", "labelled_batch")
+    flag = {name: flag_prefix + name.replace("_", "-") for name in names}
+    problems = []
+    if recipe.steps < 1:
+        problems.append(f"{flag['steps']} must be at least 1, got {recipe.steps}")
+    if recipe.levels < 2:
+        problems.append(f"{flag['levels']} must be at least 2, got {recipe.levels}")
+    if recipe.width < 1:
+        problems.append(f"{flag['width']} must be at least 1, got {recipe.width}")
+    divisor = 2 ** (recipe.levels - 1) if recipe.levels >= 2 else 1
+    if recipe.crop < divisor or recipe.crop % divisor:
+        problems.append(f"{flag['crop']} must be a positive multiple of {divisor} (2**(levels-1)), got {recipe.crop}")
+    if recipe.labelled_batch < 1:
+        problems.append(f"{flag['labelled_batch']} must be at least 1, got {recipe.labelled_batch}")
+    return problems
 
 
 def check_crop(crop: int, levels: int) -> None:

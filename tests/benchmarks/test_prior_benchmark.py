@@ -17,6 +17,7 @@ if str(REPO_ROOT) not in sys.path:
 from benchmarks.common import ROW_KEYS  # noqa: E402
 from benchmarks.prior import PriorBenchmarkConfig, main  # noqa: E402
 from semsplat_ns.pseudo.prior import PriorSettings  # noqa: E402
+from semsplat_ns.pseudo.unet import UnetRecipe  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +45,7 @@ def test_prior_benchmark_writes_one_row_and_leaves_the_scene_alone(demo_town, tm
     out = tmp_path / "results" / "prior.json"
     work = tmp_path / "work"
     # Threshold 0: every pixel takes the prior's class, so the accuracy against --report is defined.
-    prior = PriorSettings(steps=30, crop=32, width=4, levels=2, threshold=0.0)
+    prior = PriorSettings(unet=UnetRecipe(steps=30, crop=32, width=4, levels=2), threshold=0.0)
     config = PriorBenchmarkConfig(scene=scene, out=out, prior=prior, report=scene / "gt_all", work=work, warmup_views=1)
     row = main(config)
 

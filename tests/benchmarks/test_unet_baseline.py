@@ -32,6 +32,7 @@ from benchmarks.baselines.unet import (  # noqa: E402
 )
 from benchmarks.common import ROW_KEYS, ResultsFileError, append_rows, read_rows, result_row  # noqa: E402
 from semsplat_ns.data.irt_io import IRTDataError  # noqa: E402
+from semsplat_ns.pseudo.unet import UnetRecipe  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -104,8 +105,10 @@ def make_scene(
 
 def tiny_config(scene: Path, out: Path, **overrides) -> UnetBaselineConfig:
     """A recipe small enough for a few seconds on a 2-core CPU."""
-    tiny = UnetBaselineConfig(data=[scene], out=out, steps=40, device="cpu", crop=32, batch_size=4, width=8)
-    return replace(tiny, **{"warmup_views": 1, **overrides})
+    recipe = {name: overrides.pop(name) for name in list(overrides) if name in UnetRecipe.__dataclass_fields__}
+    tiny = {"steps": 40, "crop": 32, "labelled_batch": 4, "width": 8}
+    unet = replace(UnetBaselineConfig(data=[]).unet, **{**tiny, **recipe})
+    return UnetBaselineConfig(data=[scene], out=out, device="cpu", unet=unet, **{"warmup_views": 1, **overrides})
 
 
 def a_row(scene="townA", method="unet", miou=0.5) -> dict:

@@ -27,6 +27,7 @@ from semsplat_ns.data.irt_io import IRTDataError
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.store import confidence_path
+from semsplat_ns.pseudo.unet import UnetRecipe
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,11 @@ def test_bad_confidence_file_is_one_error_naming_it(scene, tmp_path):
 # Automatic pseudo labels
 # ---------------------------------------------------------------------------------------------------------
 
-TINY_PRIOR = PriorSettings(steps=40, crop=32, width=4, levels=2, threshold=0.5)
+TINY_PRIOR = PriorSettings(unet=UnetRecipe(steps=40, crop=32, width=4, levels=2), threshold=0.5)
+
+
+def _with_steps(steps: int) -> PriorSettings:
+    return replace(TINY_PRIOR, unet=replace(TINY_PRIOR.unet, steps=steps))
 
 
 def _auto(scene: Path, prior: PriorSettings = TINY_PRIOR, mode: Literal["prior", "off"] = "prior"):
@@ -224,7 +229,7 @@ def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatc
     assert "reusing" in capsys.readouterr().out
     assert _stamps(town) == stamps
 
-    _auto(town, replace(TINY_PRIOR, steps=41))
+    _auto(town, _with_steps(41))
     out = capsys.readouterr().out
     assert "rebuilding" in out and "prior.steps" in out
     assert all(_stamps(town)[p] != stamps[p] for p in stamps)
@@ -235,7 +240,7 @@ def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatc
     pixels = irt_io.read_photo(photo)
     pixels[0, 0] = 255 - pixels[0, 0]
     Image.fromarray(pixels).save(photo)
-    _auto(town, replace(TINY_PRIOR, steps=41))
+    _auto(town, _with_steps(41))
     assert "scene inputs changed" in capsys.readouterr().out
 
 
@@ -250,7 +255,7 @@ def test_auto_pseudo_labels_keep_pseudo_labels_made_otherwise(town, capsys):
     assert _stamps(town) == stamps
     assert dm.train_dataset.view_kinds.count(VIEW_PSEUDO) == 1
     # Made by semsplat-pseudo-labels: kept as well, whatever their backend or parameters.
-    run(PseudoLabelArgs(data=town, backend="prior", prior=replace(TINY_PRIOR, steps=5), overwrite=True))
+    run(PseudoLabelArgs(data=town, backend="prior", prior=_with_steps(5), overwrite=True))
     stamps = _stamps(town)
     _auto(town)
     out = " ".join(capsys.readouterr().out.split())
@@ -276,7 +281,7 @@ def test_training_with_auto_pseudo_labels_uses_them(town, tmp_path, capsys):
     model.agg2d_loss_weight = model.agg3d_loss_weight = 0.0
     datamanager.auto_pseudo_labels = "prior"
     # Threshold 0: every pixel of every unlabelled view gets the prior's class.
-    datamanager.pseudo_prior = replace(TINY_PRIOR, steps=20, threshold=0.0)
+    datamanager.pseudo_prior = replace(_with_steps(20), threshold=0.0)
     datamanager.dataparser.load_points = False
     losses = []
     trainer = train(config, 3, on_step=lambda step, loss_dict: losses.append(float(loss_dict["pseudo_loss"])))

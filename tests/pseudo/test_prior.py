@@ -37,7 +37,7 @@ THRESHOLD = 0.5
 
 def fast(**overrides) -> PriorSettings:
     """Prior settings for a few seconds of CPU training."""
-    tiny = PriorSettings(steps=100, crop=32, width=8, levels=2, peak_lr=5e-3, threshold=THRESHOLD)
+    tiny = PriorSettings(unet=UnetRecipe(steps=100, crop=32, width=8, levels=2, peak_lr=5e-3), threshold=THRESHOLD)
     return replace(tiny, **overrides)
 
 
@@ -215,8 +215,8 @@ def test_bad_settings_fail_before_any_work(town_with_depth, tmp_path):
     scene = _copy(town_with_depth[0], tmp_path)
     for settings, message in (
         (PriorSettings(threshold=1.5), "--prior.threshold"),
-        (PriorSettings(crop=40), "--prior.crop must be a positive multiple of 16"),
-        (PriorSettings(steps=0), "--prior.steps"),
+        (PriorSettings(unet=UnetRecipe(crop=40)), "--prior.crop must be a positive multiple of 16"),
+        (PriorSettings(unet=UnetRecipe(steps=0)), "--prior.steps"),
     ):
         with pytest.raises(PriorError, match=message):
             run(PseudoLabelArgs(data=scene, backend="prior", prior=settings))
@@ -228,9 +228,42 @@ def test_cli_flags_reach_the_prior_settings():
         PseudoLabelArgs,
         args=["--data", "x", "--backend", "prior", "--prior.steps", "7", "--prior.crop", "64", "--prior.width", "4"],
     )
-    assert args.backend == "prior" and (args.prior.steps, args.prior.crop, args.prior.width) == (7, 64, 4)
-    assert args.prior.threshold == 0.9 and args.prior.bf16 and args.prior.labelled_batch == args.prior.pseudo_batch == 4
+    recipe = args.prior.unet
+    assert args.backend == "prior" and (recipe.steps, recipe.crop, recipe.width) == (7, 64, 4)
+    assert args.prior.threshold == 0.9 and recipe.bf16 and recipe.labelled_batch == args.prior.pseudo_batch == 4
     assert BACKENDS["prior"].writes_confidence and not BACKENDS["reproject"].writes_confidence
+
+
+def test_unet_recipe_is_declared_once_and_keyed_whole():
+    """The prior, the datamanager's automatic prior and the Unet baseline share UnetRecipe's fields and flags; the
+    cache key holds every recipe field, so a change of any of them rebuilds cached pseudo labels."""
+    from dataclasses import fields
+
+    from benchmarks.baselines.unet import UnetBaselineConfig
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+    from semsplat_ns.pseudo.prior import cache_fields
+
+    recipe_names = {f.name for f in fields(UnetRecipe)}
+    for owner in (PriorSettings, UnetBaselineConfig):
+        assert not recipe_names & {f.name for f in fields(owner)}, owner  # declared only in UnetRecipe
+    datamanager = tyro.cli(SemSplatDataManagerConfig, args=["--pseudo-prior.steps", "5", "--pseudo-prior.width", "8"])
+    assert (datamanager.pseudo_prior.unet.steps, datamanager.pseudo_prior.unet.width) == (5, 8)
+    baseline = tyro.cli(UnetBaselineConfig, args=["--data", "s", "--steps", "9", "--labelled-batch", "3", "--bf16"])
+    assert (baseline.unet.steps, baseline.unet.labelled_batch, baseline.unet.bf16) == (9, 3, True)
+    assert UnetBaselineConfig(data=[]).unet == UnetRecipe(steps=3000, labelled_batch=8, bf16=False, deterministic=False)
+    key = cache_fields(PriorSettings())
+    assert set(key) == recipe_names | {"pseudo_batch", "threshold"}  # device and save_weights are not in it
+    for name in recipe_names:
+        changed = PriorSettings(unet=replace(UnetRecipe(), **{name: _another(getattr(UnetRecipe(), name))}))
+        args = PseudoLabelArgs(data=Path("x"), backend="prior", prior=changed)
+        assert cache_key(args) != cache_key(PseudoLabelArgs(data=Path("x"), backend="prior")), name
+    moved = PseudoLabelArgs(data=Path("x"), backend="prior", prior=PriorSettings(device="cpu", save_weights=Path("w")))
+    assert cache_key(moved) == cache_key(PseudoLabelArgs(data=Path("x"), backend="prior"))
+
+
+def _another(value):
+    """A different value of the same type."""
+    return (not value) if isinstance(value, bool) else value * 2 + 1
 
 
 def test_masked_cross_entropy_matches_torch_and_ignores_unlabelled_pixels():
