@@ -44,6 +44,7 @@ from semsplat_ns.data.capture_labels import (
     prepare_label,
     read_capture_classes,
 )
+from semsplat_ns.data.classes import SceneClasses
 from semsplat_ns.data.irt_dataparser import IRTDataParser, IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
 from semsplat_ns.errors import UserInputError
@@ -205,7 +206,7 @@ class SemSplatDataParser(IRTDataParser):
         self._delegate: Optional[DataParser] = None
         self._parsed: Dict[Tuple[str, bool], DataparserOutputs] = {}
         self._splits: Dict[str, _CaptureSplit] = {}
-        self._capture_classes: Optional[Tuple[irt_io.SceneClasses, Dict[Path, np.ndarray]]] = None
+        self._capture_classes: Optional[Tuple[SceneClasses, Dict[Path, np.ndarray]]] = None
         self._points: Optional[Dict[str, torch.Tensor]] = None
         self._label_files: Optional[Dict[str, Path]] = None
         self._announced = False
@@ -399,7 +400,7 @@ class SemSplatDataParser(IRTDataParser):
                     f"{path}: size {size[0]}x{size[1]} differs from its camera in {source.name} ({width}x{height})"
                 )
 
-    def _read_classes(self) -> Tuple[irt_io.SceneClasses, Dict[Path, np.ndarray]]:
+    def _read_classes(self) -> Tuple[SceneClasses, Dict[Path, np.ndarray]]:
         """The capture's classes and every label decoded with them (cached)."""
         if self._capture_classes is None:
             self._capture_classes = read_capture_classes(self.scene_dir, list(self._labels().values()))

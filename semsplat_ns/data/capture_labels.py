@@ -30,6 +30,7 @@ from nerfstudio.cameras.cameras import Cameras
 from PIL import Image
 
 from semsplat_ns.data import irt_io
+from semsplat_ns.data.classes import SceneClasses, default_palette, read_classes_json
 from semsplat_ns.data.irt_io import IRTDataError
 
 LABELS_DIR = "labels"
@@ -59,11 +60,11 @@ def list_labels(labels_dir: Path) -> Dict[str, Path]:
     return {p.stem: p for p in sorted(labels_dir.glob("*.png")) if not p.name.startswith(".") and p.is_file()}
 
 
-def read_capture_classes(scene: Path, label_paths: List[Path]) -> Tuple[irt_io.SceneClasses, Dict[Path, np.ndarray]]:
+def read_capture_classes(scene: Path, label_paths: List[Path]) -> Tuple[SceneClasses, Dict[Path, np.ndarray]]:
     """The classes of a capture, by the IRT rule, and every label decoded with them.
 
     Names and colours come from ``<scene>/classes.json``; without it the classes are ``class_<i>`` up to the
-    largest id over the labels (as :func:`~semsplat_ns.data.irt_io.read_scene_classes` does for IRT scenes).
+    largest id over the labels (as :func:`~semsplat_ns.data.classes.read_scene_classes` does for IRT scenes).
 
     Args:
         scene: The capture folder.
@@ -75,13 +76,13 @@ def read_capture_classes(scene: Path, label_paths: List[Path]) -> Tuple[irt_io.S
     classes_json = scene / "classes.json"
     decoded: Dict[Path, np.ndarray] = {}
     if classes_json.is_file():
-        names, colors = irt_io.read_classes_json(classes_json)
+        names, colors = read_classes_json(classes_json)
         is_color = False
         for path in label_paths:
             ids, color_coded = irt_io.decode_label(path, colors, len(names))  # [H, W]
             decoded[path] = ids
             is_color |= color_coded
-        return irt_io.SceneClasses(names=names, colors=colors, label_is_color=is_color), decoded
+        return SceneClasses(names=names, colors=colors, label_is_color=is_color), decoded
     max_id = -1
     for path in label_paths:
         ids, _ = irt_io.decode_label(path, None, None)  # [H, W]
@@ -95,7 +96,7 @@ def read_capture_classes(scene: Path, label_paths: List[Path]) -> Tuple[irt_io.S
             "number of classes"
         )
     names = [f"class_{i}" for i in range(max_id + 1)]
-    return irt_io.SceneClasses(names=names, colors=irt_io.default_palette(max_id + 1), label_is_color=False), decoded
+    return SceneClasses(names=names, colors=default_palette(max_id + 1), label_is_color=False), decoded
 
 
 def has_distortion(camera: Cameras) -> bool:

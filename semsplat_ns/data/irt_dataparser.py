@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
+from semsplat_ns.data.classes import SceneClasses, read_scene_classes
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
 from semsplat_ns.errors import UserInputError
 from semsplat_ns.pseudo.store import list_confidence_files
@@ -139,7 +140,7 @@ class IRTDataParser(DataParser):
         super().__init__(config=config)
         self._scene_dir: Optional[Path] = None
         self._train_transform: Optional[Tuple[torch.Tensor, float]] = None
-        self._classes: Optional[irt_io.SceneClasses] = None
+        self._classes: Optional[SceneClasses] = None
         # Per split folder, so nerfstudio's second call (the eval split) and callers that switch
         # config.eval_split reuse what the up-front check already read and decoded.
         self._cameras: Dict[str, Tuple[irt_io.SplitFiles, np.ndarray, np.ndarray]] = {}
@@ -356,10 +357,10 @@ class IRTDataParser(DataParser):
             self._train_transform = (transform, scale)
         return self._train_transform
 
-    def _scene_classes(self) -> irt_io.SceneClasses:
+    def _scene_classes(self) -> SceneClasses:
         """The scene's classes (cached)."""
         if self._classes is None:
-            self._classes = irt_io.read_scene_classes(self.scene_dir)
+            self._classes = read_scene_classes(self.scene_dir)
         return self._classes
 
     def _seed_points(self, views: _Views, transform: torch.Tensor, scale: float) -> Dict[str, torch.Tensor]:
@@ -389,7 +390,7 @@ def _optional_paths(files: irt_io.SplitFiles, folder: str) -> List[Optional[Path
 
 def _validate_images(
     files: irt_io.SplitFiles,
-    classes: irt_io.SceneClasses,
+    classes: SceneClasses,
     pseudo_paths: List[Optional[Path]],
     boundary_paths: List[Optional[Path]],
 ) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 
 from semsplat_ns.console import progress_bar as _progress
 from semsplat_ns.data import irt_io
+from semsplat_ns.data.classes import read_scene_classes
 from semsplat_ns.data.irt_io import IRTDataError
 
 
@@ -51,7 +52,7 @@ def read_scene(scene_dir: Path) -> TrainSplit:
     if not labelled:
         raise IRTDataError(f"{scene_dir / 'train' / 'rgb'}: no labelled training view; pseudo labels need at least one")
     # The dataparser's rule, so both agree on the number of classes.
-    classes = irt_io.read_scene_classes(scene_dir)
+    classes = read_scene_classes(scene_dir)
     num_classes = classes.num_classes
     class_colors = classes.colors if (scene_dir / "classes.json").is_file() else None
     return TrainSplit(files, Ks, c2ws, sizes, num_classes, class_colors, labelled, targets)

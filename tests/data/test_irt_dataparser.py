@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from semsplat_ns.data import irt_io
+from semsplat_ns.data import classes, irt_io
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig, resolve_scene_dir
 from semsplat_ns.data.irt_io import IRTDataError
 
@@ -271,7 +271,7 @@ def test_without_classes_json_counts_ids_over_all_splits(tmp_path):
     meta = parse(scene, "train").metadata
     assert meta["num_classes"] == 5
     assert meta["class_names"] == [f"class_{i}" for i in range(5)]
-    assert np.array_equal(meta["class_colors"], irt_io.default_palette(5))
+    assert np.array_equal(meta["class_colors"], classes.default_palette(5))
 
 
 def test_colour_coded_labels(scene):
@@ -520,7 +520,7 @@ def test_read_label_variants(tmp_path):
     assert np.array_equal(irt_io.read_label(tmp_path / "equal.png", None, 3), ids)  # 255 kept as ignore
     with pytest.raises(IRTDataError, match="class id 2"):
         irt_io.read_label(tmp_path / "equal.png", None, 2)
-    colors = irt_io.default_palette(3)
+    colors = classes.default_palette(3)
     Image.fromarray(colors[[[0, 1], [2, 0]]]).save(tmp_path / "colour.png")
     with pytest.raises(IRTDataError, match="no classes.json"):
         irt_io.read_label(tmp_path / "colour.png", None, None)
@@ -542,21 +542,21 @@ def test_pseudo_and_boundary_readers(tmp_path):
 
 
 def test_default_palette_and_classes_json(tmp_path):
-    palette = irt_io.default_palette(255)
+    palette = classes.default_palette(255)
     assert palette.shape == (255, 3) and palette.dtype == np.uint8
-    assert np.array_equal(palette[:20], irt_io.CARLA8_COLORS)
+    assert np.array_equal(palette[:20], classes.CARLA8_COLORS)
     assert len({tuple(c) for c in palette.tolist()}) == 255
-    assert np.array_equal(irt_io.default_palette(4), palette[:4])
+    assert np.array_equal(classes.default_palette(4), palette[:4])
     path = tmp_path / "classes.json"
     path.write_text(json.dumps({"names": ["a", "b"]}))
-    names, colors = irt_io.read_classes_json(path)
+    names, colors = classes.read_classes_json(path)
     assert names == ["a", "b"] and np.array_equal(colors, palette[:2])
     path.write_text(json.dumps({"names": ["a", "b"], "colors": [[1, 2, 3]]}))
     with pytest.raises(IRTDataError, match="one \\[r, g, b\\] per name"):
-        irt_io.read_classes_json(path)
+        classes.read_classes_json(path)
     path.write_text("{broken")
     with pytest.raises(IRTDataError, match="not valid JSON"):
-        irt_io.read_classes_json(path)
+        classes.read_classes_json(path)
 
 
 def test_entry_point_module_avoids_circular_imports():

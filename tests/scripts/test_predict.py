@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from semsplat_ns.data import irt_io
+from semsplat_ns.data.classes import read_scene_classes
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 
 # A few dozen steps: a loadable checkpoint with a trained head, short enough for a 2-core CPU.
@@ -66,7 +67,7 @@ def test_predicts_every_view_of_both_splits(run: Dict[str, Path], tmp_path: Path
     )
     assert done.returncode == 0, f"semsplat-predict failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
-    classes = irt_io.read_scene_classes(run["scene"])
+    classes = read_scene_classes(run["scene"])
     palette = classes.colors  # [C, 3] uint8
     summary = json.loads((out / "predict.json").read_text())
     assert set(summary["splits"]) == {"train", "test"}

@@ -74,8 +74,8 @@ def test_excepthook_installed_by_importing_semsplat(tmp_path, case):
     """What nerfstudio's commands rely on: importing semsplat_ns is enough."""
     (tmp_path / "classes.json").write_text(BROKEN_JSON)
     code = (
-        "import semsplat_ns.data.irt_io as io, sys\n"
-        f"io.read_classes_json({str(tmp_path / 'classes.json')!r}) if sys.argv[1] != 'bug' else {{}}['missing']\n"
+        "import semsplat_ns.data.classes as classes, sys\n"
+        f"classes.read_classes_json({str(tmp_path / 'classes.json')!r}) if sys.argv[1] != 'bug' else {{}}['missing']\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "SEMSPLAT_TRACEBACK"}
     if case == "traceback asked for":
