@@ -12,15 +12,34 @@ import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from semsplat_ns.trainer import SemSplatTrainerConfig
 
 PAPER_STEPS = 30_000
+"""Training steps of the paper's schedule (the ``semsplat`` method)."""
+
+FAST_STEPS = 7_000
+"""Training steps of ``semsplat-fast``: the paper's schedule compressed to this many steps."""
+
+FAST_PRIOR_STEPS = 2_000
+"""Steps of the automatic pseudo labels' prior in ``semsplat-fast`` (the default prior trains 6000)."""
+
+# Step counts of splatfacto's and semsplat's model schedule that a shorter run compresses with its length.
+# refine_every stays: it is the window over which densification gathers gradient statistics, which needs
+# views, not a share of the run; reset_alpha_every counts refinements, so it follows refine_every.
+_SCHEDULE_FIELDS = (
+    "warmup_length",
+    "resolution_schedule",
+    "sh_degree_interval",
+    "stop_screen_size_at",
+    "stop_split_at",
+    "agg3d_knn_refresh_every",
+)
 
 
 @dataclass
@@ -42,9 +61,9 @@ def _adam(lr: float) -> dict:
     return {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
 
 
-def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> TrainerConfig:
+def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> SemSplatTrainerConfig:
     """The paper's configuration: splatfacto's optimisation plus the semantic parts (Table III, last row)."""
-    return TrainerConfig(
+    return SemSplatTrainerConfig(
         method_name="semsplat",
         steps_per_eval_image=500,
         steps_per_eval_batch=0,
@@ -91,11 +110,55 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> TrainerConfig:
     )
 
 
+def compress_schedule(model: SemSplatModelConfig, max_steps: int, refine_every: int) -> SemSplatModelConfig:
+    """The model's step-based schedule (densification window, resolution and SH warm-ups, kNN refresh)
+    compressed from the paper's 30k steps to ``max_steps``.
+
+    Args:
+        model: A model config with the paper's schedule (changed in place).
+        max_steps: Training steps of the shorter run (at most :data:`PAPER_STEPS`).
+        refine_every: Densification interval; kept, but no compressed step count falls below it.
+
+    Returns:
+        ``model``.
+    """
+    assert 0 < max_steps <= PAPER_STEPS, f"max_steps must lie in (0, {PAPER_STEPS}], got {max_steps}"
+    ratio = max_steps / PAPER_STEPS
+    for name in _SCHEDULE_FIELDS:
+        setattr(model, name, max(refine_every, round(getattr(model, name) * ratio)))
+    return model
+
+
+def semsplat_fast_trainer_config() -> SemSplatTrainerConfig:
+    """``semsplat-fast``: the default pipeline on the paper's schedule compressed to :data:`FAST_STEPS` steps,
+    with a shorter prior for the automatic pseudo labels."""
+    config = semsplat_trainer_config(max_steps=FAST_STEPS)
+    config.method_name = "semsplat-fast"
+    model = config.pipeline.model
+    assert isinstance(model, SemSplatModelConfig)
+    compress_schedule(model, FAST_STEPS, model.refine_every)
+    config.steps_per_eval_image = FAST_STEPS // 10
+    config.steps_per_save = FAST_STEPS // 4
+    datamanager = config.pipeline.datamanager
+    assert isinstance(datamanager, SemSplatDataManagerConfig)
+    datamanager.pseudo_prior.unet.steps = FAST_PRIOR_STEPS
+    return config
+
+
 semsplat = MethodSpecification(
     config=semsplat_trainer_config(),
     description=(
         "Semantic Gaussian splatting for multi-view remote-sensing segmentation from few labelled views "
         "(arXiv 2412.05969). Ablations: --pipeline.model.pseudo-loss-weight 0 / agg2d-loss-weight 0 / "
         "agg3d-loss-weight 0."
+    ),
+)
+
+semsplat_fast = MethodSpecification(
+    config=semsplat_fast_trainer_config(),
+    description=(
+        f"semsplat on a short schedule: {FAST_STEPS} steps (the paper's 30k schedule compressed: densification, "
+        f"resolution and SH warm-ups, learning-rate decay) and a {FAST_PRIOR_STEPS}-step prior for the automatic "
+        "pseudo labels. For a first look at a scene in a few minutes."
     ),
 )

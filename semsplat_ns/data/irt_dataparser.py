@@ -8,6 +8,7 @@ is run as nerfstudio runs such data: every Nth training view is held out for eva
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
@@ -32,6 +33,10 @@ SPLIT_NAMES = ("train", "test", "validation")
 
 EVAL_INTERVAL_FLAG = "--pipeline.datamanager.dataparser.eval-interval"
 """The ns-train option that sets :attr:`IRTDataParserConfig.eval_interval`, for messages."""
+
+STAGE_SECONDS_KEY = "stage_seconds"
+"""Key of the train split's metadata under which the data stages report their wall seconds (name -> s): the
+dataparser ``seed_points``, the datamanager ``pseudo_labels``; ``ns-train`` prints them (semsplat_ns.trainer)."""
 
 
 @dataclass
@@ -200,7 +205,9 @@ class IRTDataParser(DataParser):
         if folder == "train" and self.config.load_points:
             # From every photo of train/, held-out views included: nerfstudio's COLMAP points see every
             # image too, and one points cache then serves the scene whether or not it has an eval split.
+            started = time.perf_counter()
             metadata.update(self._seed_points(self._checked["train"], transform, scale))
+            metadata[STAGE_SECONDS_KEY] = {"seed_points": time.perf_counter() - started}
 
         return DataparserOutputs(
             image_filenames=list(files.photo_paths),

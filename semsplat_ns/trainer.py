@@ -1,0 +1,224 @@
+"""semsplat's trainer: nerfstudio's, plus a check of the scene before the config dump and the time of each stage.
+
+``ns-train`` prints ~300 lines of config before it reads the scene; a scene that cannot work then ends in an
+error under that dump. :class:`SemSplatTrainerConfig` checks the scene's files first (the cheap checks: folders,
+file pairing, cameras, labels, classes), so a bad scene gives its one line before anything else.
+
+:class:`SemSplatTrainer` times the stages a user waits for and prints them after training, and writes them to
+``<run>/stage_times.json`` (benchmarks read ``end_to_end_s`` from it):
+
+* ``seed_points_s``: triangulating (or reading the cached) seed points, as the dataparser reports it;
+* ``pseudo_labels_s``: the automatic pseudo labels (the prior), as the datamanager reports it;
+* ``setup_s``: all of the trainer's setup (data loading, the two stages above, model, optimisers, viewer);
+* ``train_s``: the training loop, evaluation renders and checkpoint writes left out;
+* ``eval_s`` / ``first_eval_s``: the evaluation renders inside the loop (all of them / the first);
+* ``checkpoint_s``: writing checkpoints;
+* ``end_to_end_s``: from the start of the setup to the end of the last step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Optional, Type
+
+import torch
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.misc import step_check
+from rich.table import Table
+
+from semsplat_ns.atomic import write_bytes_atomic
+from semsplat_ns.console import CONSOLE
+from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig, capture_layout
+from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY, IRTDataParser, IRTDataParserConfig
+
+STAGE_TIMES_NAME = "stage_times.json"
+"""File name of the stage times, in the run's folder (beside config.yml)."""
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds of the stages of one ``ns-train`` run (None: the stage did not run or did not report)."""
+
+    setup_s: float = 0.0
+    """The trainer's setup: data, seed points, pseudo labels, model, optimisers, viewer."""
+    seed_points_s: Optional[float] = None
+    """Seed points: triangulated from the known poses, or read from their cache or the capture's sparse model."""
+    pseudo_labels_s: Optional[float] = None
+    """Automatic pseudo labels (made, checked or reused)."""
+    train_s: float = 0.0
+    """The training loop, less evaluation renders and checkpoint writes."""
+    eval_s: float = 0.0
+    """Evaluation renders inside the training loop."""
+    first_eval_s: Optional[float] = None
+    """The first evaluation inside the loop (its first call also builds what evaluation needs)."""
+    checkpoint_s: float = 0.0
+    """Writing checkpoints."""
+    end_to_end_s: float = 0.0
+    """From the start of the setup to the end of the last step."""
+    steps: int = 0
+    """Training steps run."""
+
+    @property
+    def steps_per_s(self) -> float:
+        """Training steps per second of ``train_s``."""
+        return self.steps / self.train_s if self.train_s > 0 else 0.0
+
+
+def data_stage_seconds(metadata: Dict) -> Dict[str, float]:
+    """The seconds the data stages reported in dataparser metadata (see :data:`STAGE_SECONDS_KEY`).
+
+    Args:
+        metadata: A ``DataparserOutputs.metadata`` dict.
+
+    Returns:
+        Stage name -> seconds (empty when none reported).
+    """
+    seconds = metadata.get(STAGE_SECONDS_KEY) or {}
+    return {str(name): float(value) for name, value in seconds.items()}
+
+
+def check_scene(config: TrainerConfig) -> None:
+    """Runs the cheap checks of the scene that ``--data`` names, so that a bad scene fails before the config dump.
+
+    Only semsplat's dataparsers are checked (another dataparser keeps its own behaviour); an IRT scene gets its
+    split checks (folders, file pairing, cameras, labels, classes; no image decoding, no triangulation), a
+    capture the detection of its layout. Raises the dataparser's one-line error (a ``UserInputError``).
+
+    Args:
+        config: The run's config, ``--data`` already applied.
+    """
+    parser_config = getattr(config.pipeline.datamanager, "dataparser", None)
+    data = getattr(config.pipeline.datamanager, "data", None) or getattr(parser_config, "data", None)
+    if not isinstance(parser_config, IRTDataParserConfig) or data is None:
+        return
+    if isinstance(parser_config, SemSplatDataParserConfig):
+        layout = parser_config.layout if parser_config.layout != "auto" else capture_layout(data)
+        if layout != "irt":
+            return  # captures are checked by nerfstudio's own parser, which runs first in the setup
+    irt_config = IRTDataParserConfig(**{**_init_fields(parser_config, IRTDataParserConfig), "data": Path(data)})
+    parser = irt_config.setup()
+    assert isinstance(parser, IRTDataParser)
+    parser.check_splits()
+
+
+def _init_fields(config: IRTDataParserConfig, cls: type) -> Dict:
+    """The values of ``config``'s fields that ``cls`` also declares (the IRT options of a subclass's config)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "_target"}
+    return {name: getattr(config, name) for name in names}
+
+
+@dataclass
+class SemSplatTrainerConfig(TrainerConfig):
+    """nerfstudio's trainer config; its trainer checks the scene first and reports the time of each stage."""
+
+    _target: Type = field(default_factory=lambda: SemSplatTrainer)
+
+    def print_to_terminal(self) -> None:
+        """Checks the scene (one line and exit 2 when it cannot work), then prints the config as nerfstudio does."""
+        check_scene(self)
+        super().print_to_terminal()
+
+
+class SemSplatTrainer(Trainer):
+    """nerfstudio's trainer, timing its stages (:class:`StageTimes`): printed after training and written to
+    ``<run>/stage_times.json``."""
+
+    config: TrainerConfig
+
+    def __init__(self, config: TrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, local_rank=local_rank, world_size=world_size)
+        self.stage_times = StageTimes()
+        self._setup_started: Optional[float] = None
+        self._loop_started: Optional[float] = None
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """nerfstudio's setup, timed; the data stages' own seconds come from the dataparser outputs."""
+        self._setup_started = time.perf_counter()
+        super().setup(test_mode)
+        self.stage_times.setup_s = time.perf_counter() - self._setup_started
+        outputs = getattr(self.pipeline.datamanager, "train_dataparser_outputs", None)
+        seconds = data_stage_seconds(outputs.metadata) if outputs is not None else {}
+        self.stage_times.seed_points_s = seconds.get("seed_points")
+        self.stage_times.pseudo_labels_s = seconds.get("pseudo_labels")
+
+    def train(self) -> None:
+        """nerfstudio's training loop; the stage times are completed when it ends (:meth:`_after_train`)."""
+        self._loop_started = time.perf_counter()
+        super().train()
+
+    def eval_iteration(self, step: int) -> None:
+        """nerfstudio's evaluation of this step, timed when it renders anything."""
+        config = self.config
+        evaluates = any(
+            step_check(step, every)
+            for every in (config.steps_per_eval_batch, config.steps_per_eval_image, config.steps_per_eval_all_images)
+        )
+        if not evaluates:
+            return super().eval_iteration(step)
+        started = time.perf_counter()
+        super().eval_iteration(step)
+        self._synchronize()
+        seconds = time.perf_counter() - started
+        self.stage_times.eval_s += seconds
+        if self.stage_times.first_eval_s is None:
+            self.stage_times.first_eval_s = seconds
+
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint write, timed."""
+        started = time.perf_counter()
+        super().save_checkpoint(step)
+        self.stage_times.checkpoint_s += time.perf_counter() - started
+
+    def _after_train(self) -> None:
+        """Completes, prints and writes the stage times (before the final checkpoint, which is timed apart), then
+        runs nerfstudio's end of training."""
+        if self._loop_started is not None and self._setup_started is not None:
+            self._synchronize()
+            now = time.perf_counter()
+            times = self.stage_times
+            times.steps = max(0, self.step + 1 - self._start_step)
+            loop_s = now - self._loop_started
+            times.train_s = max(0.0, loop_s - times.eval_s - times.checkpoint_s)
+            times.end_to_end_s = now - self._setup_started
+            if self.local_rank == 0:
+                self._report_stage_times()
+        super()._after_train()
+
+    def _synchronize(self) -> None:
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def _report_stage_times(self) -> None:
+        times = self.stage_times
+        rows = [
+            ("seed points", times.seed_points_s),
+            ("pseudo labels", times.pseudo_labels_s),
+            ("setup (data, points, pseudo labels, model)", times.setup_s),
+            (f"training ({times.steps} steps, {times.steps_per_s:.1f} steps/s)", times.train_s),
+            ("evaluation renders in the loop", times.eval_s),
+            ("checkpoints", times.checkpoint_s),
+            ("end to end", times.end_to_end_s),
+        ]
+        table = Table(title="Stage times", show_header=False)
+        for name, seconds in rows:
+            if seconds is not None:
+                table.add_row(name, f"{seconds:.1f} s")
+        CONSOLE.print(table)
+        path = self.base_dir / STAGE_TIMES_NAME
+        record = {**asdict(times), "steps_per_s": times.steps_per_s}
+        write_bytes_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def read_stage_times(run_dir: Path) -> StageTimes:
+    """The stage times a run wrote (``<run>/stage_times.json``).
+
+    Args:
+        run_dir: The run's folder (holding config.yml).
+    """
+    record = json.loads((Path(run_dir) / STAGE_TIMES_NAME).read_text())
+    record.pop("steps_per_s", None)
+    return StageTimes(**record)
