@@ -8,6 +8,10 @@
 - ``SplatfactoModel.get_outputs`` moves the intrinsics with ``.cuda()``, which raises on a machine
   without CUDA. :func:`cuda_calls_stay_on` turns those calls into moves to the model's device,
   for the calling thread and only inside the block.
+- splatfacto compiles its camera transform (``get_viewmat``, ``torch.compile``). Outside training its first
+  call comes from the viewer's render thread, where a camera move interrupts the render by raising from a
+  trace function; raised during compilation it arrives as ``InternalTorchDynamoError``, which the render
+  thread does not catch, and the viewer stops rendering. :func:`renders_run_eagerly` runs it eagerly.
 """
 
 from __future__ import annotations
@@ -113,4 +117,21 @@ def cuda_calls_stay_on(device: torch.device) -> Iterator[None]:
         yield
         return
     with _CudaCallsToDevice(torch.device(device)):
+        yield
+
+
+@contextlib.contextmanager
+def renders_run_eagerly() -> Iterator[None]:
+    """Within the block, ``torch.compile``-d functions run eagerly (nothing is compiled).
+
+    For renders outside training (viewer, ``ns-render``, evaluation): the only compiled function on that path
+    is splatfacto's 3x4 camera transform, whose compilation costs seconds on the first render and gains
+    nothing measurable per view. The stance is process-wide: a training thread inside the block also runs
+    that transform eagerly, with the same result.
+    """
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if set_stance is None:  # torch < 2.6: nothing to switch
+        yield
+        return
+    with set_stance("force_eager"):
         yield

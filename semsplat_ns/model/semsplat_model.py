@@ -22,7 +22,12 @@ from torch import nn
 from torch.nn import Parameter
 
 from semsplat_ns.model import losses as L
-from semsplat_ns.model.compat import allow_numpy_scalars_in_checkpoints, cuda_calls_stay_on, lazy_lpips_during_setup
+from semsplat_ns.model.compat import (
+    allow_numpy_scalars_in_checkpoints,
+    cuda_calls_stay_on,
+    lazy_lpips_during_setup,
+    renders_run_eagerly,
+)
 from semsplat_ns.model.label_support import (
     LabelSupport,
     blending_weight_probe,
@@ -441,7 +446,8 @@ class SemSplatModel(SplatfactoModel):
             camera: One camera.
             obb_box: Optional crop box.
         """
-        outputs = super().get_outputs_for_camera(camera, obb_box)
+        with renders_run_eagerly():
+            outputs = super().get_outputs_for_camera(camera, obb_box)
         outputs.update(self.semantic_visuals(outputs["semantic_logits"], outputs["semantic_features"]))
         return outputs
 
@@ -458,7 +464,8 @@ class SemSplatModel(SplatfactoModel):
         was_training = self.training
         self.eval()
         try:
-            return super().get_outputs_for_camera(camera)["semantic_logits"]
+            with renders_run_eagerly():
+                return super().get_outputs_for_camera(camera)["semantic_logits"]
         finally:
             self.train(was_training)
 

@@ -81,6 +81,26 @@ def test_crop_box_renders_the_semantics_of_the_kept_gaussians(grid_trainer):
     model.train()
 
 
+def test_renders_outside_training_compile_nothing(grid_trainer):
+    """Viewer, ns-render and evaluation renders run splatfacto's compiled camera transform eagerly: compiled in
+    the viewer's render thread, a camera move during compilation stopped the viewer (compat.renders_run_eagerly).
+    """
+    from torch._dynamo.utils import counters
+
+    model = grid_trainer.pipeline.model
+    camera = grid_trainer.pipeline.datamanager.eval_dataset.cameras[0:1]
+    model.eval()
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        outputs = model.get_outputs_for_camera(camera)
+        labels = model.render_labels(camera)
+        assert not counters["frames"], dict(counters["frames"])
+        assert torch.equal(labels, outputs["semantic_logits"].argmax(dim=-1))
+    finally:
+        model.train()
+
+
 def test_splatfacto_rasterization_override_is_per_thread(monkeypatch):
     import nerfstudio.models.splatfacto as splatfacto
 

@@ -27,7 +27,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Enough steps for the semantic head to tell classes apart (at ~20 steps it paints every pixel one class).
 STEPS = 500
-# Largest allowed per-channel gap between a screenshot pixel and its class colour (JPEG frames).
+# Largest allowed per-channel gap between a screenshot pixel and its class colour. The viewer is asked for
+# lossless PNG frames: its default JPEG frames ring along every class edge, and on a fragmented class map
+# those edges alone took 30 % of the view off the palette (CI saw 0.699 against the 0.7 bound).
 PALETTE_TOLERANCE = 10
 # nerfstudio's default "Max res": the size of the viewer's full (static) frames.
 MAX_RES = 512
@@ -149,7 +151,7 @@ def test_viewer_paints_semantics_colormap_in_class_palette(tmp_path, demo_town):
         try:
             viewer = subprocess.Popen(
                 [str(ns_viewer), "--load-config", str(config_path), "--viewer.websocket-port", str(port),
-                 "--viewer.websocket-host", "127.0.0.1"],
+                 "--viewer.websocket-host", "127.0.0.1", "--viewer.image-format", "png"],
                 stdout=stdout, stderr=stderr, env=env, cwd=tmp_path,
             )  # fmt: skip
             _wait_for_http(url, viewer, timeout=120)
@@ -162,7 +164,7 @@ def test_viewer_paints_semantics_colormap_in_class_palette(tmp_path, demo_town):
                 )
                 output_type = driver.find_element(By.ID, label.get_attribute("for"))
                 try:
-                    _wait_for_full_frame(driver, MAX_RES, timeout=60, after_low_frame=False)
+                    _wait_for_full_frame(driver, MAX_RES, timeout=120, after_low_frame=False)
                     break
                 except AssertionError:
                     # A page that connected before the viewer took its camera stays at 0x0; a reload
@@ -203,7 +205,7 @@ def test_viewer_paints_semantics_colormap_in_class_palette(tmp_path, demo_town):
     rgb = _palette_shares(rgb_png, view_box, palette)  # [C]
     names = classes["names"]
     summary = {names[i]: round(float(s), 3) for i, s in enumerate(semantic) if s > 0.01}
-    # full frames of the class map are flat class colours (JPEG edges aside); the smooth rgb frame of the
+    # full frames of the class map are flat class colours (browser-scaled edges aside); the smooth rgb frame of the
     # same view only grazes a few of them (greys near Building/Pole)
     assert semantic.sum() >= 0.7, f"only {semantic.sum():.2f} of the view is in class colours: {summary}"
     assert (semantic >= 0.05).sum() >= 2, f"fewer than two classes cover 5% of the view: {summary}"
