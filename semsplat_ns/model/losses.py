@@ -69,13 +69,13 @@ def semantic_cross_entropy(
     if valid_mask is not None:
         labels = torch.where(valid_mask, labels, torch.full_like(labels, IGNORE_INDEX))
     counted = labels != IGNORE_INDEX  # [H, W]
-    if not counted.any():
-        return logits.sum() * 0.0
     flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)  # [P, C], [P]
-    if pixel_weights is None:
-        return F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
     per_pixel = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="none")  # [P]
-    return (per_pixel * pixel_weights.reshape(-1)).sum() / counted.sum()
+    if pixel_weights is not None:
+        per_pixel = per_pixel * pixel_weights.reshape(-1)
+    # Ignored pixels add 0. Sum over the count rather than a test for "any pixel counted", which would wait for
+    # the device on every training step; no pixel counted gives 0 over 1.
+    return per_pixel.sum() / counted.sum().clamp_min(1)
 
 
 def softmax_kl(features: torch.Tensor, neighbour_features: torch.Tensor) -> torch.Tensor:
