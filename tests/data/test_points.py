@@ -1,8 +1,10 @@
-"""Seed points: PLY cache I/O, input checks, view pairing, and real pycolmap triangulation on townA."""
+"""Seed points (data/points.py: PLY cache I/O) and their triangulation (data/triangulation.py: input checks,
+view pairing, real pycolmap triangulation on townA)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -15,14 +17,11 @@ from semsplat_ns.data import points
 from semsplat_ns.data.points import (
     FewPointsWarning,
     PointsFileError,
-    PointsInputError,
-    TriangulationOptions,
     load_or_triangulate_points,
     read_points_ply,
-    select_image_pairs,
-    triangulate,
     write_points_ply,
 )
+from semsplat_ns.data.triangulation import PointsInputError, TriangulationOptions, select_image_pairs, triangulate
 
 
 def _read_matrix(path: Path) -> np.ndarray:
@@ -82,7 +81,7 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     def refuse(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(points.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError, match="disk full"):
         write_points_ply(path, np.zeros((5, 3), np.float32), np.zeros((5, 3), np.uint8), comment="second")
     assert path.read_bytes() == before
