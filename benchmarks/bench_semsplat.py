@@ -23,20 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import append_rows, scored_row  # noqa: E402
+from benchmarks.methods import METHODS, PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
-# Table III rows of the paper as flag sets on the model config.
-ABLATIONS = {
-    "semsplat-baseline": dict(pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
-    "semsplat-pseudo": dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
-    "semsplat-pseudo-2d": dict(agg3d_loss_weight=0.0),
-    "semsplat": dict(),
-    # Issue #12: pseudo labels from the self-trained 2D prior (`semsplat-pseudo-labels --backend prior` first),
-    # used on every pseudo-labelled pixel at a quarter of the labelled views' weight.
-    "semsplat-prior": dict(pseudo_loss_weight=0.25),
-    # ... with each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence.
-    "semsplat-prior-support": dict(pseudo_loss_weight=0.25, pseudo_weight_by_label_support=True),
-}
+# Table III rows of the paper and the issue #12 rows as model-config overrides of the semsplat preset; the same
+# methods as semsplat-batch settings (ns-train flags and a pseudo-label backend): benchmarks/methods.py.
+ABLATIONS = {name: dict(method.model) for name, method in METHODS.items()}
 
 
 def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
@@ -55,15 +47,12 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
     config.pipeline.datamanager.data = scene
     for name, value in {**ABLATIONS[method], **model_overrides}.items():
         setattr(config.pipeline.model, name, value)
-    if steps != 30_000:  # keep the paper's schedule proportional for shorter runs
+    if steps != PAPER_STEPS:  # keep the paper's schedule proportional for shorter runs
         model = config.pipeline.model
         assert isinstance(model, SemSplatModelConfig), "the semsplat preset builds a SemSplatModelConfig"
-        ratio = steps / 30_000
-        model.stop_split_at = int(model.stop_split_at * ratio)
-        model.warmup_length = int(model.warmup_length * ratio)
-        model.resolution_schedule = max(1, int(model.resolution_schedule * ratio))
-        model.sh_degree_interval = max(1, int(model.sh_degree_interval * ratio))
-        model.stop_screen_size_at = int(model.stop_screen_size_at * ratio)
+        defaults = {name: int(getattr(model, name)) for name in SCHEDULE_FIELDS}
+        for name, value in scaled_schedule(defaults, steps).items():
+            setattr(model, name, value)
     config.set_timestamp()
     return config
 
@@ -115,7 +104,7 @@ def eval_one(state: dict, pipeline, out: Path) -> dict:
     )
     # Training runs that shared the GPU have slower train_s; the row says how many ran at once.
     row["jobs_sharing_gpu"] = state.get("jobs_sharing_gpu", 1)
-    # Set by benchmarks/box/batch.py when other trainings still ran during this evaluation.
+    # Set by the caller when other trainings still ran during this evaluation.
     row["test_ms_shared_gpu"] = os.environ.get("SEMSPLAT_TEST_SHARED_GPU") == "1"
     append_rows(out, [row])
     return row

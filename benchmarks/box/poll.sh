@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# GPU box: wait up to SECONDS for the detached runner (benchmarks/box/launch.sh), then bring back
-# its rows, status and evaluation pictures in $OUT.
+# GPU box: wait up to SECONDS for the detached runner (launch.sh), then bring back its status, rows, the
+# semsplat-batch summaries and each scene's result.json and evaluation figures in $OUT.
 #   bash benchmarks/box/poll.sh SECONDS
 work=/tmp/work
 end=$((SECONDS + $1))
 while [ $SECONDS -lt $end ] && [ ! -f $work/done ]; do sleep 15; done
-cat $work/status.txt 2>/dev/null; tail -5 $work/batch.log 2>/dev/null
+cat $work/status.txt 2>/dev/null; tail -5 $work/run.log 2>/dev/null
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 cp $work/results/*.json $work/status.txt "$OUT"/ 2>/dev/null
-(cd $work/outputs 2>/dev/null && find . -path '*eval-test*' \( -name '*.json' -o -name 'confusion_matrix.png' \
-  -o -name 'per_class_iou.png' \) | tar -czf "$OUT"/eval_pictures.tgz -T - 2>/dev/null)
-for log in $work/logs/*.log; do
-  [ -f "$log" ] && grep -a -E "^│ +[0-9.]+ │" "$log" | tail -1 | sed "s|^|$(basename $log): |"
+(cd $work 2>/dev/null && find batch speedup \( -name 'summary.*' -o -name result.json -o -name attempts.json \
+  -o -path '*/eval/*.json' -o -name confusion_matrix.png -o -name per_class_iou.png -o -path '*/logs/*.log' \) \
+  2>/dev/null | tar -czf "$OUT"/batch_records.tgz -T - 2>/dev/null)
+# The live state of running batches: the last stage line of each scene's newest log.
+for log in $work/batch/*/*/logs/*.log $work/speedup/*/*/logs/*.log; do
+  [ -f "$log" ] && echo "$log: $(tail -c 300 "$log" | tr '\r' '\n' | grep -a . | tail -1)"
 done
 true

@@ -60,6 +60,29 @@ def visible_gpus() -> List[str]:
     return [line.strip() for line in listing.splitlines() if line.strip().isdigit()]
 
 
+def gpu_in_use() -> Optional[Dict[str, Optional[str]]]:
+    """The GPU a stage started by this process trains on: the first visible one (a worker's own, with one worker
+    per GPU; dask-cuda puts the worker's GPU first), as ``{"index", "name", "cuda_visible_devices"}``; None when no
+    GPU is visible. The name comes from ``nvidia-smi`` (None when it cannot tell). Torch is not imported.
+    """
+    gpus = visible_gpus()
+    if not gpus:
+        return None
+    name: Optional[str] = None
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-i", gpus[0], "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        name = listing.splitlines()[0].strip() if listing else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"index": gpus[0], "name": name, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
 class GPUPinnedLocalCluster(LocalCluster):
     """A LocalCluster with one single-thread worker per GPU, each with ``CUDA_VISIBLE_DEVICES`` set to its own.
 
@@ -115,11 +138,6 @@ class ClusterHandle:
     description: str
     """One line for the console: what runs the scenes."""
 
-    @property
-    def dashboard_link(self) -> Optional[str]:
-        """The scheduler's dashboard address."""
-        return self.client.dashboard_link
-
     def close(self) -> None:
         """Disconnects; a local cluster is shut down (its workers and their stage processes end)."""
         self.client.close()
@@ -127,12 +145,37 @@ class ClusterHandle:
             self.cluster.close()
 
 
-def dashboard_line(link: Optional[str]) -> str:
-    """The console line that gives the dashboard address (and says when it cannot be served here)."""
+def _serves_dashboard() -> bool:
+    """Run on the scheduler: whether it serves the dashboard (distributed's own test: its bokeh app imports)."""
+    try:
+        import distributed.dashboard.scheduler  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def dashboard_line(client: Client) -> str:
+    """The console line on the Dask dashboard, as the scheduler serves it.
+
+    distributed serves its dashboard only where bokeh (>= 3.1) is installed *on the scheduler*; without it the
+    address answers with a page that says so. So the scheduler itself is asked, and the line gives the address
+    only where there is a dashboard behind it.
+    """
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError):
+        link = None
     if not link:
-        return "Dask dashboard: none (the scheduler serves no dashboard)"
-    if importlib.util.find_spec("bokeh") is None:
-        return f"Dask dashboard: {link} (served only where bokeh>=3.1 is installed: pip install bokeh)"
+        return "Dask dashboard: none (the scheduler serves no HTTP dashboard)"
+    try:
+        served = bool(client.run_on_scheduler(_serves_dashboard))
+    except Exception as error:  # a scheduler that refuses to run code (distributed.scheduler.pickle: false)
+        return f"Dask dashboard: {link} (if the scheduler has bokeh>=3.1; could not ask it: {type(error).__name__})"
+    if not served:
+        return (
+            f"Dask dashboard: unavailable (the scheduler has no bokeh>=3.1, so {link} shows only a notice; "
+            "pip install 'bokeh>=3.1' where the scheduler runs)"
+        )
     return f"Dask dashboard: {link}"
 
 

@@ -64,6 +64,8 @@ class BatchSettings:
     """Run scenes that have a recorded result again."""
     stage_timeout_s: Optional[float] = None
     """Kill a stage running longer than this (the scene fails)."""
+    command: Optional[str] = None
+    """The command line that started the batch, recorded in the summary's settings."""
 
 
 @dataclass
@@ -244,6 +246,7 @@ def run_batch(
         "retries": settings.retries,
         "cluster": cluster_description,
         "workers": len(client.scheduler_info().get("workers", {})),
+        "command": settings.command,
     }
     outcomes: Dict[str, SceneOutcome] = {}
     order: List[str] = []

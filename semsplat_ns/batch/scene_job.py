@@ -12,25 +12,20 @@ owns. Nothing here imports torch or nerfstudio; the stages do.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
-import re
-import shlex
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from semsplat_ns.atomic import write_json_atomic
+from semsplat_ns.batch.cluster import gpu_in_use, visible_gpus
+from semsplat_ns.batch.process import error_line, find_command, run_logged, stage_env
 
 STAGES = ("pseudo_labels", "train", "eval", "predict")
 """The stages of a scene, in order."""
@@ -60,11 +55,6 @@ EVENT_TOPIC = "semsplat-batch"
 """Dask event topic of the stage progress that the client shows live."""
 METRIC_KEYS = ("miou", "miou_present", "acc", "test_ms_per_view")
 """The metrics of semsplat-eval's metrics.json that the summary reports (fractions, and ms per view)."""
-
-_COMMAND_HEADER = "# command: "
-_ERROR_LINE = re.compile(r"^[\w.\-]+: error: .+")
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b:?.*")
-_BOX_CHARS = "│╭╮╰╯─┃━┏┓┗┛ \t"
 
 
 class SceneFailed(Exception):
@@ -143,6 +133,8 @@ class StageRecord:
     """Its log file."""
     reason: Optional[str] = None
     """Why it was skipped, or its one-line error."""
+    started: Optional[float] = None
+    """When its process started, seconds since the epoch (which stages of a batch ran at the same time)."""
 
 
 def now_iso() -> str:
@@ -175,107 +167,14 @@ def read_result(scene_output_dir: Path) -> Optional[Dict[str, Any]]:
     return record
 
 
-def find_command(name: str) -> Optional[str]:
-    """A console script of this environment: beside the running Python first (a venv's bin/ need not be on
-    PATH), then on PATH.
-
-    Args:
-        name: e.g. ``ns-train``.
-
-    Returns:
-        Its path, or None when it is not installed.
-    """
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which(name)
-
-
-def error_line(log_text: str, command: str, returncode: Optional[int]) -> str:
-    """The one line that says why a stage failed, from its output.
-
-    Our commands and ns-train (through semsplat's excepthook) end bad input with ``<prog>: error: <message>``,
-    which is taken as is; otherwise a tyro box's message, a traceback's last line, or the last line printed.
-
-    Args:
-        log_text: The stage's output (stdout and stderr).
-        command: The command's name, for messages that do not name it.
-        returncode: Its exit status (negative: killed by that signal); None: it timed out.
-    """
-    lines = [line.rstrip() for line in log_text.splitlines() if not line.startswith(_COMMAND_HEADER)]
-    for line in reversed(lines):
-        if _ERROR_LINE.match(line.strip()):
-            return line.strip()
-    status = (
-        "timed out"
-        if returncode is None
-        else f"was killed by signal {-returncode}"
-        if returncode < 0
-        else f"exited with status {returncode}"
-    )
-    for index in range(len(lines) - 1, -1, -1):
-        # tyro (bad flags) prints a box: "╭─ Unrecognized options ─╮ / │ Unrecognized options: --x │ / ...".
-        if lines[index].lstrip().startswith("╭─"):
-            for inner in lines[index + 1 :]:
-                text = inner.strip(_BOX_CHARS)
-                if text and any(ch.isalnum() for ch in text):
-                    return f"{command}: error: {text}"
-    if "Traceback (most recent call last):" in log_text:
-        for line in reversed(lines):
-            if _EXCEPTION_LINE.match(line.strip()) and not line.strip().endswith("Warning"):
-                return f"{command} {status}: {line.strip()}"
-    for line in reversed(lines):
-        text = line.strip(_BOX_CHARS)
-        if text and any(ch.isalnum() for ch in text):
-            return f"{command} {status}: {text}"
-    return f"{command} {status} and printed nothing"
-
-
-def _die_with_parent_hook() -> Optional[Callable[[], None]]:
-    """A ``preexec_fn`` that makes the child receive SIGKILL when this process dies (Linux), else None.
-
-    The death signal fires when the forking *thread* ends; the worker thread that starts a stage waits for it,
-    so it cannot end first except with the whole process.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl  # resolved here: the hook runs between fork and exec
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL))
-        if os.getppid() != parent:  # the parent died before the line above took effect
-            os._exit(1)
-
-    return hook
-
-
-def stage_env(threads: Optional[int]) -> Dict[str, str]:
-    """The environment of a stage process.
-
-    Args:
-        threads: CPU threads per stage process. Dask's nanny sets OMP_NUM_THREADS=1 (and MKL's, OpenBLAS's) in
-            every worker, which a training stage must not inherit; None keeps the worker's values.
-    """
-    env = dict(os.environ)
-    if threads is not None:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[name] = str(threads)
-    # Logs written as they happen (a stage can be followed with tail -f), and rich lines wide enough to read.
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("COLUMNS", "160")
-    return env
-
-
 def worker_sees_gpu() -> bool:
     """Whether this process sees a CUDA GPU (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi``), without torch."""
-    from semsplat_ns.batch.cluster import visible_gpus
-
     return bool(visible_gpus())
+
+
+def trains_on_gpu(device: str) -> bool:
+    """Whether the stages of a job with this ``device`` setting run on this worker's GPU."""
+    return device == "cuda" or (device == "auto" and worker_sees_gpu())
 
 
 class _Attempts:
@@ -359,34 +258,20 @@ class _SceneRun:
     def _run(self, stage: str, argv: Sequence[Any]) -> StageRecord:
         """Runs one stage's command with its output in ``logs/<stage>.log``; raises SceneFailed if it fails."""
         log = self.out / LOG_DIR / f"{stage}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         command = [str(part) for part in argv]
         self.attempts.update(stage=stage, stage_pid=None)
         _emit(self.job, stage=stage, state="started", worker=self.worker)
-        started = time.perf_counter()
-        returncode: Optional[int]
-        with open(log, "w") as handle:
-            handle.write(_COMMAND_HEADER + shlex.join(command) + "\n")
-            handle.flush()
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.out,
-                preexec_fn=_die_with_parent_hook(),
-            )
-            self.attempts.update(stage_pid=process.pid)
-            try:
-                returncode = process.wait(timeout=self.job.stage_timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                returncode = None
-        seconds = time.perf_counter() - started
+        finished = run_logged(
+            command,
+            log,
+            self.env,
+            self.out,
+            self.job.stage_timeout_s,
+            on_start=lambda pid: self.attempts.update(stage_pid=pid),
+        )
+        returncode, seconds = finished.returncode, finished.seconds
         if returncode == 0:
-            record = StageRecord("ok", seconds, command, str(log))
+            record = StageRecord("ok", seconds, command, str(log), started=finished.started)
             self.stages[stage] = record
             _emit(self.job, stage=stage, state="done", seconds=seconds, worker=self.worker)
             return record
@@ -394,7 +279,7 @@ class _SceneRun:
         message = error_line(log.read_text(errors="replace"), name, returncode)
         if returncode is None:
             message += f" (--stage-timeout-s {self.job.stage_timeout_s:g} s)"
-        self.stages[stage] = StageRecord("failed", seconds, command, str(log), message)
+        self.stages[stage] = StageRecord("failed", seconds, command, str(log), message, finished.started)
         raise SceneFailed(self.job.name, stage, message, str(log))
 
     def _executable(self, stage: str) -> str:
@@ -435,7 +320,7 @@ class _SceneRun:
         argv += ["--vis", "tensorboard"]
         if job.max_num_iterations is not None:
             argv += ["--max-num-iterations", job.max_num_iterations]
-        if job.device == "cpu" or (job.device == "auto" and not worker_sees_gpu()):
+        if not trains_on_gpu(job.device):
             argv += ["--machine.device-type", "cpu"]
         elif job.device == "cuda":
             argv += ["--machine.device-type", "cuda"]
@@ -460,7 +345,8 @@ class _SceneRun:
             raise self._fail(
                 "eval", f"semsplat-eval wrote no usable {output / 'metrics.json'} (needs {', '.join(METRIC_KEYS)})"
             )
-        keep = (*METRIC_KEYS, "test_ms_per_view_p95", "n_views", "n_gaussians", "step", "per_class_iou")
+        keep = (*METRIC_KEYS, "test_ms_per_view_p95", "timing_warmup_views", "n_views", "n_gaussians", "step")
+        keep += ("device", "per_class_iou")
         self.metrics = {key: metrics[key] for key in keep if key in metrics}
         self.metrics_file = str(output / "metrics.json")
 
@@ -505,6 +391,7 @@ class _SceneRun:
             "config": str(self.config_path),
             "worker": self.worker,
             "host": socket.gethostname(),
+            "gpu": gpu_in_use() if trains_on_gpu(self.job.device) else None,
             "pid": os.getpid(),
             "attempt": self.job.attempt,
             "finished": now_iso(),

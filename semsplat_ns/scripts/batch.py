@@ -10,6 +10,7 @@ Flags after ``--`` go to ``ns-train`` unchanged.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,13 @@ def print_report(report) -> None:
     CONSOLE.print(f"Summary: {files}")
 
 
-def run(args: BatchArgs, method_args: Sequence[str] = ()) -> int:
+def run(args: BatchArgs, method_args: Sequence[str] = (), command: Optional[str] = None) -> int:
     """Checks the arguments, starts or joins the cluster, runs the batch and prints the report.
+
+    Args:
+        args: The parsed flags.
+        method_args: Flags for ns-train (those after ``--``).
+        command: The command line, recorded in the summary.
 
     Returns:
         The exit status: 0 when every scene completed (now or earlier), :data:`FAILED_EXIT_CODE` otherwise.
@@ -146,7 +152,7 @@ def run(args: BatchArgs, method_args: Sequence[str] = ()) -> int:
     )
     try:
         CONSOLE.print(handle.description)
-        CONSOLE.print(dashboard_line(handle.dashboard_link))
+        CONSOLE.print(dashboard_line(handle.client))
         report = run_batch(
             BatchSettings(
                 scenes=list(args.scenes),
@@ -160,6 +166,7 @@ def run(args: BatchArgs, method_args: Sequence[str] = ()) -> int:
                 retries=args.retries,
                 redo=args.redo,
                 stage_timeout_s=args.stage_timeout_s,
+                command=command,
             ),
             handle.client,
             cluster_description=handle.description,
@@ -175,7 +182,7 @@ def entrypoint() -> None:
     ours, method_args = split_method_args(sys.argv[1:])
     args = tyro.cli(BatchArgs, args=ours, prog=PROG)
     with exit_on_user_error(PROG):
-        status = run(args, method_args)
+        status = run(args, method_args, shlex.join([PROG, *sys.argv[1:]]))
     sys.exit(status)
 
 

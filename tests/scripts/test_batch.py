@@ -2,8 +2,13 @@
 
 One batch (module fixture) runs three tiny towns on a local cluster of two workers: two good ones, of which
 one loses its worker (killed) while it trains, and one with a broken classes.json. The tests read what it
-left; a second run through the console script shows the resume. The rest are quick checks of the parts
-(error lines, names, half-written folders, the summary, GPU pinning) that start no training.
+left; a second run through the console script, joining the same cluster with --scheduler, shows the resume.
+The benchmark rows are made from the batch's real records. The rest are quick checks of the parts (error
+lines, names, half-written folders, the summary, GPU pinning, the dashboard line) that start no training.
+
+Cost, 2-core CPU box: each stage is a fresh process (ns-train alone spends ~16 CPU-s parsing its CLI), so the
+batch is ~12 stage processes; the re-run reuses the fixture's cluster and retries nothing, which keeps the
+module near a minute and a half on an idle box.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from PIL import Image
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.batch import scene_job
-from semsplat_ns.batch.cluster import ClusterOptions, GPUPinnedLocalCluster, start_cluster, visible_gpus
+from semsplat_ns.batch.cluster import (
+    ClusterOptions,
+    GPUPinnedLocalCluster,
+    dashboard_line,
+    gpu_in_use,
+    start_cluster,
+    visible_gpus,
+)
+from semsplat_ns.batch.process import error_line
 from semsplat_ns.batch.runner import BatchSettings, run_batch, scene_names
 from semsplat_ns.batch.scene_job import (
     ATTEMPTS_NAME,
@@ -32,7 +45,6 @@ from semsplat_ns.batch.scene_job import (
     RESULT_NAME,
     SceneFailed,
     SceneJob,
-    error_line,
     read_result,
     run_scene,
 )
@@ -76,32 +88,38 @@ def scenes(tmp_path_factory: pytest.TempPathFactory, demo_town: Callable[..., Pa
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory, scenes: Dict[str, Path]) -> Dict[str, Any]:
-    """The three scenes on a local cluster of two CPU workers; bravo's worker is killed while bravo trains."""
-    work = tmp_path_factory.mktemp("batch")
-    output_dir = work / "runs"
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A local cluster of two CPU workers, kept for the module: the batch runs on it, the re-run joins it."""
     handle = start_cluster(
-        ClusterOptions(device="cpu", cpu_workers=2, dashboard_address=":0", local_directory=work / "dask")
+        ClusterOptions(
+            device="cpu", cpu_workers=2, dashboard_address=":0", local_directory=tmp_path_factory.mktemp("dask")
+        )
     )
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory, scenes: Dict[str, Path], cluster) -> Dict[str, Any]:
+    """The three scenes on the two workers; bravo's worker is killed while bravo trains."""
+    output_dir = tmp_path_factory.mktemp("batch") / "runs"
     killed: Dict[str, Any] = {}
     watcher = threading.Thread(target=_kill_worker_when_training, args=(output_dir / KILLED, killed), daemon=True)
     watcher.start()
     started = time.perf_counter()
-    try:
-        report = run_batch(
-            BatchSettings(
-                scenes=[scenes["alpha"], scenes["bravo"], scenes["broken"]],
-                output_dir=output_dir,
-                pseudo_backend="reproject",
-                max_num_iterations=STEPS,
-                device="cpu",
-                method_args=METHOD_ARGS,
-            ),
-            handle.client,
-            cluster_description=handle.description,
-        )
-    finally:
-        handle.close()
+    report = run_batch(
+        BatchSettings(
+            scenes=[scenes["alpha"], scenes["bravo"], scenes["broken"]],
+            output_dir=output_dir,
+            pseudo_backend="reproject",
+            max_num_iterations=STEPS,
+            device="cpu",
+            method_args=METHOD_ARGS,
+            command="semsplat-batch (test_batch fixture)",
+        ),
+        cluster.client,
+        cluster_description=cluster.description,
+    )
     return {
         "report": report,
         "outcomes": {o.name: o for o in report.outcomes},
@@ -200,19 +218,21 @@ def test_summary_is_table_two_shaped(batch):
 
 
 @pytest.mark.slow
-def test_rerun_skips_recorded_scenes_and_retries_the_failed_one(batch, scenes):
+def test_rerun_skips_recorded_scenes_and_runs_the_failed_one_again(batch, scenes, cluster):
     output_dir = batch["output_dir"]
     before = {
         name: ((output_dir / name / RESULT_NAME).read_bytes(), (output_dir / name / ATTEMPTS_NAME).read_bytes())
         for name in ("alpha", "bravo")
     }
+    address = cluster.client.scheduler.address
     args = [str(Path(sys.executable).parent / "semsplat-batch")]
     args += [str(scenes[name]) for name in ("alpha", "bravo", "broken")]
-    args += ["--output-dir", str(output_dir), "--device", "cpu", "--cpu-workers", "1", "--dashboard-address", ":0"]
+    args += ["--output-dir", str(output_dir), "--device", "cpu", "--scheduler", address, "--retries", "0"]
     args += ["--max-num-iterations", str(STEPS), "--", *METHOD_ARGS]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 1, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"  # broken fails again
-    assert "Dask dashboard: http" in done.stdout
+    assert f"Dask cluster at {address}: 2 workers" in done.stdout
+    assert dashboard_line(cluster.client) in done.stdout
     assert "alpha recorded earlier" in done.stdout and "bravo recorded earlier" in done.stdout
     for name, (result, attempts) in before.items():
         # Nothing of a recorded scene ran: no new attempt, the same result.
@@ -221,7 +241,57 @@ def test_rerun_skips_recorded_scenes_and_retries_the_failed_one(batch, scenes):
     summary = json.loads((output_dir / "summary.json").read_text())
     assert [(row["scene"], row["recorded_earlier"]) for row in summary["rows"]] == [("alpha", True), ("bravo", True)]
     assert [f["scene"] for f in summary["failures"]] == ["broken"]
-    assert len(json.loads((output_dir / "broken" / ATTEMPTS_NAME).read_text())) == 4
+    assert (
+        summary["settings"]["command"].startswith("semsplat-batch ") and "--retries 0" in summary["settings"]["command"]
+    )
+    # The two attempts of the first run, and the one of this run (--retries 0).
+    assert len(json.loads((output_dir / "broken" / ATTEMPTS_NAME).read_text())) == 3
+
+
+@pytest.mark.slow
+def test_benchmark_rows_from_the_batch_records(batch, tmp_path):
+    from benchmarks.batch_rows import BatchRecordError, batch_row, scene_rows, tensorboard_scalars
+    from benchmarks.common import ROW_KEYS, SCORED_EXTRA_KEYS
+
+    # The batch had a failing scene: no rows are taken from it.
+    with pytest.raises(BatchRecordError, match=r"summary.json: not a complete run of its scenes; failed: broken"):
+        scene_rows(batch["output_dir"])
+    # The same two good scenes as a batch of their own: the summary the batch code writes from their records.
+    results = [batch["outcomes"][name].result for name in ("alpha", "bravo")]
+    good = tmp_path / "good"
+    settings = {**batch["report"].summary["settings"], "command": "semsplat-batch alpha bravo"}
+    summary = build_summary(results, [], settings)
+    summary.update(still_running=[], wall_s=batch["wall_s"])
+    write_summary(good, summary)
+    # The flags of the test are of no benchmark method; --method names the rows.
+    with pytest.raises(BatchRecordError, match=r"no benchmark method has these settings.*--method"):
+        scene_rows(good)
+    rows = scene_rows(good, method="semsplat-tiny")
+    assert [(row["scene"], row["method"]) for row in rows] == [("alpha", "semsplat-tiny"), ("bravo", "semsplat-tiny")]
+    spans = []
+    for row, result in zip(rows, results):
+        assert set(ROW_KEYS) <= set(row) and set(SCORED_EXTRA_KEYS) <= set(row)
+        metrics = json.loads(Path(result["metrics_file"]).read_text())
+        assert row["miou"] == metrics["miou"] and row["per_class_iou"] == metrics["per_class_iou"]
+        assert row["n_gaussians"] == metrics["n_gaussians"] and row["steps"] == STEPS
+        # nerfstudio's own clock of the loop, inside the stage's wall time; no GPU, no GPU memory.
+        loop = tensorboard_scalars(Path(result["config"]).parent, ["Train Total (time)"])["Train Total (time)"]
+        assert row["train_s"] == pytest.approx(loop[-1]) and 0 < row["train_s"] < row["stage_s"]["train"]
+        assert row["peak_gpu_mem_gb"] is None and row["device"] == "cpu"
+        assert row["stage_s"] == {stage: result["stages"][stage]["seconds"] for stage in scene_job.STAGES}
+        assert row["command"] == "semsplat-batch alpha bravo"
+        start = result["stages"]["train"]["started"]
+        spans.append((start, start + result["stages"]["train"]["seconds"]))
+    # Both trained on this host's CPU: sharing it exactly when their trainings overlapped.
+    overlap = spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]
+    assert [row["jobs_sharing_gpu"] for row in rows] == [2 if overlap else 1] * 2
+    # The batch row needs a reference scene that ran alone on a GPU.
+    alone = tmp_path / "alone"
+    write_summary(
+        alone, {**build_summary(results[:1], [], {**settings, "workers": 1}), "still_running": [], "wall_s": 1.0}
+    )
+    with pytest.raises(BatchRecordError, match=r"alone/summary.json: the reference scene alpha ran on no GPU"):
+        batch_row(good, alone)
 
 
 # ------------------------------------------------------------------------------------------- the parts
@@ -324,7 +394,8 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
 
 
 def _cuda_visible_devices():
-    return os.environ.get("CUDA_VISIBLE_DEVICES"), scene_job.worker_sees_gpu()
+    gpu = gpu_in_use() or {}
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), scene_job.worker_sees_gpu(), gpu.get("index")
 
 
 def test_gpu_pinned_cluster_gives_each_worker_one_gpu(tmp_path):
@@ -343,10 +414,30 @@ def test_gpu_pinned_cluster_gives_each_worker_one_gpu(tmp_path):
         with Client(cluster) as client:
             client.wait_for_workers(2)
             seen: Dict[str, Any] = client.run(_cuda_visible_devices)  # type: ignore[assignment]
-            assert sorted(seen.values()) == [("0", True), ("1", True)]
+            # Each worker trains on its own GPU and records that one in its scenes' results.
+            assert sorted(seen.values()) == [("0", True, "0"), ("1", True, "1")]
             assert sorted(cluster.worker_spec) == ["gpu0", "gpu1"]
     finally:
         cluster.close()
+
+
+def test_dashboard_line_says_what_the_address_serves():
+    import importlib.util
+    from urllib.request import urlopen
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
+        line = dashboard_line(client)
+        link = client.dashboard_link
+        assert link
+        page = urlopen(link, timeout=30).read().decode(errors="replace")
+    if importlib.util.find_spec("bokeh") is None:
+        # distributed serves a notice there instead of a dashboard: the line says so, not just the address.
+        assert "Dask needs bokeh" in page
+        assert line.startswith("Dask dashboard: unavailable (the scheduler has no bokeh>=3.1") and link in line
+    else:
+        assert "Dask needs bokeh" not in page and line == f"Dask dashboard: {link}"
 
 
 def test_preset_must_be_registered():

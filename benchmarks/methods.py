@@ -1,0 +1,204 @@
+"""The benchmark methods (Table III's rows and the issue #12 rows) as settings of the ``semsplat`` preset, in the
+two forms the benchmarks use them: model-config overrides (``bench_semsplat.py`` builds the config in Python) and
+``ns-train`` flags with a ``semsplat-batch --pseudo-backend`` (``semsplat-batch`` runs ns-train as a command).
+
+Every method is the registered ``semsplat`` preset (``semsplat-batch --preset semsplat``) plus a few
+``--pipeline.model.*`` flags, so a batch run of one method gives that method's rows, named back from the batch's
+recorded settings by :func:`method_of`. Nothing here imports torch or nerfstudio.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+PAPER_STEPS = 30_000
+"""The preset's schedule is the paper's, for this many steps."""
+
+SCHEDULE_FIELDS = ("stop_split_at", "warmup_length", "resolution_schedule", "sh_degree_interval", "stop_screen_size_at")
+"""Model fields counted in steps: scaled with the step count for shorter runs (at least 1 where 0 means off)."""
+AT_LEAST_ONE = ("resolution_schedule", "sh_degree_interval")
+"""Of those, the intervals, which must stay positive."""
+SCHEDULER_KEYS = ("means", "transfer_head", "camera_opt")
+"""Optimiser groups of the preset whose learning-rate scheduler decays over ``max_steps``."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One benchmark method: the preset plus model overrides, and where its pseudo labels come from."""
+
+    pseudo_backend: str
+    """``semsplat-pseudo-labels --backend`` run before training (``none``: no pseudo-label stage)."""
+    model: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the preset's ``SemSplatModelConfig`` fields."""
+
+
+METHODS: Dict[str, Method] = {
+    # Table III of the paper: the default (reprojection) pseudo labels, losses switched off row by row.
+    "semsplat-baseline": Method("none", dict(pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0)),
+    "semsplat-pseudo": Method("reproject", dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0)),
+    "semsplat-pseudo-2d": Method("reproject", dict(agg3d_loss_weight=0.0)),
+    "semsplat": Method("reproject"),
+    # Issue #12: pseudo labels from the self-trained 2D prior, used on every pseudo-labelled pixel at a quarter of
+    # the labelled views' weight ...
+    "semsplat-prior": Method("prior", dict(pseudo_loss_weight=0.25)),
+    # ... with each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence.
+    "semsplat-prior-support": Method("prior", dict(pseudo_loss_weight=0.25, pseudo_weight_by_label_support=True)),
+}
+"""Benchmark method name -> its settings. ``bench_semsplat.py --method`` and ``semsplat-batch`` runs share it."""
+
+
+class UnknownMethodError(ValueError):
+    """A method name or a batch's settings that no benchmark method matches."""
+
+
+def scaled_schedule(defaults: Mapping[str, int], steps: int) -> Dict[str, int]:
+    """The preset's step-counted model fields for a ``steps``-step run (the paper's schedule, proportionally).
+
+    Args:
+        defaults: The preset's values of :data:`SCHEDULE_FIELDS` (for 30k steps).
+        steps: The run's step count.
+
+    Returns:
+        Field -> value; empty for a 30k run (the preset as it is).
+    """
+    if steps == PAPER_STEPS:
+        return {}
+    ratio = steps / PAPER_STEPS
+    return {
+        name: max(1, int(defaults[name] * ratio)) if name in AT_LEAST_ONE else int(defaults[name] * ratio)
+        for name in SCHEDULE_FIELDS
+    }
+
+
+def _flag_value(value: Any) -> str:
+    return str(value) if not isinstance(value, bool) else ("True" if value else "False")
+
+
+def _normal(value: Any) -> Any:
+    """A flag value compared by meaning: ``0``, ``0.0`` and ``0.`` alike; booleans as tyro reads them."""
+    text = _flag_value(value)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def model_flag(name: str) -> str:
+    """``pseudo_loss_weight`` -> ``--pipeline.model.pseudo-loss-weight`` (ns-train's spelling)."""
+    return "--pipeline.model." + name.replace("_", "-")
+
+
+def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[str, int]] = None) -> List[str]:
+    """The ns-train flags after ``ns-train semsplat`` (``semsplat-batch -- FLAGS``) that train ``method`` for ``steps``.
+
+    Args:
+        method: A key of :data:`METHODS`.
+        steps: Training steps; other than 30k, the preset's schedule is scaled to them as ``bench_semsplat.py`` does.
+        schedule_defaults: The preset's :data:`SCHEDULE_FIELDS` values; needed when ``steps`` is not 30k.
+
+    Raises:
+        UnknownMethodError: ``method`` is not a benchmark method.
+    """
+    spec = get_method(method)
+    flags: List[str] = []
+    for name, value in spec.model.items():
+        flags += [model_flag(name), _flag_value(value)]
+    if steps != PAPER_STEPS:
+        if schedule_defaults is None:
+            raise ValueError(f"{steps} steps: the preset's schedule fields are needed to scale it")
+        for name, value in scaled_schedule(schedule_defaults, steps).items():
+            flags += [model_flag(name), str(value)]
+        for key in SCHEDULER_KEYS:
+            flags += [f"--optimizers.{key.replace('_', '-')}.scheduler.max-steps", str(steps)]
+    # One checkpoint at the end and no evaluation renders inside the timed loop, as bench_semsplat.py trains.
+    flags += ["--steps-per-save", str(steps), "--steps-per-eval-image", str(10 * steps)]
+    return flags
+
+
+def get_method(method: str) -> Method:
+    """The settings of a benchmark method; one error naming the known ones otherwise."""
+    if method not in METHODS:
+        raise UnknownMethodError(f"{method!r}: not a benchmark method (known: {', '.join(METHODS)})")
+    return METHODS[method]
+
+
+def _model_overrides(method_args: Sequence[str]) -> Dict[str, str]:
+    """``--pipeline.model.x-y VALUE`` pairs of an ns-train flag list, as {x_y: VALUE} (other flags ignored)."""
+    found: Dict[str, str] = {}
+    args = list(method_args)
+    for index, arg in enumerate(args):
+        if arg.startswith("--pipeline.model."):
+            name, _, value = arg[len("--pipeline.model.") :].partition("=")
+            if not _ and index + 1 < len(args):
+                value = args[index + 1]
+            found[name.replace("-", "_")] = value
+    return found
+
+
+def method_of(settings: Mapping[str, Any]) -> str:
+    """The benchmark method a semsplat-batch run trained, from its recorded settings (summary.json's ``settings``
+    or a result.json's): the method whose pseudo-label backend and model overrides they hold (schedule fields
+    aside).
+
+    Raises:
+        UnknownMethodError: The settings match no method, or another preset was trained.
+    """
+    if settings.get("preset") != "semsplat":
+        raise UnknownMethodError(f"preset {settings.get('preset')!r}: the benchmark methods are of preset 'semsplat'")
+    overrides = {
+        name: _normal(value)
+        for name, value in _model_overrides(settings.get("method_args") or []).items()
+        if name not in SCHEDULE_FIELDS
+    }
+    backend = settings.get("pseudo_backend")
+    for name, spec in METHODS.items():
+        wanted = {key: _normal(value) for key, value in spec.model.items()}
+        if spec.pseudo_backend == backend and overrides == wanted:
+            return name
+    flags = shlex.join(settings.get("method_args") or [])
+    raise UnknownMethodError(
+        f"--pseudo-backend {backend} with ns-train flags [{flags}]: no benchmark method has these settings "
+        f"(benchmarks/methods.py METHODS: {', '.join(METHODS)})"
+    )
+
+
+def preset_schedule() -> Dict[str, int]:
+    """The registered preset's :data:`SCHEDULE_FIELDS` values (imports the model config, and with it torch)."""
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+
+    defaults = SemSplatModelConfig()
+    return {name: int(getattr(defaults, name)) for name in SCHEDULE_FIELDS}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``python -m benchmarks.methods flags METHOD STEPS`` prints the ns-train flags (shell-quoted) that train
+    METHOD for STEPS after ``ns-train semsplat``; ``backend METHOD`` prints its ``--pseudo-backend``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    flags = sub.add_parser("flags")
+    flags.add_argument("method")
+    flags.add_argument("steps", type=int)
+    backend = sub.add_parser("backend")
+    backend.add_argument("method")
+    args = parser.parse_args(argv)
+    try:
+        method = get_method(args.method)
+        if args.what == "backend":
+            print(method.pseudo_backend)
+        else:
+            schedule = preset_schedule() if args.steps != PAPER_STEPS else None
+            print(shlex.join(ns_train_flags(args.method, args.steps, schedule)))
+    except UnknownMethodError as error:
+        print(f"methods: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
