@@ -1,11 +1,13 @@
 """The semsplat model: splatfacto plus per-Gaussian semantic features, rendered in the same pass.
 
-Only adds to :class:`SplatfactoModel`: a ``semantic_features`` entry in ``gauss_params`` (so the
+Only adds to :class:`SplatfactoModel` (through :class:`~semsplat_ns.model.resume.ResumableSplatfacto`, whose
+checkpoints resume training): a ``semantic_features`` entry in ``gauss_params`` (so the
 densification strategy splits, duplicates and prunes it with the rest), semantic channels in
 splatfacto's own rasterization call (see :mod:`semsplat_ns.model.splatfacto_raster`), a per-pixel
 transfer head, the semantic losses of the paper, semantic outputs for the viewer, semantic metrics and
 a cap on the Gaussian count (:class:`CappedDefaultStrategy`) and the label support of each Gaussian
-(:mod:`semsplat_ns.model.label_support`).
+(:mod:`semsplat_ns.model.label_support`). L3D's neighbour sampling is :mod:`~semsplat_ns.model.neighbour_pool`,
+the pictures :mod:`~semsplat_ns.model.visuals`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Dict, List, Optional, Tuple, Type, Union
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
-from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
 from torch import nn
 from torch.nn import Parameter
 
@@ -34,9 +36,12 @@ from semsplat_ns.model.label_support import (
     support_from_probe,
     unit_gradient_on,
 )
+from semsplat_ns.model.neighbour_pool import NeighbourPool
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
+from semsplat_ns.model.resume import ResumableSplatfacto
 from semsplat_ns.model.splatfacto_raster import rasterization_override
 from semsplat_ns.model.strategy import CappedDefaultStrategy
+from semsplat_ns.model.visuals import FeaturePCA, class_pictures, error_panel
 
 allow_numpy_scalars_in_checkpoints()
 
@@ -98,7 +103,7 @@ def _transfer_head(semantic_dim: int, hidden_dim: int, num_classes: int) -> nn.M
     return nn.Sequential(nn.Linear(semantic_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_classes))
 
 
-class SemSplatModel(SplatfactoModel):
+class SemSplatModel(ResumableSplatfacto):
     """Splatfacto with semantic Gaussians, a transfer head and the semsplat losses."""
 
     config: SemSplatModelConfig
@@ -144,11 +149,13 @@ class SemSplatModel(SplatfactoModel):
         # One label support column per labelled training view (the dataset's semantic files).
         semantic_files = list(metadata.get("semantic_filenames") or [])
         self._support = LabelSupport([index for index, path in enumerate(semantic_files) if path is not None])
-        self._knn_pool: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-        self._knn_key: Optional[Tuple[int, int]] = None
-        self._knn_step = 0
-        self._pca_key: Optional[Tuple[int, int, int]] = None
-        self._checkpoint_step: Optional[int] = None
+        self._neighbour_pool = NeighbourPool(
+            self.config.agg3d_num_samples,
+            self.config.agg3d_pool_factor,
+            self.config.agg_k,
+            self.config.agg3d_knn_refresh_every,
+        )
+        self._feature_pca = FeaturePCA()
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -189,73 +196,15 @@ class SemSplatModel(SplatfactoModel):
         groups["transfer_head"] = list(self.transfer_head.parameters())
         return groups
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def update_to_step(self, step: int) -> None:
-        """Remembers the checkpoint's step; ``Pipeline.load_pipeline`` calls this before ``load_state_dict``.
+    # -- checkpoints (resuming: see ResumableSplatfacto) ---------------------------------------------
+    def after_checkpoint_load(self) -> None:
+        """Forgets what was computed from the Gaussians before the load (kNN pool, PCA axes)."""
+        self._neighbour_pool.reset()
+        self._feature_pca.key = None
 
-        Args:
-            step: Training step of the checkpoint being loaded.
-        """
-        super().update_to_step(step)
-        self._checkpoint_step = step
-
-    def load_state_dict(self, state_dict, **kwargs):  # type: ignore[override]
-        """Splatfacto's load, which resizes every Gaussian tensor to the checkpoint's count, keeping the
-        Parameter objects that the optimisers hold.
-
-        Splatfacto replaces each ``gauss_params`` entry with a new Parameter; the Trainer built its
-        optimisers on the old ones before loading (``Trainer.setup``, then ``_load_checkpoint``), so a
-        resumed run would step tensors that no longer render and leave the loaded Gaussians frozen.
-        Here the loaded values move into the old Parameters instead (``.data`` swap), so the optimiser
-        state loaded next attaches to the Gaussians that render. The strategy's running state is the
-        checkpoint's (:meth:`get_extra_state`) or, for older checkpoints, fresh, so that every per-Gaussian
-        tensor has the checkpoint's count. The step is the checkpoint's, not splatfacto's 30000.
-
-        Args:
-            state_dict: The model's state, as ``state_dict()`` returns it.
-            **kwargs: ``strict``, as for ``nn.Module.load_state_dict``.
-        """
-        held = dict(self.gauss_params.items())  # name -> the Parameter the optimisers hold
-        self.strategy_state = self.strategy.initialize_state(scene_scale=self.strategy_state.get("scene_scale", 1.0))
-        try:
-            return super().load_state_dict(state_dict, **kwargs)
-        finally:
-            # Also when the strict load raised (e.g. an older checkpoint without the extra state):
-            # the values are loaded by then, and the pipeline retries non-strict.
-            for name, param in held.items():
-                loaded = self.gauss_params[name]  # [N_checkpoint, ...]
-                param.data = loaded.data
-                param.grad = None
-                self.gauss_params[name] = param
-            if self._checkpoint_step is not None:
-                self.step = self._checkpoint_step
-            self._knn_pool, self._knn_key, self._pca_key = None, None, None
-
-    def get_extra_state(self) -> Dict[str, torch.Tensor]:
-        """The densification strategy's per-Gaussian running state, saved with the model.
-
-        nerfstudio 1.1.5 checkpoints modules and optimisers but not ``strategy_state``: without it a
-        resumed run would restart the gradient statistics of the current refinement interval.
-
-        Returns:
-            Name -> tensor [N, ...] (entries not yet created are left out).
-        """
-        return {name: value for name, value in self.strategy_state.items() if isinstance(value, torch.Tensor)}
-
-    def set_extra_state(self, state: Dict[str, torch.Tensor]) -> None:
-        """Restores the strategy state saved by :meth:`get_extra_state`.
-
-        Args:
-            state: Name -> tensor [N, ...]; entries whose length is not the loaded Gaussian count are
-                skipped (they start afresh).
-        """
-        count = self.gauss_params["means"].shape[0]  # already resized to the checkpoint's count
-        for name, value in state.items():
-            if not isinstance(value, torch.Tensor) or value.shape[:1] != (count,):
-                continue
-            if name == LabelSupport.KEY and not self._support.accepts(value, count):
-                continue  # saved for other labelled views: measured afresh
-            self.strategy_state[name] = value.to(self.device)
+    def accepts_strategy_state(self, name: str, value: torch.Tensor, count: int) -> bool:
+        """A saved label support table is kept only for the same labelled views (else measured afresh)."""
+        return name != LabelSupport.KEY or self._support.accepts(value, count)
 
     # -- rendering ------------------------------------------------------------------------------
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
@@ -411,32 +360,10 @@ class SemSplatModel(SplatfactoModel):
             logits: Class logits [H, W, C].
             feature_map: Rendered semantic features [H, W, S].
         """
-        probs = torch.softmax(logits, dim=-1)  # [H, W, C]
-        confidence, labels = probs.max(dim=-1)  # [H, W]
-        return {
-            "semantics_colormap": self.class_colors.to(labels.device)[labels],  # [H, W, 3]
-            "semantic_confidence": confidence[..., None],  # [H, W, 1]
-            "semantic_features_pca": self._features_pca(feature_map),  # [H, W, 3]
-        }
-
-    def _features_pca(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """Projects rendered features on the 3 main axes of the Gaussians' features [H, W, 3].
-
-        The axes come from the Gaussians, not the view, so colours stay stable across views; they are
-        recomputed when the Gaussians changed.
-        """
-        key = (id(self.gauss_params["semantic_features"]), self.num_points, self.step)
-        if self._pca_key != key:
-            feats = self.semantic_features.detach()  # [N, S]
-            feats = feats[torch.randperm(feats.shape[0], device=feats.device)[:20000]]
-            mean = feats.mean(0, keepdim=True)  # [1, S]
-            _, _, axes = torch.pca_lowrank(feats - mean, q=min(3, feats.shape[1]), center=False)  # [S, 3]
-            projected = (feats - mean) @ axes  # [n, 3]
-            low, high = projected.quantile(0.01, dim=0), projected.quantile(0.99, dim=0)  # [3]
-            self._pca_parts, self._pca_key = (axes, mean, low, high), key
-        axes, mean, low, high = self._pca_parts
-        projected = (feature_map - mean) @ axes  # [H, W, 3]
-        return ((projected - low) / (high - low + 1e-8)).clamp(0, 1)
+        # the PCA axes follow the Gaussians: recomputed when they are replaced, change in count or train on
+        gaussians = (id(self.gauss_params["semantic_features"]), self.num_points, self.step)
+        pca = self._feature_pca(self.semantic_features.detach(), feature_map, gaussians)  # [H, W, 3]
+        return {**class_pictures(logits, self.class_colors), "semantic_features_pca": pca}
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, torch.Tensor]:
@@ -496,21 +423,6 @@ class SemSplatModel(SplatfactoModel):
         confidence = self._labels_at(batch, "pseudo_confidence", *support.shape)  # [H, W]
         return weights if confidence is None else weights * confidence.float()
 
-    def _knn_pool_for_step(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Sample ids [M] and their k nearest Gaussians [M, k], from a pool refreshed on the GPU."""
-        key = (id(self.gauss_params["means"]), self.num_points)
-        stale = self._knn_pool is None or self._knn_key != key
-        stale = stale or (self.step - self._knn_step) >= self.config.agg3d_knn_refresh_every
-        if stale:
-            means = self.means.detach()  # [N, 3]
-            pool_size = min(self.num_points, self.config.agg3d_num_samples * self.config.agg3d_pool_factor)
-            pool = torch.randperm(self.num_points, device=means.device)[:pool_size]  # [P]
-            neighbours = L.knn_indices(means[pool], means, self.config.agg_k, query_ids=pool)  # [P, k]
-            self._knn_pool, self._knn_key, self._knn_step = (pool, neighbours), key, self.step
-        pool, neighbours = self._knn_pool  # type: ignore[misc]
-        pick = torch.randint(0, pool.shape[0], (min(self.config.agg3d_num_samples, pool.shape[0]),), device=pool.device)
-        return pool[pick], neighbours[pick]
-
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if not self.training or "semantic_logits" not in outputs or self.step < self.config.semantic_start_step:
@@ -542,7 +454,8 @@ class SemSplatModel(SplatfactoModel):
                 outputs["semantic_features"], self.config.agg2d_num_samples, self.config.agg_k
             )
         if self.config.agg3d_loss_weight > 0 and self.num_points > self.config.agg_k:
-            sample_ids, neighbour_ids = self._knn_pool_for_step()
+            means = self.means.detach()  # [N, 3]
+            sample_ids, neighbour_ids = self._neighbour_pool.sample(means, (id(self.means), self.num_points), self.step)
             loss_dict["agg3d_loss"] = self.config.agg3d_loss_weight * L.aggregation_3d_loss(
                 self.semantic_features, sample_ids, neighbour_ids
             )
@@ -565,11 +478,5 @@ class SemSplatModel(SplatfactoModel):
         cm = confusion_matrix(pred, labels, self.num_classes)
         metrics["semantic_acc"] = float(pixel_accuracy(cm))
         metrics["semantic_miou"] = float(miou(cm))
-        colors = self.class_colors.to(self.device)
-        valid = labels != L.IGNORE_INDEX
-        gt_color = torch.where(valid[..., None], colors[labels.clamp(max=self.num_classes - 1)], 0.0)
-        pred_color = colors[pred]
-        wrong = (pred != labels) & valid
-        error = torch.where(wrong[..., None], torch.tensor([1.0, 0.0, 0.0], device=self.device), 0.35 * pred_color)
-        images["semantics"] = torch.cat([gt_color, pred_color, error], dim=1)  # GT | prediction | error
+        images["semantics"] = error_panel(pred, labels, self.class_colors)  # GT | prediction | error
         return metrics, images
