@@ -21,45 +21,37 @@ re-triangulation. Every file a run needs is checked before training; a bad one s
 
 from __future__ import annotations
 
-import contextlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
 from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParser, ColmapDataParserConfig
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
-from PIL import Image
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
-from semsplat_ns.data.capture_labels import (
-    LABELS_DIR,
-    PreparedLabel,
-    describe_missing,
-    list_labels,
-    prepare_label,
-    read_capture_classes,
+from semsplat_ns.data.capture_checks import CaptureSplit, announce_line, check_capture, pseudo_label_files
+from semsplat_ns.data.capture_labels import LABELS_DIR, PreparedLabel, list_labels, prepare_label, read_capture_classes
+from semsplat_ns.data.capture_sources import (
+    COLMAP_MODEL_DIRS,
+    FLAG,
+    Layout,
+    NerfstudioCapture,
+    capture_layout,
+    detect_layout,
+    has_colmap_model,
+    model_files,
+    nerfstudio_errors,
 )
 from semsplat_ns.data.classes import SceneClasses
 from semsplat_ns.data.irt_dataparser import IRTDataParser, IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
-from semsplat_ns.errors import UserInputError
 
-Layout = Literal["irt", "nerfstudio", "colmap"]
-"""The scene layouts ``semsplat-data`` reads."""
-
-COLMAP_MODEL_DIRS = (Path("sparse/0"), Path("colmap/sparse/0"), Path("sparse"))
-"""Where a COLMAP model is looked for in a capture, in order (COLMAP's own, ns-process-data's, a flat one)."""
-
-FLAG = "--pipeline.datamanager.dataparser"
-"""The ns-train prefix of this dataparser's options, for messages."""
-
-SUPPORTED_CAMERA_TYPES = (CameraType.PERSPECTIVE, CameraType.FISHEYE, CameraType.FISHEYE624)
-"""Camera types splatfacto can train on: nerfstudio's datamanager undistorts them into pinhole pictures."""
+__all__ = ["SemSplatDataParserConfig", "SemSplatDataParser", "capture_layout", "detect_layout", "Layout"]
 
 # Options of irt-data that a capture does not read; nerfstudio's parsers have their own (see _warn_irt_options).
 _IRT_ONLY_OPTIONS = (
@@ -70,41 +62,6 @@ _IRT_ONLY_OPTIONS = (
     "scale_factor",
     "scene_scale",
 )
-
-
-def _has_colmap_model(folder: Path) -> bool:
-    return (folder / "cameras.bin").is_file() or (folder / "cameras.txt").is_file()
-
-
-def detect_layout(data: Path) -> Tuple[Layout, Path]:
-    """Tells what ``--data`` holds.
-
-    Args:
-        data: The resolved ``--data``: a folder, or a nerfstudio .json file.
-
-    Returns:
-        The layout and the file or folder that decided it: the scene folder (IRT), the transforms .json
-        (nerfstudio) or the COLMAP model folder (colmap).
-
-    Raises:
-        IRTDataError: Nothing semsplat reads is there; the message lists what was looked for.
-    """
-    data = Path(data)
-    if data.is_file() and data.suffix.lower() == ".json":
-        return "nerfstudio", data
-    if (data / "train").is_dir():
-        return "irt", data
-    if (data / "transforms.json").is_file():
-        return "nerfstudio", data / "transforms.json"
-    for model in COLMAP_MODEL_DIRS:
-        if _has_colmap_model(data / model):
-            return "colmap", data / model
-    present = sorted(p.name for p in data.iterdir() if not p.name.startswith(".")) if data.is_dir() else []
-    raise IRTDataError(
-        f"{data}: not a scene semsplat reads: no train/ (IRT scene, docs/IRT_LAYOUT.md), no transforms.json "
-        f"(nerfstudio capture, ns-process-data) and no COLMAP model in {', '.join(f'{m}/' for m in COLMAP_MODEL_DIRS)} "
-        f"(folder has: {', '.join(present[:12]) or 'nothing'})"
-    )
 
 
 def _default_nerfstudio() -> NerfstudioDataParserConfig:
@@ -139,63 +96,14 @@ class SemSplatDataParserConfig(IRTDataParserConfig):
     sparse/; its data and load-3D-points are ignored as for nerfstudio."""
 
 
-class _NerfstudioCapture(Nerfstudio):
-    """nerfstudio's transforms.json parser, reading ``ply_file_path`` with plyfile instead of open3d.
-
-    open3d is an optional dependency of nerfstudio that often fails to import (it needs system libraries);
-    the points and their transform are the same.
-    """
-
-    def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
-        from plyfile import PlyData
-
-        vertex = PlyData.read(str(ply_file_path))["vertex"]
-        if vertex.count == 0:
-            return None
-        xyz = torch.from_numpy(np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=-1).astype(np.float32))  # [P, 3]
-        names = {prop.name for prop in vertex.properties}
-        if {"red", "green", "blue"} <= names:
-            rgb = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=-1).astype(np.uint8)  # [P, 3]
-        else:
-            rgb = np.full((vertex.count, 3), 128, dtype=np.uint8)  # [P, 3] grey, as no colour is known
-        # nerfstudio's own formula: the ply is in transforms.json's frame, so only transform_matrix applies.
-        points = torch.cat((xyz, torch.ones_like(xyz[..., :1])), -1) @ transform_matrix.T  # [P, 3]
-        return {"points3D_xyz": points * scale_factor, "points3D_rgb": torch.from_numpy(rgb)}
-
-
-@dataclass(frozen=True)
-class _CaptureSplit:
-    """A split of a capture as nerfstudio parsed it, plus what semsplat adds."""
-
-    outputs: DataparserOutputs
-    stems: List[str]
-    labels: List[Optional[PreparedLabel]]
-
-
-@contextlib.contextmanager
-def _nerfstudio_errors(source: Path, parser: str) -> Iterator[None]:
-    """Turns what nerfstudio's parsers raise on bad input (asserts, KeyErrors, missing files) into one line."""
-    try:
-        yield
-    except UserInputError:
-        raise
-    except FileNotFoundError as err:
-        missing = err.filename or source
-        raise IRTDataError(
-            f"{missing}: file does not exist (nerfstudio's {parser} parser reads it for {source})"
-        ) from None
-    except (AssertionError, KeyError, ValueError, RuntimeError, IndexError, TypeError, OSError) as err:
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise IRTDataError(f"{source}: nerfstudio's {parser} parser cannot read it: {detail}") from None
-
-
 class SemSplatDataParser(IRTDataParser):
     """Delegates an IRT scene to irt-data (unchanged) and a capture to nerfstudio's parser for its format.
 
     For a capture, every split's outputs are nerfstudio's (cameras, distortion, split, dataparser transform and
     scale, seed points) with semsplat's metadata added: ``semantic_filenames`` (None for unlabelled images),
-    ``pseudo_filenames``, ``boundary_filenames``, ``confidence_filenames`` (all None: captures have no pseudo
-    labels yet), ``stems``, ``scene_dir``, ``class_names``, ``class_colors``, ``num_classes``, ``label_is_color``.
+    ``pseudo_filenames``, ``boundary_filenames``, ``confidence_filenames`` (training images with files in
+    ``<capture>/semsplat_pseudo/``, checked; None elsewhere), ``stems``, ``scene_dir``, ``class_names``,
+    ``class_colors``, ``num_classes``, ``label_is_color``.
     """
 
     config: SemSplatDataParserConfig
@@ -205,11 +113,13 @@ class SemSplatDataParser(IRTDataParser):
         self._detected: Optional[Tuple[Layout, Path]] = None
         self._delegate: Optional[DataParser] = None
         self._parsed: Dict[Tuple[str, bool], DataparserOutputs] = {}
-        self._splits: Dict[str, _CaptureSplit] = {}
+        self._splits: Dict[str, CaptureSplit] = {}
         self._capture_classes: Optional[Tuple[SceneClasses, Dict[Path, np.ndarray]]] = None
         self._points: Optional[Dict[str, torch.Tensor]] = None
         self._label_files: Optional[Dict[str, Path]] = None
         self._announced = False
+        self.announce = True
+        """Print the console line on what the capture holds (once, when it is first parsed)."""
 
     @property
     def scene_dir(self) -> Path:
@@ -226,6 +136,25 @@ class SemSplatDataParser(IRTDataParser):
         """What ``--data`` holds (detected once, or as ``layout`` forces)."""
         return self._detection()[0]
 
+    @property
+    def source(self) -> Path:
+        """The file or folder that decided the layout: the scene folder (IRT), the transforms .json (nerfstudio)
+        or the COLMAP model folder (colmap)."""
+        return self._detection()[1]
+
+    def camera_files(self) -> List[Path]:
+        """The files of a capture that define its cameras and sparse points (for input digests)."""
+        layout, source = self._detection()
+        if layout == "colmap":
+            delegate = self._delegate_parser()
+            return model_files(self.scene_dir / delegate.config.colmap_path)  # type: ignore[attr-defined]
+        files = [source, *model_files(self.scene_dir / "colmap" / "sparse" / "0")]
+        try:
+            ply = json.loads(source.read_text()).get("ply_file_path")
+        except (OSError, ValueError, AttributeError):
+            ply = None
+        return files + ([source.parent / ply] if isinstance(ply, str) and (source.parent / ply).is_file() else [])
+
     def _detection(self) -> Tuple[Layout, Path]:
         if self._detected is None:
             data = Path(self.config.data).expanduser()
@@ -238,7 +167,7 @@ class SemSplatDataParser(IRTDataParser):
             elif forced == "nerfstudio":
                 self._detected = ("nerfstudio", source if source.is_file() else source / "transforms.json")
             else:
-                models = [self.scene_dir / m for m in COLMAP_MODEL_DIRS if _has_colmap_model(self.scene_dir / m)]
+                models = [self.scene_dir / m for m in COLMAP_MODEL_DIRS if has_colmap_model(self.scene_dir / m)]
                 if not models:
                     raise IRTDataError(
                         f"{self.scene_dir}: {FLAG}.layout colmap, but no COLMAP model (cameras.bin|txt) in "
@@ -267,7 +196,7 @@ class SemSplatDataParser(IRTDataParser):
             layout, source = self._detection()
             if layout == "nerfstudio":
                 ns_config = replace(self.config.nerfstudio, data=source, load_3D_points=self.config.load_points)
-                parser = _NerfstudioCapture(config=ns_config)
+                parser = NerfstudioCapture(config=ns_config)
                 # Without ply_file_path, nerfstudio would ASK whether to convert colmap/sparse/0 and rewrite
                 # transforms.json; semsplat reads that model itself instead (_capture_points), asking nothing.
                 parser.prompted_user = True
@@ -275,7 +204,7 @@ class SemSplatDataParser(IRTDataParser):
                 self._delegate = parser
             else:
                 colmap_path = self.config.colmap.colmap_path
-                if not _has_colmap_model(self.scene_dir / colmap_path):
+                if not has_colmap_model(self.scene_dir / colmap_path):
                     colmap_path = source.relative_to(self.scene_dir)
                 has_points = any(
                     (self.scene_dir / colmap_path / f"points3D{ext}").is_file() for ext in (".bin", ".txt")
@@ -303,7 +232,7 @@ class SemSplatDataParser(IRTDataParser):
             saved = parser.config.load_3D_points  # type: ignore[attr-defined]
             parser.config.load_3D_points = saved and with_points  # type: ignore[attr-defined]
             try:
-                with _nerfstudio_errors(source, name):
+                with nerfstudio_errors(source, name):
                     self._parsed[key] = parser.get_dataparser_outputs(split=ns_split)
             finally:
                 parser.config.load_3D_points = saved  # type: ignore[attr-defined]
@@ -313,17 +242,18 @@ class SemSplatDataParser(IRTDataParser):
         """nerfstudio's name of the split that ``eval_split`` names."""
         return "test" if self.config.eval_split == "test" else "val"
 
-    def _capture_split(self, ns_split: str) -> _CaptureSplit:
+    def _capture_split(self, ns_split: str) -> CaptureSplit:
         """A checked split (cached). The first call checks the train split and an eval split together, so a bad
         file in either stops the run before anything is decoded."""
         if ns_split not in self._splits:
             eval_split = ns_split if ns_split != "train" else self._eval_split()
             train = self._parse("train", with_points=True)
             evaluation = self._parse(eval_split, with_points=False)
-            self._check_capture(train, evaluation)
+            layout, source = self._detection()
+            check_capture(self.scene_dir, source, layout, train, evaluation, self._labels())
             for name, outputs in (("train", train), (eval_split, evaluation)):
                 if name not in self._splits:
-                    self._splits[name] = self._label_split(outputs)
+                    self._splits[name] = self._label_split(outputs, with_pseudo=name == "train")
             if self._points is None:
                 points = {k: v for k, v in train.metadata.items() if k.startswith("points3D_")}
                 self._points = points if points or not self.config.load_points else self._capture_points(train)
@@ -335,80 +265,16 @@ class SemSplatDataParser(IRTDataParser):
             self._label_files = list_labels(self.scene_dir / LABELS_DIR)
         return self._label_files
 
-    def _check_capture(self, train: DataparserOutputs, evaluation: DataparserOutputs) -> None:
-        """Checks the images, cameras and labels of a train and an eval split (one error naming the file)."""
-        scene = self.scene_dir
-        source, _ = self._source_name()
-        all_images: List[Path] = list(
-            dict.fromkeys([Path(p) for p in train.image_filenames + evaluation.image_filenames])
-        )
-        problem = describe_missing(all_images, f"image (listed by {source.name})")
-        if problem:
-            raise IRTDataError(problem)
-        by_stem: Dict[str, Path] = {}
-        for path in all_images:
-            if path.stem in by_stem:
-                raise IRTDataError(
-                    f"{path}: two images share the stem {path.stem!r} ({by_stem[path.stem]}); labels/<stem>.png and "
-                    "predictions are named by stem, so stems must be unique"
-                )
-            by_stem[path.stem] = path
-        for outputs in (train, evaluation):
-            for index, camera_type in enumerate(outputs.cameras.camera_type.view(-1).tolist()):
-                if camera_type not in [t.value for t in SUPPORTED_CAMERA_TYPES]:
-                    raise IRTDataError(
-                        f"{source}: the camera of {Path(outputs.image_filenames[index]).name} is "
-                        f"{CameraType(camera_type).name}; splatfacto trains on perspective and fisheye cameras only"
-                    )
-            self._check_photo_sizes(outputs, source)
-        labels = self._labels()
-        orphans = sorted(set(labels) - set(by_stem))
-        if orphans:
-            shown = ", ".join(sorted(by_stem)[:8]) + (", ..." if len(by_stem) > 8 else "")
-            raise IRTDataError(
-                f"{labels[orphans[0]]}: no image of the capture has the stem {orphans[0]!r} (labels/<stem>.png is "
-                f"named after an image that {source.name} lists; its images: {shown})"
-                + (f"; also {', '.join(orphans[1:5])}" if len(orphans) > 1 else "")
-            )
-        if not labels:
-            raise IRTDataError(
-                f"{scene / LABELS_DIR}: no label; semsplat needs at least one labels/<image stem>.png "
-                "(8-bit PNG, class id in channel 0, 255 = ignore; docs/CAPTURES.md)"
-            )
-        train_stems = {Path(p).stem for p in train.image_filenames}
-        if not train_stems & set(labels):
-            layout = self.layout
-            raise IRTDataError(
-                f"{scene / LABELS_DIR}: every labelled image ({', '.join(sorted(labels)[:5])}) is in the evaluation "
-                f"split nerfstudio chose; training needs at least one: label a training image, or choose the split "
-                f"with {FLAG}.{layout}.eval-mode (e.g. all, or interval with {FLAG}.{layout}.eval-interval)"
-            )
-
-    @staticmethod
-    def _check_photo_sizes(outputs: DataparserOutputs, source: Path) -> None:
-        """Every photo's size (read from its header) against its camera's, which nerfstudio asserts later."""
-        widths = outputs.cameras.width.view(-1).tolist()
-        heights = outputs.cameras.height.view(-1).tolist()
-        for path, width, height in zip(outputs.image_filenames, widths, heights):
-            try:
-                with Image.open(path) as image:
-                    size = image.size
-            except (OSError, SyntaxError, ValueError) as err:
-                raise IRTDataError(f"{path}: cannot read the photo (not an image?): {err}") from None
-            if size != (width, height):
-                raise IRTDataError(
-                    f"{path}: size {size[0]}x{size[1]} differs from its camera in {source.name} ({width}x{height})"
-                )
-
     def _read_classes(self) -> Tuple[SceneClasses, Dict[Path, np.ndarray]]:
         """The capture's classes and every label decoded with them (cached)."""
         if self._capture_classes is None:
             self._capture_classes = read_capture_classes(self.scene_dir, list(self._labels().values()))
         return self._capture_classes
 
-    def _label_split(self, outputs: DataparserOutputs) -> _CaptureSplit:
-        """Stems and, for labelled images, the label file matched to nerfstudio's picture of the photo."""
-        _, decoded = self._read_classes()
+    def _label_split(self, outputs: DataparserOutputs, with_pseudo: bool) -> CaptureSplit:
+        """Stems and, for labelled images, the label file matched to nerfstudio's picture of the photo; with
+        ``with_pseudo`` (the training split) also the checked files of ``<capture>/semsplat_pseudo/``."""
+        classes, decoded = self._read_classes()
         labels = self._labels()
         stems = [Path(p).stem for p in outputs.image_filenames]
         prepared: List[Optional[PreparedLabel]] = []
@@ -422,21 +288,25 @@ class SemSplatDataParser(IRTDataParser):
             size = irt_io.read_photo_size(photo)  # decodes the whole photo: a truncated file stops here
             camera = outputs.cameras[index].reshape(())
             prepared.append(prepare_label(self.scene_dir, label_path, ids, photo, size, camera))
-        return _CaptureSplit(outputs=outputs, stems=stems, labels=prepared)
+        if not with_pseudo:
+            return CaptureSplit(outputs=outputs, stems=stems, labels=prepared)
+        pseudo, boundary, confidence = pseudo_label_files(
+            self.scene_dir, outputs, len(classes.names), self.config.load_pseudo_labels
+        )
+        return CaptureSplit(outputs, stems, prepared, pseudo=pseudo, boundary=boundary, confidence=confidence)
 
-    def _outputs(self, split: _CaptureSplit) -> DataparserOutputs:
+    def _outputs(self, split: CaptureSplit) -> DataparserOutputs:
         """nerfstudio's outputs of a split with semsplat's metadata (and the capture's seed points for train)."""
         classes, _ = self._read_classes()
         outputs = split.outputs
-        count = len(outputs.image_filenames)
-        none: List[Optional[Path]] = [None] * count
+        none: List[Optional[Path]] = [None] * len(outputs.image_filenames)
         metadata: Dict = dict(outputs.metadata)
         metadata.update(
             {
                 "semantic_filenames": [label.path if label else None for label in split.labels],
-                "pseudo_filenames": list(none),
-                "boundary_filenames": list(none),
-                "confidence_filenames": list(none),
+                "pseudo_filenames": list(split.pseudo or none),
+                "boundary_filenames": list(split.boundary or none),
+                "confidence_filenames": list(split.confidence or none),
                 "stems": list(split.stems),
                 "scene_dir": self.scene_dir,
                 "class_names": list(classes.names),
@@ -459,48 +329,25 @@ class SemSplatDataParser(IRTDataParser):
             return {}
         reader = ColmapDataParser(ColmapDataParserConfig(data=self.scene_dir, max_2D_matches_per_3D_point=0))
         transform = outputs.dataparser_transform.float()  # [3, 4] COLMAP world -> training frame
-        with _nerfstudio_errors(points_file, "colmap"):
+        with nerfstudio_errors(points_file, "colmap"):
             points = reader._load_3D_points(model, transform, float(outputs.dataparser_scale))
         return {"points3D_xyz": points["points3D_xyz"], "points3D_rgb": points["points3D_rgb"]}
 
-    def _announce(self, train: _CaptureSplit, evaluation: _CaptureSplit) -> None:
-        """One console line on what the capture holds: layout, split sizes, labelled images, seed points."""
+    def _announce(self, train: CaptureSplit, evaluation: CaptureSplit) -> None:
+        """One console line on what the capture holds (:func:`~semsplat_ns.data.capture_checks.announce_line`)."""
         if self._announced:
             return
         self._announced = True
         layout, source = self._detection()
         self._warn_irt_options(layout)
-        labelled_train = [s for s, label in zip(train.stems, train.labels) if label]
-        labelled_eval = [s for s, label in zip(evaluation.stems, evaluation.labels) if label]
-        prepared = sorted({step for label in train.labels + evaluation.labels if label for step in label.steps})
-        what = "a nerfstudio capture" if layout == "nerfstudio" else "a COLMAP model"
+        if not self.announce:
+            return
         eval_mode = getattr(self.config, layout).eval_mode
-        line = (
-            f"semsplat-data: {self.scene_dir} is {what} ({source.relative_to(self.scene_dir)}): "
-            f"{len(train.stems)} training and {len(evaluation.stems)} evaluation images (nerfstudio's split: "
-            f"{FLAG}.{layout}.eval-mode {eval_mode}, unless the capture lists its splits); "
-            f"labelled: {len(labelled_train)} training ({', '.join(labelled_train[:6])}"
-            f"{', ...' if len(labelled_train) > 6 else ''})"
-        )
-        if labelled_eval:
-            line += f", {len(labelled_eval)} evaluation ({', '.join(labelled_eval[:6])}) for segmentation metrics"
-        elif not evaluation.stems:
-            line += "; nerfstudio's split left no evaluation image"
-        else:
-            line += (
-                "; no evaluation image has a label, so evaluation gives RGB metrics only (label one of "
-                f"{', '.join(evaluation.stems[:6])}{', ...' if len(evaluation.stems) > 6 else ''} for segmentation "
-                "metrics)"
-            )
-        if prepared:
-            line += f"; labels {' and '.join(prepared)} as nerfstudio's photos are (written to semsplat_labels/)"
         points = (self._points or {}).get("points3D_xyz")
-        if not self.config.load_points:
-            line += f"; seed points off ({FLAG}.load-points False)"
-        elif points is None:
-            line += "; no sparse points in the capture: splatfacto starts from random points"
-        else:
-            line += f"; {len(points)} seed points from the capture's sparse model"
+        points_array = None if points is None else points.numpy()
+        line = announce_line(
+            self.scene_dir, layout, source, eval_mode, train, evaluation, points_array, self.config.load_points
+        )
         CONSOLE.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _warn_irt_options(self, layout: Layout) -> None:
@@ -518,15 +365,3 @@ class SemSplatDataParser(IRTDataParser):
                 highlight=False,
                 soft_wrap=True,
             )
-
-
-def capture_layout(data: Union[str, Path]) -> Layout:
-    """What a ``--data`` folder (or nerfstudio .json) holds, for commands that treat captures differently.
-
-    Args:
-        data: As ``ns-train --data`` takes it (a bare name is resolved as there).
-    """
-    path = Path(data).expanduser()
-    if path.is_file() and path.suffix.lower() == ".json":
-        return "nerfstudio"
-    return detect_layout(resolve_scene_dir(path))[0]

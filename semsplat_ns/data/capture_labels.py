@@ -140,6 +140,51 @@ def undistort_label(ids: np.ndarray, camera: Cameras) -> np.ndarray:
     return np.where(inside, ids[rows, cols], irt_io.IGNORE_ID).astype(np.uint8)  # [h, w]
 
 
+def _nerfstudio_undistort(camera: Cameras, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """nerfstudio's ``_undistort_image`` called as its full-image datamanager calls it (float32 K and distortion
+    parameters of the camera, no mask): the undistorted (cropped) image and its K [3, 3]."""
+    from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
+
+    K = camera.get_intrinsics_matrices().numpy().copy()  # [3, 3]
+    params = camera.distortion_params
+    assert params is not None
+    new_K, undistorted, _ = _undistort_image(camera, params.numpy().copy(), {}, image, K)
+    return undistorted, np.asarray(new_K, dtype=np.float64)
+
+
+def undistort_photo(photo: np.ndarray, camera: Cameras) -> np.ndarray:
+    """A photo uint8 [H, W, 3] undistorted exactly as nerfstudio's full-image datamanager undistorts it for
+    training (same function, same arguments), so pseudo labels are drawn on the picture training sees.
+
+    Args:
+        photo: The photo as read, the camera's size.
+        camera: Its camera (shape []), with distortion parameters.
+
+    Returns:
+        uint8 [h, w, 3], the undistorted and cropped photo.
+    """
+    undistorted, _ = _nerfstudio_undistort(camera, np.ascontiguousarray(photo))
+    return np.ascontiguousarray(undistorted)
+
+
+def training_geometry(camera: Cameras) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """K [3, 3] (pixel centres at +0.5) and (height, width) of the picture nerfstudio trains on for a camera:
+    the camera's own, or, when it has distortion, those of the undistorted (cropped) photo that nerfstudio's
+    full-image datamanager makes (computed by its own function on a blank picture).
+
+    Args:
+        camera: One camera (shape []).
+
+    Returns:
+        float64 K [3, 3] and (height, width).
+    """
+    width, height = int(camera.width.item()), int(camera.height.item())
+    if not has_distortion(camera):
+        return camera.get_intrinsics_matrices().numpy().astype(np.float64), (height, width)
+    blank, K = _nerfstudio_undistort(camera, np.zeros((height, width), dtype=np.uint8))  # [h, w]
+    return K, (int(blank.shape[0]), int(blank.shape[1]))
+
+
 @dataclass(frozen=True)
 class PreparedLabel:
     """Where a view's label for training lies."""

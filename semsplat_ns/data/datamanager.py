@@ -5,13 +5,14 @@ Each view yields, besides the photo, ``semantics`` (uint8 [H, W], 255 = none) fo
 [H, W] in [0, 1], where ``train/confidence/<stem>.png`` exists), and ``view_kind``.
 
 With ``auto_pseudo_labels="prior"`` the datamanager first makes sure the scene has pseudo labels: the
-prior's (:func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels`), made once and cached in the scene.
+prior's (:func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels`), made once and cached in the scene (an IRT scene's
+``train/``, a capture's ``semsplat_pseudo/``).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Type, Union
@@ -108,9 +109,9 @@ class SemSplatDataManagerConfig(FullImageDatamanagerConfig):
     auto_pseudo_labels: Literal["prior", "off"] = "off"
     """prior: before training, give a scene without pseudo labels the prior's (semsplat-pseudo-labels
     --backend prior: reprojected labels, elsewhere a 2D network trained on this scene), cached in
-    train/pseudo/ with their parameters; reused while the scene and --pipeline.datamanager.pseudo-prior.*
-    are unchanged, rebuilt when they change; pseudo labels made otherwise are kept. off: use what
-    train/pseudo/ holds, if anything."""
+    train/pseudo/ (a capture: semsplat_pseudo/pseudo/) with their parameters; reused while the scene and
+    --pipeline.datamanager.pseudo-prior.* are unchanged, rebuilt when they change; pseudo labels made otherwise
+    are kept. off: use what is there, if anything."""
     pseudo_prior: PriorSettings = field(default_factory=PriorSettings)
     """The prior of the automatic pseudo labels (steps, crop, width, threshold, seed, device)."""
 
@@ -148,8 +149,12 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
         # Imported here: the pipeline pulls the depth and reprojection code that training otherwise skips.
         from semsplat_ns.pseudo.auto import ensure_pseudo_labels
 
-        data = config.data if config.data is not None else config.dataparser.data
-        ensure_pseudo_labels(resolve_scene_dir(Path(data)), config.pseudo_prior, device=str(device))
+        data = Path(config.data if config.data is not None else config.dataparser.data).expanduser()
+        if not (data.is_file() and data.suffix.lower() == ".json"):  # a capture's transforms .json stays as given
+            data = resolve_scene_dir(data)
+        # A capture is read with the run's own options (nerfstudio's split, downscaled or undistorted pictures).
+        parser = replace(config.dataparser, data=data)
+        ensure_pseudo_labels(data, config.pseudo_prior, device=str(device), dataparser=parser)
 
     def sample_train_cameras(self) -> List[int]:
         """One pass over the training views: each non-labelled view once, a labelled view every

@@ -1,28 +1,36 @@
 """Automatic pseudo labels for ``ns-train``: the datamanager asks for the prior's pseudo labels before training
-and they are made once, then cached in the scene (``train/pseudo/meta.json`` records their parameters and an
-input digest)."""
+and they are made once, then cached in the scene's store (``train/pseudo/`` of an IRT scene,
+``semsplat_pseudo/pseudo/`` of a capture; its ``meta.json`` records their parameters and an input digest)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, output_files, run
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.scene import read_scene
-from semsplat_ns.pseudo.store import META_NAME, input_digest, read_previous_meta
+from semsplat_ns.pseudo.store import PSEUDO_DIR, input_digest, meta_path, read_previous_meta
 
 
-def _pseudo_files_exist(scene_dir: Path) -> bool:
-    folder = scene_dir / "train" / "pseudo"
+def _pseudo_files_exist(root: Path) -> bool:
+    folder = root / PSEUDO_DIR
     return folder.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".") for p in folder.iterdir())
 
 
+def _writable(root: Path) -> bool:
+    """Whether the store can be written: the root itself, or the nearest folder above it that exists."""
+    folder = root
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 def ensure_pseudo_labels(
-    scene_dir: Path, settings: PriorSettings, device: Optional[str] = None
+    scene_dir: Path, settings: PriorSettings, device: Optional[str] = None, dataparser: Optional[Any] = None
 ) -> Literal["made", "reused", "rebuilt", "kept", "skipped"]:
     """The datamanager's automatic pseudo labels: prior pseudo labels made before training when the scene
     has none, cached under train/pseudo with their parameters and input digest in meta.json.
@@ -31,15 +39,15 @@ def ensure_pseudo_labels(
     * a cache whose parameters and inputs equal these: reused;
     * an automatic cache whose parameters or inputs differ, or with files missing: rebuilt;
     * pseudo labels made otherwise (``semsplat-pseudo-labels``, by hand): kept as they are;
-    * a scene whose train/ folder cannot be written (e.g. a read-only share): skipped, training goes on
-      without them.
+    * a scene whose store cannot be written (e.g. a read-only share): skipped, training goes on without them.
 
     One console line says which.
 
     Args:
-        scene_dir: The IRT scene folder.
+        scene_dir: The IRT scene folder, or a capture (folder or .json file).
         settings: The prior's recipe and threshold.
         device: Device of the prior when ``settings.device`` is unset (e.g. the trainer's).
+        dataparser: The run's ``semsplat-data`` options (a capture is read with them: its split and pictures).
 
     Returns:
         What was done.
@@ -48,28 +56,27 @@ def ensure_pseudo_labels(
     args = PseudoLabelArgs(
         data=scene_dir, backend="prior", prior=replace(settings, device=settings.device or device), overwrite=True
     )
-    meta_path = scene_dir / "train" / "pseudo" / META_NAME
-    previous = read_previous_meta(meta_path) if meta_path.is_file() else None
-    scene = read_scene(scene_dir)
-    digest = input_digest(scene_dir, scene)
+    scene = read_scene(scene_dir, dataparser)
+    root = scene.root
+    meta_file = meta_path(root)
+    previous = read_previous_meta(meta_file) if meta_file.is_file() else None
+    digest = input_digest(scene)
     want = cache_key(args)
-    complete = all(
-        p.is_file() for i in scene.targets for p in output_files(scene_dir, scene.files.stems[i], BACKENDS["prior"])
-    )
-    where = scene_dir / "train" / "pseudo"
+    complete = all(p.is_file() for i in scene.targets for p in output_files(root, scene.stems[i], BACKENDS["prior"]))
+    where = root / PSEUDO_DIR
     if previous is not None and previous.get("cache_key") == want and previous.get("inputs_sha256") == digest:
         if complete:
             CONSOLE.print(f"Pseudo labels: reusing the prior's in {where} (inputs and parameters unchanged)")
             return "reused"
-    if (previous is None or previous.get("origin") == "auto") and not os.access(scene_dir / "train", os.W_OK):
+    if (previous is None or previous.get("origin") == "auto") and not _writable(root):
         CONSOLE.print(
-            f"[bold yellow]Pseudo labels: {scene_dir / 'train'} is not writable, so none are made; training goes "
+            f"[bold yellow]Pseudo labels: {root} is not writable, so none are made; training goes "
             "on without them (copy the scene somewhere writable, or run semsplat-pseudo-labels on a copy)"
         )
         return "skipped"
-    if previous is None and not _pseudo_files_exist(scene_dir):
+    if previous is None and not _pseudo_files_exist(root):
         CONSOLE.print(f"Pseudo labels: none in {where}; making them with the prior (cached for the next run)")
-        run(args, origin="auto")
+        run(args, origin="auto", dataparser=dataparser)
         return "made"
     if previous is not None and previous.get("origin") == "auto":
         reasons = []
@@ -87,7 +94,7 @@ def ensure_pseudo_labels(
         if not complete:
             reasons.append("files missing")
         CONSOLE.print(f"Pseudo labels: rebuilding the prior's pseudo labels in {where}: {'; '.join(reasons)}")
-        run(args, origin="auto")
+        run(args, origin="auto", dataparser=dataparser)
         return "rebuilt"
     made_by = f"backend {previous.get('backend')}" if previous is not None else "an unrecorded run"
     CONSOLE.print(

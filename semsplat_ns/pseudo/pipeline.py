@@ -1,11 +1,16 @@
 """``semsplat-pseudo-labels``: pseudo labels and boundary masks B for the unlabelled training views.
 
-For every TRAIN view without a label (no ``train/rgb/<stem>.png``) it writes
+For every TRAIN view without a label (IRT: no ``train/rgb/<stem>.png``; a capture: no ``labels/<stem>.png``) it
+writes, into the scene's store root (``train/`` of an IRT scene, ``semsplat_pseudo/`` of a nerfstudio capture
+or COLMAP model; :mod:`semsplat_ns.pseudo.store`)
 
-    train/pseudo/<stem>.png       8-bit class ids, 255 = no pseudo label
-    train/boundary/<stem>.png     B: 255 where no labelled view observes the pixel, else 0
-    train/confidence/<stem>.png   (--backend prior) confidence of the pseudo label, round(255 * p)
-    train/pseudo/meta.json        backend, parameters, input digest, per-step times, counts (and --report figures)
+    pseudo/<stem>.png       8-bit class ids, 255 = no pseudo label
+    boundary/<stem>.png     B: 255 where no labelled view observes the pixel, else 0
+    confidence/<stem>.png   (--backend prior) confidence of the pseudo label, round(255 * p)
+    pseudo/meta.json        backend, parameters, input digest, per-step times, counts (and --report figures)
+
+A capture is read as ``ns-train`` reads it (:mod:`semsplat_ns.pseudo.capture`): nerfstudio's train split and the
+pictures it trains on; ``--depth points`` uses the capture's own sparse points.
 
 Backends (one table, :data:`BACKENDS`): ``sam2`` (the paper: SAM2 masks on a labelled view, class by majority
 ground truth, tracked through the training views by the SAM2 video predictor), ``reproject`` (the labelled
@@ -16,10 +21,10 @@ reprojection against the labelled views; depth from triangulated points (default
 model (``--depth-config``) or ``.npy`` files (``--depth-dir``).
 
 Files are written atomically (temp file + rename) and the run is resumable: views whose files all exist are
-skipped unless ``--overwrite``. ``rgb/`` (ground truth) is never written, and ground truth outside the scene
-is read only for ``--report``. :func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels` is the datamanager's
-automatic path: prior pseudo labels made once, cached with their parameters and input digest in meta.json,
-reused or rebuilt.
+skipped unless ``--overwrite``. Labels (``rgb/``, a capture's ``labels/``) and photos are never written, and
+ground truth outside the scene is read only for ``--report``. :func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels`
+is the datamanager's automatic path: prior pseudo labels made once, cached with their parameters and input digest
+in meta.json, reused or rebuilt.
 """
 
 from __future__ import annotations
@@ -49,12 +54,12 @@ from semsplat_ns.pseudo import prior as prior_lib
 from semsplat_ns.pseudo.prior import PRIOR_VERSION, PriorSettings, cache_fields, flat_settings
 from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene
 from semsplat_ns.pseudo.store import (
-    META_NAME,
-    confidence_path,
+    confidence_file,
     coverage_stats,
     encode_confidence,
     input_digest,
     measure_against_truth,
+    meta_path,
     output_paths,
     read_previous_meta,
 )
@@ -90,13 +95,16 @@ BACKENDS: Dict[str, BackendSpec] = {
 
 @dataclass
 class PseudoLabelArgs:
-    """Write pseudo labels (train/pseudo/) and boundary masks B (train/boundary/) for the unlabelled training
-    views of an IRT scene. With --backend reproject, pseudo labels exist only where labelled views see the
-    pixel, i.e. outside B, so the default there is --boundary all (pseudo labels used wherever they exist).
-    --backend prior also writes a per-pixel confidence (train/confidence/)."""
+    """Write pseudo labels (pseudo/) and boundary masks B (boundary/) for the unlabelled training views of an IRT
+    scene (into its train/) or of a nerfstudio capture or COLMAP model with labels/ (into its semsplat_pseudo/).
+    With --backend reproject, pseudo labels exist only where labelled views see the pixel, i.e. outside B, so the
+    default there is --boundary all (pseudo labels used wherever they exist). --backend prior also writes a
+    per-pixel confidence (confidence/)."""
 
     data: Path
-    """The IRT scene folder (holds train/color, train/rgb, train/pose, train/intrinsics)."""
+    """The scene: an IRT scene folder (train/color, train/rgb, train/pose, train/intrinsics), or a capture (a
+    folder with transforms.json or a COLMAP model, photos in images/, labels in labels/; or its .json file), read
+    with semsplat-data's defaults (nerfstudio's split)."""
     backend: Backend = "sam2"
     """sam2: SAM2 masks of a labelled view, tracked through the training views (paper).
     reproject: the labelled views' classes carried into the other views by depth-tested reprojection.
@@ -107,13 +115,15 @@ class PseudoLabelArgs:
     all: B everywhere, so the model's pseudo loss uses every pseudo label (ablation).
     Default: unseen for sam2, all for reproject and prior (their pseudo labels cover seen pixels too)."""
     depth: Literal["points", "config", "dir"] = "points"
-    """Depth for the reprojection: points (triangulated from the known poses, cached in sparse/points3D.ply),
+    """Depth for the reprojection: points (IRT: triangulated from the known poses, cached in sparse/points3D.ply;
+    a capture: its own sparse model),
     config (a trained model renders it, --depth-config), dir (.npy maps, --depth-dir).
     Giving --depth-config or --depth-dir selects those."""
     depth_config: Optional[Path] = None
     """A trained nerfstudio run's config.yml (e.g. splatfacto or semsplat on this scene) to render depth."""
     depth_dir: Optional[Path] = None
-    """Folder of <stem>.npy float z-depth maps [H, W] (OpenCV camera z, scene units; <= 0 or NaN = unknown)."""
+    """Folder of <stem>.npy float z-depth maps [H, W] (OpenCV camera z, scene units, the size of the picture
+    training uses; <= 0 or NaN = unknown)."""
     depth_tolerance: float = ReprojectSettings.depth_tolerance
     """Relative depth difference up to which a reprojected pixel counts as seen by a labelled view."""
     color_tolerance: float = ReprojectSettings.color_tolerance
@@ -187,7 +197,7 @@ def compute_depths(
     Returns:
         view index -> float32 [H, W] depth.
     """
-    stems = [scene.files.stems[i] for i in indices]
+    stems = [scene.stems[i] for i in indices]
     sizes = [scene.sizes[i] for i in indices]
     if source == "dir":
         assert args.depth_dir is not None  # _depth_source says "dir" only with --depth-dir
@@ -201,18 +211,7 @@ def compute_depths(
                 args.depth_config, stems, sizes, progress=lambda _stem: progress.advance(task)
             )
         return {i: by_stem[s] for i, s in zip(indices, stems)}
-    from semsplat_ns.data.points import load_or_triangulate_points
-
-    cache = Path(args.data) / "sparse" / "points3D.ply"
-    # Same inputs as the dataparser's seed points, so both share one cache. A handful of points still
-    # gives depth somewhere; the mesh needs 3.
-    result = load_or_triangulate_points(list(scene.files.photo_paths), scene.Ks, scene.c2ws, cache, min_points=3)
-    if result is None:
-        raise DepthError(
-            f"{cache}: too few points were triangulated for --depth points; pass depth with "
-            "--depth-dir DIR (<stem>.npy) or --depth-config a trained run's config.yml"
-        )
-    points = torch.from_numpy(np.asarray(result[0], dtype=np.float64))  # [P, 3]
+    points = torch.from_numpy(np.asarray(_scene_points(scene), dtype=np.float64))  # [P, 3]
     settings = PointsDepthSettings(max_edge=args.points_max_edge, max_spread=args.points_max_spread)
     depths: Dict[int, torch.Tensor] = {}
     with _progress() as progress:
@@ -224,6 +223,37 @@ def compute_depths(
             )  # [H, W]
             progress.advance(task)
     return depths
+
+
+def _scene_points(scene: TrainSplit) -> np.ndarray:
+    """The points of ``--depth points``: a capture's own sparse points, or points triangulated from an IRT scene's
+    known poses (cached)."""
+    if scene.points is not None:
+        if len(scene.points) < 3:
+            raise DepthError(
+                f"{scene.scene_dir}: the capture's sparse model holds {len(scene.points)} points, too few for "
+                "--depth points; pass depth with --depth-dir DIR (<stem>.npy) or --depth-config a trained run's "
+                "config.yml"
+            )
+        return scene.points
+    if scene.points_cache is None:
+        raise DepthError(
+            f"{scene.scene_dir}: the capture has no sparse points (no points3D in its COLMAP model, no ply_file_path)"
+            " for --depth points; pass depth with --depth-dir DIR (<stem>.npy) or --depth-config a trained run's "
+            "config.yml"
+        )
+    from semsplat_ns.data.points import load_or_triangulate_points
+
+    # Same inputs as the dataparser's seed points, so both share one cache. A handful of points still
+    # gives depth somewhere; the mesh needs 3.
+    cache = scene.points_cache
+    result = load_or_triangulate_points(list(scene.photo_paths), scene.Ks, scene.c2ws, cache, min_points=3)
+    if result is None:
+        raise DepthError(
+            f"{cache}: too few points were triangulated for --depth points; pass depth with "
+            "--depth-dir DIR (<stem>.npy) or --depth-config a trained run's config.yml"
+        )
+    return np.asarray(result[0], dtype=np.float64)  # [P, 3]
 
 
 def _jsonable(value: Any) -> Any:
@@ -264,26 +294,27 @@ def cache_key(args: PseudoLabelArgs) -> Dict[str, Any]:
     return _jsonable(key)
 
 
-def output_files(scene_dir: Path, stem: str, spec: BackendSpec) -> List[Path]:
-    """The files a backend writes for one view."""
-    paths = list(output_paths(scene_dir, stem))
-    return paths + [confidence_path(scene_dir, stem)] if spec.writes_confidence else paths
+def output_files(root: Path, stem: str, spec: BackendSpec) -> List[Path]:
+    """The files a backend writes for one view, in the store ``root``."""
+    paths = list(output_paths(root, stem))
+    return paths + [confidence_file(root, stem)] if spec.writes_confidence else paths
 
 
-def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
+def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparser: Optional[Any] = None) -> dict:
     """Writes pseudo labels and boundary masks of the unlabelled training views; see the module docstring.
 
     Args:
         args: The command's arguments.
         origin: Who asked, recorded in meta.json ("semsplat-pseudo-labels", or "auto" for the datamanager's
             automatic pseudo labels, which it may rebuild when their inputs change).
+        dataparser: For a capture, the ``semsplat-data`` options of the run it is for (its split and pictures);
+            None: the defaults.
 
     Returns:
-        The record also written to ``train/pseudo/meta.json``.
+        The record also written to ``<root>/pseudo/meta.json``, plus ``"meta_path"`` (where it was written).
     """
     run_started = time.perf_counter()
     times: Dict[str, float] = {}
-    scene_dir = Path(args.data)
     spec = BACKENDS[args.backend]
     boundary_mode = args.boundary or spec.default_boundary
     depth_source = _depth_source(args)
@@ -299,16 +330,15 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
         prior_device = prior_lib.resolve_device(args.prior)
 
     started = time.perf_counter()
-    scene = read_scene(scene_dir)
-    stems = scene.files.stems
+    scene = read_scene(Path(args.data), dataparser)
+    root = scene.root
+    stems = scene.stems
     pending = [
-        i
-        for i in scene.targets
-        if args.overwrite or not all(p.is_file() for p in output_files(scene_dir, stems[i], spec))
+        i for i in scene.targets if args.overwrite or not all(p.is_file() for p in output_files(root, stems[i], spec))
     ]
     skipped = [i for i in scene.targets if i not in set(pending)]
     labels_of = {i: read_labels(scene, i) for i in scene.labelled}
-    digest = input_digest(scene_dir, scene)
+    digest = input_digest(scene)
     times["read_scene"] = time.perf_counter() - started
     counts: Dict[str, Any] = {
         "train_views": len(stems),
@@ -426,9 +456,9 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
 
                         unseen = grow_boundary_to_masks(unseen, frame.objects)
                 boundary = np.ones((height, width), dtype=bool) if boundary_mode == "all" else unseen  # [H, W]
-                pseudo_path, boundary_path = output_paths(scene_dir, stems[i])
+                pseudo_path, boundary_path = output_paths(root, stems[i])
                 irt_io.atomic_write_png(boundary_path, boundary)
-                conf_path = confidence_path(scene_dir, stems[i])
+                conf_path = confidence_file(root, stems[i])
                 if spec.writes_confidence:
                     irt_io.atomic_write_png(conf_path, encode_confidence(confidence_of[i]))
                 else:
@@ -443,13 +473,13 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
         times["write"] = time.perf_counter() - started
 
     for i in skipped:
-        pseudo_path, boundary_path = output_paths(scene_dir, stems[i])
+        pseudo_path, boundary_path = output_paths(root, stems[i])
         stats[stems[i]] = coverage_stats(
             irt_io.read_pseudo_label(pseudo_path), irt_io.read_boundary_mask(boundary_path)
         )
 
-    meta_path = scene_dir / "train" / "pseudo" / META_NAME
-    previous = read_previous_meta(meta_path)
+    meta_file = meta_path(root)
+    previous = read_previous_meta(meta_file)
     parameters = asdict(args)
     parameters.update({"boundary": boundary_mode, "depth": depth_source, "prior": flat_settings(args.prior)})
     parameters = _jsonable(parameters)
@@ -479,7 +509,7 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
         ]
         if previous.get("backend") != args.backend or previous.get("boundary") != boundary_mode:
             CONSOLE.print(
-                f"[bold yellow]{meta_path}: skipped views were made with backend={previous.get('backend')} "
+                f"[bold yellow]{meta_file}: skipped views were made with backend={previous.get('backend')} "
                 f"boundary={previous.get('boundary')}; this run uses {args.backend}/{boundary_mode}. "
                 "Pass --overwrite to remake them all.[/bold yellow]"
             )
@@ -488,8 +518,8 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels") -> dict:
             record["cache_key"] = None
     if args.report is not None:
         started = time.perf_counter()
-        record["report"] = measure_against_truth(scene_dir, scene, args.report)
+        record["report"] = measure_against_truth(scene, args.report)
         times["report"] = time.perf_counter() - started
     times["total"] = time.perf_counter() - run_started
-    write_json_atomic(meta_path, record, indent=1)
-    return record
+    write_json_atomic(meta_file, record, indent=1)
+    return {**record, "meta_path": meta_file}

@@ -420,14 +420,14 @@ def sam2_pseudo_labels(
         prompt_views = [random.Random(args.seed).choice(scene.labelled)]
     sizes = sorted(set(scene.sizes))
     if len(sizes) > 1:
-        odd = next(p for p, size in zip(scene.files.photo_paths, scene.sizes) if size != scene.sizes[0])
+        odd = next(p for p, size in zip(scene.photo_paths, scene.sizes) if size != scene.sizes[0])
         raise IRTDataError(
             f"{odd}: the SAM2 backend tracks the training photos as one video, so all must have one "
-            f"size; this one differs from {scene.files.photo_paths[0].name} (sizes: {sizes})"
+            f"size; this one differs from {scene.photo_paths[0].name} (sizes: {sizes})"
         )
     started = time.perf_counter()
-    read_photos(scene, range(len(scene.files.stems)), photos)
-    video = [photos[i] for i in range(len(scene.files.stems))]  # the training photos in stem order
+    read_photos(scene, range(len(scene.stems)), photos)
+    video = [photos[i] for i in range(len(scene.stems))]  # the training photos in stem order
     times["sam2_read_photos"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -447,7 +447,7 @@ def sam2_pseudo_labels(
             progress.advance(task)
     del generator
     times["sam2_masks"] = time.perf_counter() - started
-    counts["sam2_prompt_views"] = [scene.files.stems[i] for i in prompt_views]
+    counts["sam2_prompt_views"] = [scene.stems[i] for i in prompt_views]
     counts["sam2_masks_generated"] = generated
     counts["sam2_masks_kept"] = len(prompts)
     counts["sam2_frames_propagated"] = 0

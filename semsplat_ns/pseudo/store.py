@@ -1,10 +1,16 @@
 """The pseudo-label store: where pseudo labels, boundary masks and their record live in a scene, how they
-are written (atomically) and how they are measured against full labels.
+are written (atomically), checked and measured against full labels.
 
-    train/pseudo/<stem>.png       8-bit class ids, 255 = no pseudo label
-    train/boundary/<stem>.png     B: 255 where no labelled view observes the pixel, else 0
-    train/confidence/<stem>.png   8-bit confidence of the pseudo label, round(255 * p) (--backend prior only)
-    train/pseudo/meta.json        backend, parameters, input digest, per-step times, counts (and --report figures)
+Everything lives under one folder, the store root: ``<scene>/train`` of an IRT scene, ``<capture>/semsplat_pseudo``
+of a nerfstudio capture or COLMAP model (never the capture's ``images/`` or ``labels/``)::
+
+    <root>/pseudo/<stem>.png       8-bit class ids, 255 = no pseudo label
+    <root>/boundary/<stem>.png     B: 255 where no labelled view observes the pixel, else 0
+    <root>/confidence/<stem>.png   8-bit confidence of the pseudo label, round(255 * p) (--backend prior only)
+    <root>/pseudo/meta.json        backend, parameters, input digest, per-step times, counts (and --report figures)
+
+A capture's files are drawn on the pictures nerfstudio trains on: ``images_<N>/`` when it downscales, the
+undistorted (and cropped) photo when the camera has distortion.
 """
 
 from __future__ import annotations
@@ -26,19 +32,42 @@ from semsplat_ns.pseudo.scene import TrainSplit
 META_NAME = "meta.json"
 """Name of the record written beside the pseudo labels."""
 
+PSEUDO_DIR, BOUNDARY_DIR = "pseudo", "boundary"
+"""Folders of the store root holding the pseudo labels and the boundary masks."""
 
 CONFIDENCE_DIR = "confidence"
-"""Folder of ``train/`` holding the per-pixel confidence of the pseudo labels."""
+"""Folder of the store root holding the per-pixel confidence of the pseudo labels."""
+
+CAPTURE_STORE = "semsplat_pseudo"
+"""The store root of a capture, inside the capture folder."""
 
 
-def output_paths(scene_dir: Path, stem: str) -> Tuple[Path, Path]:
-    """Pseudo label and boundary mask of one training view."""
-    return scene_dir / "train" / "pseudo" / f"{stem}.png", scene_dir / "train" / "boundary" / f"{stem}.png"
+def store_root(scene_dir: Path) -> Path:
+    """Where a scene's pseudo labels live: ``<scene>/train`` for an IRT scene (it has ``train/``), else
+    ``<scene>/semsplat_pseudo`` (a capture). A :class:`~semsplat_ns.pseudo.scene.TrainSplit` knows its own
+    (``.root``), also for a capture whose layout was forced."""
+    scene_dir = Path(scene_dir)
+    return scene_dir / "train" if (scene_dir / "train").is_dir() else scene_dir / CAPTURE_STORE
+
+
+def output_paths(root: Path, stem: str) -> Tuple[Path, Path]:
+    """Pseudo label and boundary mask of one training view, in the store ``root``."""
+    return Path(root) / PSEUDO_DIR / f"{stem}.png", Path(root) / BOUNDARY_DIR / f"{stem}.png"
+
+
+def confidence_file(root: Path, stem: str) -> Path:
+    """Confidence map of one training view's pseudo label, in the store ``root``."""
+    return Path(root) / CONFIDENCE_DIR / f"{stem}.png"
 
 
 def confidence_path(scene_dir: Path, stem: str) -> Path:
-    """Confidence map of one training view's pseudo label."""
-    return Path(scene_dir) / "train" / CONFIDENCE_DIR / f"{stem}.png"
+    """Confidence map of one training view's pseudo label, in the store of the scene at ``scene_dir``."""
+    return confidence_file(store_root(scene_dir), stem)
+
+
+def meta_path(root: Path) -> Path:
+    """The record of the pseudo labels in the store ``root``."""
+    return Path(root) / PSEUDO_DIR / META_NAME
 
 
 def encode_confidence(probability: np.ndarray) -> np.ndarray:
@@ -109,25 +138,20 @@ def list_confidence_files(
     return paths
 
 
-def input_digest(scene_dir: Path, scene: TrainSplit) -> str:
-    """SHA-256 over everything pseudo labels are made from: classes.json and every training view's photo,
-    label, pose and intrinsics (names and contents; file times are left out, so a copied scene keeps it).
+def input_digest(scene: TrainSplit) -> str:
+    """SHA-256 over everything pseudo labels are made from (``scene.input_files``: classes.json and every training
+    view's photo, label and camera files), by name relative to the scene and content; file times are left out, so
+    a copied scene keeps it.
 
     Args:
-        scene_dir: The scene folder.
-        scene: Its training split.
+        scene: The training split.
 
     Returns:
         Hex digest.
     """
     digest = hashlib.sha256()
-    files = scene.files
-    paths = [Path(scene_dir) / "classes.json"]
-    for photo, pose, intrinsics, label in zip(
-        files.photo_paths, files.pose_paths, files.intrinsics_paths, files.label_paths
-    ):
-        paths += [photo, pose, intrinsics] + ([label] if label is not None else [])
-    for path in paths:
+    scene_dir = scene.scene_dir
+    for path in scene.input_files:
         if not path.is_file():
             continue
         # The name relative to the scene, so the digest does not depend on where the scene lies.
@@ -135,6 +159,41 @@ def input_digest(scene_dir: Path, scene: TrainSplit) -> str:
         digest.update(b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def check_pseudo_files(
+    pseudo: Optional[Path], boundary: Optional[Path], size: Tuple[int, int], photo: Path, num_classes: int
+) -> None:
+    """Decodes a view's pseudo label and boundary mask (each when given) and checks them against its picture.
+
+    Args:
+        pseudo: ``<root>/pseudo/<stem>.png`` or None.
+        boundary: ``<root>/boundary/<stem>.png`` or None.
+        size: (width, height) of the picture the view trains on.
+        photo: Its photo, for the message.
+        num_classes: The scene's number of classes.
+
+    Raises:
+        IRTDataError: Naming the file: unreadable, not the picture's size, or a class id out of range.
+    """
+    width, height = size
+    for path, reader in ((pseudo, irt_io.read_pseudo_label), (boundary, irt_io.read_boundary_mask)):
+        if path is None:
+            continue
+        pixels = reader(path)  # [H, W]
+        if pixels.shape[:2] != (height, width):
+            raise IRTDataError(
+                f"{path}: size {pixels.shape[1]}x{pixels.shape[0]} differs from the picture of {Path(photo).name} that "
+                f"training uses ({width}x{height}); pseudo labels and masks must match it pixel for pixel (remake them "
+                "with semsplat-pseudo-labels --overwrite)"
+            )
+        if path is pseudo:
+            bad = (pixels >= num_classes) & (pixels != IGNORE_ID)
+            if bad.any():
+                raise IRTDataError(
+                    f"{path}: pseudo class id {int(pixels[bad].max())} but the scene has {num_classes} classes "
+                    "(255 = no pseudo label)"
+                )
 
 
 def read_previous_meta(path: Path) -> Optional[dict]:
@@ -177,12 +236,11 @@ def accuracy_against(pseudo: np.ndarray, truth: np.ndarray) -> Tuple[int, int, i
     return int(correct.sum()), int(set_here.sum()), int(judged.sum())
 
 
-def measure_against_truth(scene_dir: Path, scene: TrainSplit, gt_dir: Path) -> dict:
+def measure_against_truth(scene: TrainSplit, gt_dir: Path) -> dict:
     """Pseudo-label pixel accuracy (where set) and coverage against full labels ``<gt_dir>/<stem>.png``.
 
     Args:
-        scene_dir: The scene whose ``train/pseudo`` and ``train/boundary`` are measured.
-        scene: Its training split.
+        scene: The training split whose pseudo labels and boundary masks (in ``scene.root``) are measured.
         gt_dir: Folder of full labels, one per unlabelled training view.
 
     Returns:
@@ -196,8 +254,8 @@ def measure_against_truth(scene_dir: Path, scene: TrainSplit, gt_dir: Path) -> d
     with _progress() as progress:
         task = progress.add_task("Measuring against full labels", total=len(scene.targets))
         for i in scene.targets:
-            stem = scene.files.stems[i]
-            pseudo_path, boundary_path = output_paths(scene_dir, stem)
+            stem = scene.stems[i]
+            pseudo_path, boundary_path = output_paths(scene.root, stem)
             if not (pseudo_path.is_file() and boundary_path.is_file()):
                 progress.advance(task)
                 continue

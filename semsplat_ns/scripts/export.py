@@ -3,8 +3,9 @@
 - ``gaussians.ply``: a 3DGS-compatible splat file (positions, SH colour, opacity, scales, rotations,
   in the training frame as ``ns-export gaussian-splat`` writes it) plus per-Gaussian ``class_id``,
   ``class_red/green/blue`` and ``class_confidence`` (viewers ignore unknown properties).
-- ``semantic_points.ply``: positions in the INPUT world frame (the scene's pose frame) coloured by
-  class, with ``class_id`` and ``class_confidence``.
+- ``semantic_points.ply``: positions in the INPUT world frame (an IRT scene's pose frame; a capture's own frame,
+  i.e. COLMAP's world frame, nerfstudio's orientation, centring, scale and ns-process-data's
+  ``applied_transform`` undone) coloured by class, with ``class_id`` and ``class_confidence``.
 - ``transform.json``: the dataparser transform and scale that map the input frame to the training frame.
 """
 
@@ -98,9 +99,12 @@ def export_model(model, dataparser_transform: torch.Tensor, dataparser_scale: fl
     columns["class_confidence"] = confidence.cpu().numpy().astype(np.float32)
     write_ply(output_dir / "gaussians.ply", columns)
 
-    # Back to the scene's own frame: x_train = scale * (R x + t)  =>  x = R^T (x_train / scale - t)
-    transform = dataparser_transform.cpu().float()  # [3, 4]
-    world = (means / dataparser_scale - transform[:, 3]) @ transform[:, :3]  # [N, 3]
+    # Back to the scene's own frame: x_train = scale * (A x + t)  =>  x = A^-1 (x_train / scale - t). A is a
+    # rotation for nerfstudio's orientations (and ns-process-data's applied_transform); the exact inverse also
+    # holds for any other invertible A. For a capture this is its COLMAP world frame.
+    transform = dataparser_transform.cpu().double()  # [3, 4]
+    to_input = torch.linalg.inv(transform[:, :3])  # [3, 3]
+    world = ((means.double() / dataparser_scale - transform[:, 3]) @ to_input.T).float()  # [N, 3]
     write_ply(
         output_dir / "semantic_points.ply",
         {
@@ -118,7 +122,7 @@ def export_model(model, dataparser_transform: torch.Tensor, dataparser_scale: fl
         "n_gaussians": int(count),
         "class_names": list(model.class_names),
         "class_counts": np.bincount(columns["class_id"], minlength=model.num_classes).tolist(),
-        "dataparser_transform": transform.tolist(),
+        "dataparser_transform": transform.float().tolist(),
         "dataparser_scale": float(dataparser_scale),
     }
     write_json_atomic(output_dir / "transform.json", summary)

@@ -1,5 +1,9 @@
 """``semsplat-predict``: a trained semsplat model's class ids, class colours and confidence for every view of
-the chosen splits, as PNG files (layout and encodings: :mod:`semsplat_ns.eval.predict`)."""
+the chosen splits, as PNG files (layout and encodings: :mod:`semsplat_ns.eval.predict`).
+
+On a capture (nerfstudio transforms.json or COLMAP model), ``test`` names nerfstudio's evaluation split, and
+predictions are refused inside the capture's own folders (labels, photos, models, semsplat's label copies).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,47 @@ from semsplat_ns.eval.predict import (
     scene_dir_of_run,
     split_views,
 )
+
+CAPTURE_FOLDERS = ("labels", "images", "colmap", "sparse", "semsplat_labels", "semsplat_pseudo")
+"""Folders of a capture that predictions must not land in (``images_<N>/`` too): its labels, photos, models and
+what semsplat derives from them."""
+
+
+def _data_of_run(config_path: Path) -> Path:
+    """``--data`` of a training run, as its config.yml records it (the datamanager's own overrides the parser's)."""
+    import yaml
+
+    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
+    datamanager = config.pipeline.datamanager
+    return Path(datamanager.data if datamanager.data is not None else datamanager.dataparser.data).expanduser()
+
+
+def check_capture_output_dir(output_dir: Path, capture: Path) -> None:
+    """Refuses output folders inside a capture's own folders (:data:`CAPTURE_FOLDERS`, ``images_<N>/``) and the
+    capture folder itself.
+
+    Args:
+        output_dir: Requested output folder.
+        capture: The capture folder the run was trained on.
+
+    Raises:
+        PredictionError: Naming the folder.
+    """
+    output = Path(output_dir).expanduser().resolve()
+    capture = Path(capture).expanduser().resolve()
+    if output == capture:
+        raise PredictionError(
+            f"refusing to write predictions to {output}: it is the capture folder itself, whose new train/ and test/ "
+            "folders would make it read as an IRT scene; choose a folder outside the capture or below it"
+        )
+    if capture not in output.parents:
+        return
+    top = output.relative_to(capture).parts[0]
+    if top in CAPTURE_FOLDERS or top.startswith("images_"):
+        raise PredictionError(
+            f"refusing to write predictions to {output}: it is inside the capture's {capture / top} (its labels, "
+            "photos or models); choose an output folder outside it"
+        )
 
 
 @dataclass
@@ -55,7 +100,14 @@ def run(args: PredictArgs) -> dict:
     splits = list(dict.fromkeys(args.split))  # repeated names predict once
     # Checked before the (slow) checkpoint loading, and so before anything is written: predictions must
     # never land among the scene's photos and ground truth.
-    check_output_dir(output_dir, scene_dir_of_run(config_path), splits)
+    data = _data_of_run(config_path)
+    if data.is_file() and data.suffix.lower() == ".json":
+        check_capture_output_dir(output_dir, data.parent)  # a capture named by its transforms .json
+    else:
+        scene_dir = scene_dir_of_run(config_path)
+        check_output_dir(output_dir, scene_dir, splits)
+        if not (scene_dir / "train").is_dir():
+            check_capture_output_dir(output_dir, scene_dir)
 
     from nerfstudio.utils.eval_utils import eval_setup
 

@@ -1,5 +1,5 @@
-"""``semsplat-pseudo-labels``: pseudo labels and boundary masks B for the unlabelled training views
-(see :mod:`semsplat_ns.pseudo.pipeline`)."""
+"""``semsplat-pseudo-labels``: pseudo labels and boundary masks B for the unlabelled training views of an IRT
+scene or a capture (see :mod:`semsplat_ns.pseudo.pipeline`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.irt_io import resolve_scene_dir
 from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
-from semsplat_ns.pseudo.store import META_NAME
 
 PROG = "semsplat-pseudo-labels"
 
@@ -56,10 +55,11 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     args = tyro.cli(PseudoLabelArgs, prog=PROG)
     with exit_on_user_error(PROG):
-        # --data takes a bare scene name as ns-train does.
-        args.data = resolve_scene_dir(args.data)
+        # --data takes a bare scene name as ns-train does (or a capture's .json file).
+        data = Path(args.data).expanduser()
+        args.data = data if data.is_file() and data.suffix.lower() == ".json" else resolve_scene_dir(data)
         record = run(args)
-        _print_summary(record, args.data / "train" / "pseudo" / META_NAME)
+        _print_summary(record, record["meta_path"])
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 captures a mapping engineer brings: a nerfstudio capture as ``ns-process-data`` leaves it, or a bare COLMAP
 model, each with a few label PNGs.
 
-Cameras come from the generator itself (:func:`~semsplat_ns.synthetic.town.orbit_cameras` with the seed,
+Cameras come from the generator itself (:func:`~semsplat_ns.synthetic.orbit.orbit_cameras` with the seed,
 frame count and resolution of the scene's ``meta.json``), not from the scene's text files, and the sparse
-points are surface points of the town (:func:`~semsplat_ns.synthetic.town.render_view` depth, back-projected),
+points are surface points of the town (:func:`~semsplat_ns.synthetic.render.render_view` depth, back-projected),
 so a reader can be checked against exact geometry. The photos are the scene's own files, so a capture and its
 IRT form train on the same pixels.
 
@@ -31,13 +31,25 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from semsplat_ns.atomic import write_bytes_atomic, write_json_atomic
-from semsplat_ns.synthetic.town import DemoSceneError, build_town, orbit_cameras, render_view
+from semsplat_ns.synthetic.orbit import orbit_cameras
+from semsplat_ns.synthetic.render import render_view
+from semsplat_ns.synthetic.town import DemoSceneError, build_town
 
 CaptureLayout = Literal["nerfstudio", "colmap"]
 """The capture layouts this module writes."""
 
 CameraModelName = Literal["OPENCV", "PINHOLE"]
 """Camera models written: OPENCV (what ns-process-data writes by default) or PINHOLE."""
+
+ImageNames = Literal["stems", "ns-process-data"]
+"""How photos are named in a capture: the scene's stems, or ``frame_%05d`` from 1 as ns-process-data names them."""
+
+
+def capture_stem(stems: Sequence[str], stem: str, image_names: ImageNames) -> str:
+    """The capture's image stem of a scene frame (``stem`` among all frames ``stems``, in frame order)."""
+    if image_names == "stems":
+        return stem
+    return f"frame_{list(stems).index(stem) + 1:05d}"
 
 
 def _scene_meta(scene: Path) -> dict:
@@ -237,6 +249,7 @@ def write_capture(
     label_stems: Optional[Sequence[str]] = None,
     keep_split: bool = True,
     n_points: int = 400,
+    image_names: ImageNames = "stems",
 ) -> Path:
     """Writes a demo scene as a nerfstudio capture or a COLMAP model plus ``labels/`` and ``classes.json``.
 
@@ -252,6 +265,8 @@ def write_capture(
             (its labelled training views and its test views). Other frames take theirs from ``gt_all/``.
         keep_split: Record the scene's train/test split in the format's own split lists.
         n_points: About how many sparse points the model holds (:func:`surface_points`).
+        image_names: ``stems``: photos keep the scene's stems (``000003.png``); ``ns-process-data``: they are named
+            as ``ns-process-data`` renames photos, ``frame_00001.png``, ... in frame order (labels follow).
 
     Returns:
         ``out_dir`` as a Path.
@@ -263,7 +278,8 @@ def write_capture(
     train, test = _split_stems(scene)
     if sorted(train + test) != stems:
         raise DemoSceneError(f"{scene}: its photos do not match the {len(stems)} frames of its meta.json")
-    names = [f"{stem}.png" for stem in stems]
+    renamed = {stem: capture_stem(stems, stem, image_names) for stem in stems}
+    names = [f"{renamed[stem]}.png" for stem in stems]
     for stem, name in zip(stems, names):
         source = _photo_path(scene, stem)
         if source.suffix.lower() != ".png":
@@ -276,7 +292,7 @@ def write_capture(
         source = labels.get(stem, scene / "gt_all" / f"{stem}.png")
         if not source.is_file():
             raise DemoSceneError(f"{scene}: frame {stem!r} has no label to copy (not in rgb/ or gt_all/)")
-        write_bytes_atomic(out / "labels" / f"{stem}.png", source.read_bytes())
+        write_bytes_atomic(out / "labels" / f"{renamed[stem]}.png", source.read_bytes())
     if (scene / "classes.json").is_file():
         shutil.copyfile(scene / "classes.json", out / "classes.json")
     xyz, rgb, seen = surface_points(scene, n_points)
@@ -286,7 +302,7 @@ def write_capture(
         if keep_split:
             # ColmapDataParser reads <split>_list.txt: image names relative to images/.
             for split, split_stems in (("train", train), ("test", test)):
-                text = "".join(f"{stem}.png\n" for stem in split_stems)
+                text = "".join(f"{renamed[stem]}.png\n" for stem in split_stems)
                 write_bytes_atomic(out / f"{split}_list.txt", text.encode())
         return out
     if layout != "nerfstudio":
@@ -307,7 +323,7 @@ def write_capture(
         for key in ("k1", "k2", "p1", "p2"):
             transforms.pop(key, None)
     if keep_split:
-        transforms["train_filenames"] = [f"images/{stem}.png" for stem in train]
-        transforms["test_filenames"] = [f"images/{stem}.png" for stem in test]
+        transforms["train_filenames"] = [f"images/{renamed[stem]}.png" for stem in train]
+        transforms["test_filenames"] = [f"images/{renamed[stem]}.png" for stem in test]
     write_json_atomic(out / "transforms.json", transforms, indent=4)
     return out

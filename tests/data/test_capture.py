@@ -446,18 +446,32 @@ def test_export_and_predict_in_the_capture_frame(runs, town: Path, tmp_path: Pat
     from semsplat_ns.scripts.predict import PredictArgs
     from semsplat_ns.scripts.predict import run as predict
 
-    run = runs["nerfstudio"]
-    assert run["rc"] == 0, run["stderr"][-3000:]
-    config = run["run_dir"] / "config.yml"
-    summary = export(ExportArgs(load_config=config, output_dir=tmp_path / "export"))
-    vertex = PlyData.read(str(tmp_path / "export" / "semantic_points.ply"))["vertex"]
-    exported = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=-1).astype(np.float64)  # [N, 3]
     seeds, _, _ = surface_points(town, n_points=400)  # [N, 3] the town's (= COLMAP's world) frame
-    assert summary["n_gaussians"] == len(seeds)
-    # 10 steps barely move a Gaussian: each exported centre lies by its seed point, in the town's frame.
-    nearest = np.linalg.norm(exported[:, None] - seeds[None], axis=-1).min(axis=1)  # [N]
-    assert np.median(nearest) < 5e-3 and nearest.max() < 0.05
+    for name in ("nerfstudio", "colmap"):
+        run = runs[name]
+        assert run["rc"] == 0, run["stderr"][-3000:]
+        config = run["run_dir"] / "config.yml"
+        summary = export(ExportArgs(load_config=config, output_dir=tmp_path / "export" / name))
+        # nerfstudio oriented, centred and scaled the capture (its default "up" / "poses" / auto scale) ...
+        transform = np.array(summary["dataparser_transform"])  # [3, 4]
+        assert not np.allclose(transform[:, :3], np.eye(3), atol=1e-2) and abs(summary["dataparser_scale"] - 1) > 0.01
+        vertex = PlyData.read(str(tmp_path / "export" / name / "semantic_points.ply"))["vertex"]
+        exported = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=-1).astype(np.float64)  # [N, 3]
+        assert summary["n_gaussians"] == len(seeds)
+        # ... and the export undoes it: 10 steps barely move a Gaussian, so each exported centre lies by its seed
+        # point, in the town's frame.
+        nearest = np.linalg.norm(exported[:, None] - seeds[None], axis=-1).min(axis=1)  # [N]
+        assert np.median(nearest) < 5e-3 and nearest.max() < 0.05, name
 
+    run = runs["nerfstudio"]
+    config = run["run_dir"] / "config.yml"
+    # Predictions never land among the capture's own files (checked before the checkpoint is loaded).
+    from semsplat_ns.eval.predict import PredictionError
+
+    for inside in ("labels", "images", "images_2/x", "colmap", "semsplat_pseudo", "."):
+        with pytest.raises(PredictionError, match="refusing to write predictions"):
+            predict(PredictArgs(load_config=config, output_dir=run["capture"] / inside))
+    assert not (run["capture"] / "train").exists() and not (run["capture"] / "labels" / "train").exists()
     result = predict(PredictArgs(load_config=config, output_dir=tmp_path / "predict"))
     assert result["splits"]["test"]["stems"] == ["000005"] and len(result["splits"]["train"]["stems"]) == 11
     ids = irt_io.read_label(tmp_path / "predict" / "test" / "labels" / "000005.png", None, 20)
