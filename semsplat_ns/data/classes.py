@@ -18,7 +18,11 @@ import numpy as np
 
 from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError, decode_label, palette_codes
 
-# 'carla8' class order of the IRT CARLA scenes (CARLA 0.9.10-0.9.13 palette), ids 0-19.
+# 'carla8' class order of the IRT CARLA scenes (CARLA 0.9.10-0.9.13 palette), ids 0-19 (docs/IRT_LAYOUT.md).
+CARLA8_NAMES: Tuple[str, ...] = (
+    "Building", "Water", "Sky", "Sidewalk", "Vegetation", "Terrain", "Static", "Pole", "Other", "Dynamic",
+    "Road", "RoadLine", "Vehicles", "TrafficSign", "TrafficLight", "Wall", "Fence", "Ground", "RailTrack", "Bridge",
+)  # fmt: skip
 CARLA8_COLORS = np.array(
     [
         [70, 70, 70],

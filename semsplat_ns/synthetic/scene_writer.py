@@ -15,16 +15,10 @@ from PIL import Image
 from semsplat_ns.atomic import make_temp_dir
 from semsplat_ns.atomic import write_bytes_atomic as _atomic_write
 from semsplat_ns.console import progress_bar
-from semsplat_ns.synthetic.town import (
-    _HFOV_DEG,
-    _SUPERSAMPLE,
-    CARLA8_COLORS,
-    CARLA8_NAMES,
-    DemoSceneError,
-    build_town,
-    orbit_cameras,
-    render_view,
-)
+from semsplat_ns.data.classes import CARLA8_COLORS, CARLA8_NAMES
+from semsplat_ns.synthetic.orbit import HFOV_DEG, orbit_cameras
+from semsplat_ns.synthetic.render import SUPERSAMPLE, render_view
+from semsplat_ns.synthetic.town import DemoSceneError, build_town
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -141,7 +135,7 @@ def make_scene(
         else:
             for i in range(n_views):
                 write_frame(i)
-        classes = {"names": list(CARLA8_NAMES), "colors": [list(c) for c in CARLA8_COLORS]}
+        classes = {"names": list(CARLA8_NAMES), "colors": CARLA8_COLORS.tolist()}
         _atomic_write(tmp / "classes.json", json.dumps(classes, indent=1).encode())
         freq = counts / max(1, counts.sum())  # [20]
         stems = lambda frames: [f"{i:06d}" for i in frames]  # noqa: E731
@@ -152,8 +146,8 @@ def make_scene(
             "res": [resolution, resolution],
             "test_every": test_every,
             "n_labelled": n_labelled,
-            "supersample": _SUPERSAMPLE,
-            "hfov_deg": _HFOV_DEG,
+            "supersample": SUPERSAMPLE,
+            "hfov_deg": HFOV_DEG,
             "sun": scene.content["sun"],
             "world_units": "metres * scale; origin at town centre, ground at z=0, +z up",
             "scale": scene.units_per_metre,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from semsplat_ns.data import irt_io
-from semsplat_ns.synthetic.town import build_town, render_view
+from semsplat_ns.synthetic.render import render_view
+from semsplat_ns.synthetic.town import build_town
 
 RES = 48
 VIEWS = 16

@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from semsplat_ns.data.classes import CARLA8_COLORS, CARLA8_NAMES
 from semsplat_ns.scripts.make_scene import entrypoint
+from semsplat_ns.synthetic.orbit import orbit_cameras
+from semsplat_ns.synthetic.render import render_view
 from semsplat_ns.synthetic.scene_writer import make_scene, split_frames
-from semsplat_ns.synthetic.town import (
-    CARLA8_COLORS,
-    CARLA8_NAMES,
-    DemoSceneError,
-    build_town,
-    orbit_cameras,
-    render_view,
-)
+from semsplat_ns.synthetic.town import DemoSceneError, build_town
 
 N_VIEWS, RES, N_LABELLED, SEED = 30, 96, 3, 1
 BUILDING, SIDEWALK, VEGETATION, TERRAIN, ROAD = 0, 3, 4, 5, 10
@@ -84,7 +80,7 @@ def test_layout_pairs_by_stem(scene):
     classes = json.loads((scene / "classes.json").read_text())
     assert classes["names"] == list(CARLA8_NAMES) and len(classes["names"]) == 20
     assert classes["colors"][ROAD] == [128, 64, 128] and classes["colors"][BUILDING] == [70, 70, 70]
-    assert [tuple(c) for c in classes["colors"]] == list(CARLA8_COLORS)
+    assert classes["colors"] == CARLA8_COLORS.tolist()  # the palette of the data side, the one source
     # atomic writes and the temp-folder rename leave nothing behind
     leftovers = [p for p in scene.parent.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
