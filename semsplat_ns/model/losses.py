@@ -52,6 +52,7 @@ def semantic_cross_entropy(
     labels: torch.Tensor,
     valid_mask: Optional[torch.Tensor] = None,
     pixel_weights: Optional[torch.Tensor] = None,
+    class_weights: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Mean cross-entropy over pixels with a label (Eq. 9; Eq. 10 with ``valid_mask`` = B).
 
@@ -61,6 +62,9 @@ def semantic_cross_entropy(
         valid_mask: Optional bool mask [H, W]; only pixels where it is True count.
         pixel_weights: Optional weight of each pixel's term [H, W]; the mean stays over the counted
             pixels, so weights below 1 lower the loss rather than only redistribute it.
+        class_weights: Optional weight of each class [C]: a pixel's term is weighted by its label's class and
+            the mean is the weighted mean (sum of weighted terms over the sum of the counted pixels' weights),
+            so the weights shift the loss between classes without changing its scale.
 
     Returns:
         Scalar loss; 0 (with a graph to ``logits``) when no pixel counts.
@@ -73,9 +77,27 @@ def semantic_cross_entropy(
     per_pixel = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="none")  # [P]
     if pixel_weights is not None:
         per_pixel = per_pixel * pixel_weights.reshape(-1)
+    if class_weights is not None:
+        label_weights = class_weights[flat_labels.clamp(max=class_weights.shape[0] - 1)] * counted.reshape(-1)  # [P]
+        return (per_pixel * label_weights).sum() / label_weights.sum().clamp_min(1e-12)
     # Ignored pixels add 0. Sum over the count rather than a test for "any pixel counted", which would wait for
     # the device on every training step; no pixel counted gives 0 over 1.
     return per_pixel.sum() / counted.sum().clamp_min(1)
+
+
+def inverse_sqrt_frequency_weights(class_pixels: torch.Tensor) -> torch.Tensor:
+    """Class weights proportional to 1 / sqrt(pixel count), with mean 1 over the classes seen [C].
+
+    Args:
+        class_pixels: Labelled pixels counted per class [C].
+
+    Returns:
+        Weights [C]; classes never seen get the weight of a class seen once (they appear in no term).
+    """
+    weights = (class_pixels.float() + 1.0).rsqrt()  # [C]
+    seen = class_pixels > 0  # [C]
+    mean_seen = (weights * seen).sum() / seen.sum().clamp_min(1)
+    return weights / mean_seen.clamp_min(1e-12)
 
 
 def softmax_kl(features: torch.Tensor, neighbour_features: torch.Tensor) -> torch.Tensor:

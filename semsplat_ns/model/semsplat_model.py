@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -85,6 +85,10 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     """kNN is computed for a pool of factor*m Gaussians at each refresh; each step samples m of them."""
     agg3d_knn_refresh_every: int = 500
     """Recompute the 3D kNN pool every this many steps (and whenever densification changed the Gaussians)."""
+    class_balance: Literal["none", "inverse-sqrt-frequency"] = "none"
+    """Class weights of both cross-entropies: none, or 1/sqrt of each class's labelled pixels (counted on the
+    labelled views as training draws them), mean 1 over the classes seen. Meant for thin, rare classes (pole,
+    sign, light); off until measured on the benchmark scenes."""
     semantic_start_step: int = 0
     """Step from which the semantic losses are applied."""
     semantic_grad_to_geometry: bool = True
@@ -108,6 +112,7 @@ class SemSplatModel(ResumableSplatfacto):
 
     config: SemSplatModelConfig
     class_colors: torch.Tensor  # [C, 3] in [0, 1], a buffer
+    labelled_class_pixels: torch.Tensor  # [C], a buffer
 
     def populate_modules(self):
         metadata = self.kwargs.get("metadata") or {}
@@ -156,6 +161,8 @@ class SemSplatModel(ResumableSplatfacto):
             self.config.agg3d_knn_refresh_every,
         )
         self._feature_pca = FeaturePCA()
+        # Labelled pixels per class seen in training (class_balance); counted again after a resume.
+        self.register_buffer("labelled_class_pixels", torch.zeros(self.num_classes), persistent=False)
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -423,6 +430,20 @@ class SemSplatModel(ResumableSplatfacto):
         confidence = self._labels_at(batch, "pseudo_confidence", *support.shape)  # [H, W]
         return weights if confidence is None else weights * confidence.float()
 
+    def _class_weights(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Counts this labelled view's pixels per class and returns the class weights [C] (None: no balance).
+
+        Args:
+            labels: This view's labels at the render's size [H, W], or None for a view without labels.
+        """
+        if self.config.class_balance == "none":
+            return None
+        if labels is not None:
+            ids = labels.reshape(-1).long()  # [P]
+            counted = (ids != L.IGNORE_INDEX).float()  # [P]
+            self.labelled_class_pixels.index_add_(0, ids.clamp(max=self.num_classes - 1), counted)
+        return L.inverse_sqrt_frequency_weights(self.labelled_class_pixels)
+
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
         if not self.training or "semantic_logits" not in outputs or self.step < self.config.semantic_start_step:
@@ -432,8 +453,11 @@ class SemSplatModel(ResumableSplatfacto):
         zero = logits.sum() * 0.0
 
         labels = self._labels_at(batch, "semantics", height, width)
+        class_weights = self._class_weights(labels)  # [C] or None
         if labels is not None and self.config.semantic_loss_weight > 0:
-            loss_dict["semantic_loss"] = self.config.semantic_loss_weight * L.semantic_cross_entropy(logits, labels)
+            loss_dict["semantic_loss"] = self.config.semantic_loss_weight * L.semantic_cross_entropy(
+                logits, labels, class_weights=class_weights
+            )
         else:
             loss_dict["semantic_loss"] = zero
 
@@ -444,7 +468,11 @@ class SemSplatModel(ResumableSplatfacto):
                 boundary = self._labels_at(batch, "boundary_mask", height, width)
                 boundary = boundary.bool() if boundary is not None else torch.zeros_like(pseudo, dtype=torch.bool)
             loss_dict["pseudo_loss"] = self.config.pseudo_loss_weight * L.semantic_cross_entropy(
-                logits, pseudo, boundary, pixel_weights=self._pseudo_pixel_weights(outputs, batch)
+                logits,
+                pseudo,
+                boundary,
+                pixel_weights=self._pseudo_pixel_weights(outputs, batch),
+                class_weights=class_weights,
             )
         else:
             loss_dict["pseudo_loss"] = zero

@@ -112,3 +112,27 @@ def test_psnr_unit_range_matches_torchmetrics():
     assert L.psnr_unit_range(prediction, target).item() == pytest.approx(expected.item(), rel=1e-5)
     # Hand value: a uniform error of 0.1 is 20 dB.
     assert L.psnr_unit_range(torch.zeros(4, 4, 3), torch.full((4, 4, 3), 0.1)).item() == pytest.approx(20.0, rel=1e-5)
+
+
+def test_class_weights_make_a_weighted_mean_that_favours_rare_classes():
+    logits = torch.zeros(1, 3, 2)  # uniform: every term is log 2
+    logits[0, 2] = torch.tensor([0.0, 4.0])  # the rare class-1 pixel is predicted well
+    labels = torch.tensor([[0, 0, 1]])
+    counts = torch.tensor([900.0, 100.0])
+    weights = L.inverse_sqrt_frequency_weights(counts)
+    assert torch.isclose(weights.mean(), torch.tensor(1.0)) and weights[1] > weights[0]
+    assert torch.isclose(weights[1] / weights[0], torch.tensor(math.sqrt(901 / 101)))
+    rare_term = math.log(1 + math.exp(-4.0))
+    expected = (2 * weights[0] * math.log(2.0) + weights[1] * rare_term) / (2 * weights[0] + weights[1])
+    loss = L.semantic_cross_entropy(logits, labels, class_weights=weights)
+    assert torch.isclose(loss, expected, atol=1e-6)
+    # equal weights give the plain mean; ignored pixels stay out of the weighted mean
+    assert torch.isclose(
+        L.semantic_cross_entropy(logits, labels, class_weights=torch.ones(2)), L.semantic_cross_entropy(logits, labels)
+    )
+    assert L.semantic_cross_entropy(logits, torch.full((1, 3), 255), class_weights=weights) == 0.0
+
+
+def test_unseen_classes_do_not_shift_the_mean_weight():
+    weights = L.inverse_sqrt_frequency_weights(torch.tensor([99.0, 0.0, 399.0]))
+    assert torch.isclose((weights[0] + weights[2]) / 2, torch.tensor(1.0))

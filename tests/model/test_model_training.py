@@ -402,3 +402,32 @@ def test_ns_eval_reports_semantic_metrics(trained, tmp_path):
     results = json.loads((tmp_path / "eval.json").read_text())["results"]
     assert 0.0 <= results["semantic_miou"] <= 1.0 and 0.0 <= results["semantic_acc"] <= 1.0
     assert results["psnr"] > 5.0
+
+
+def test_class_balance_counts_labelled_pixels_and_reweights_the_loss(trained):
+    from semsplat_ns.model import losses as L
+
+    trainer = trained["trainer"]
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    for step in range(STEPS, STEPS + 50):  # the next labelled view the datamanager draws
+        camera, batch = datamanager.next_train(step)
+        if "semantics" in batch:
+            break
+    else:
+        raise AssertionError("no labelled view drawn in 50 steps")
+    model.train()
+    model.labelled_class_pixels.zero_()
+    try:
+        outputs = model.get_outputs(camera)  # a training render (splatfacto keeps its 2D means' gradients)
+        plain = model.get_loss_dict(outputs, batch)["semantic_loss"].detach()
+        assert torch.equal(model.labelled_class_pixels, torch.zeros(model.num_classes)), "counted while off"
+        model.config.class_balance = "inverse-sqrt-frequency"
+        balanced = model.get_loss_dict(outputs, batch)["semantic_loss"].detach()
+        labels = L.downscale_labels(batch["semantics"], *outputs["semantic_logits"].shape[:2]).long()  # [h, w]
+        expected = torch.bincount(labels[labels != L.IGNORE_INDEX], minlength=model.num_classes).float()
+        assert torch.equal(model.labelled_class_pixels, expected)
+        assert (expected > 0).sum() >= 2 and torch.isfinite(balanced) and not torch.isclose(balanced, plain)
+    finally:
+        model.config.class_balance = "none"
+        model.labelled_class_pixels.zero_()
+        model.zero_grad(set_to_none=True)
