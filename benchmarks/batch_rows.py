@@ -72,7 +72,7 @@ def read_batch(batch_dir: Path) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     Raises:
         BatchRecordError: A missing or unreadable file, or a run that did not complete every scene in this run.
     """
-    from semsplat_ns.batch.scene_job import read_result
+    from semsplat_ns.batch.records import read_result
     from semsplat_ns.batch.summary import SUMMARY_JSON
 
     path = Path(batch_dir) / SUMMARY_JSON

@@ -175,8 +175,9 @@ def preset_schedule() -> Dict[str, int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m benchmarks.methods flags METHOD STEPS`` prints the ns-train flags (shell-quoted) that train
-    METHOD for STEPS after ``ns-train semsplat``; ``backend METHOD`` prints its ``--pseudo-backend``."""
+    """``python -m benchmarks.methods flags METHOD STEPS`` prints the ns-train flags that train METHOD for STEPS
+    after ``ns-train semsplat``, one argument a line (``mapfile -t flags < <(...)`` in bash); ``backend METHOD``
+    prints its ``--pseudo-backend``."""
     import argparse
     import sys
 
@@ -194,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(method.pseudo_backend)
         else:
             schedule = preset_schedule() if args.steps != PAPER_STEPS else None
-            print(shlex.join(ns_train_flags(args.method, args.steps, schedule)))
+            print("\n".join(ns_train_flags(args.method, args.steps, schedule)))
     except UnknownMethodError as error:
         print(f"methods: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -17,12 +17,12 @@ paths=()
 for s in "${scenes[@]}"; do paths+=(".scenes/$s"); done
 for m in "${methods[@]}"; do
   backend=$(python -m benchmarks.methods backend "$m") || { say "$m: unknown method"; continue; }
-  flags=$(python -m benchmarks.methods flags "$m" "$steps") || { say "$m: no flags"; continue; }
+  mapfile -t flags < <(python -m benchmarks.methods flags "$m" "$steps")
+  [ ${#flags[@]} -gt 0 ] || { say "$m: no flags"; continue; }
   say "batch $m ($steps steps, pseudo labels: $backend) over ${scenes[*]}"
   start=$SECONDS
-  # shellcheck disable=SC2086  # $flags is shell-quoted by benchmarks.methods
-  eval semsplat-batch "${paths[@]}" --preset semsplat --pseudo-backend "$backend" --device cuda \
-    --max-num-iterations "$steps" --output-dir "$work/batch/$m" --dashboard-address :0 -- $flags \
+  semsplat-batch "${paths[@]}" --preset semsplat --pseudo-backend "$backend" --device cuda \
+    --max-num-iterations "$steps" --output-dir "$work/batch/$m" --dashboard-address :0 -- "${flags[@]}" \
     > "$work/batch_$m.log" 2>&1
   say "batch $m rc $? $((SECONDS - start)) s"
   python -m benchmarks.batch_rows --batch "$work/batch/$m" --out "$work/results/$results" >> "$work/batch_$m.log" 2>&1

@@ -14,12 +14,13 @@ say() { echo "$(date +%T) $*" >> $work/status.txt; }
 paths=()
 for s in "${scenes[@]}"; do paths+=(".scenes/$s"); done
 backend=$(python -m benchmarks.methods backend "$method") || { say "$method: unknown method"; touch $work/done; exit 2; }
-flags=$(python -m benchmarks.methods flags "$method" "$steps") || { say "$method: no flags"; touch $work/done; exit 2; }
+mapfile -t flags < <(python -m benchmarks.methods flags "$method" "$steps")
+[ ${#flags[@]} -gt 0 ] || { say "$method: no flags"; touch $work/done; exit 2; }
 run() {  # run NAME SCENE...: one semsplat-batch run into $work/speedup/NAME
   local name=$1; shift
   local start=$SECONDS
-  eval semsplat-batch '"$@"' --preset semsplat --pseudo-backend "$backend" --device cuda \
-    --max-num-iterations "$steps" --output-dir "$work/speedup/$name" --dashboard-address :0 -- $flags \
+  semsplat-batch "$@" --preset semsplat --pseudo-backend "$backend" --device cuda \
+    --max-num-iterations "$steps" --output-dir "$work/speedup/$name" --dashboard-address :0 -- "${flags[@]}" \
     > "$work/speedup_$name.log" 2>&1
   say "$name rc $? $((SECONDS - start)) s"
 }

@@ -20,6 +20,7 @@ Table-II-shaped summary (:mod:`semsplat_ns.batch.summary`).
 Modules: :mod:`~semsplat_ns.batch.cluster` (local or remote Dask cluster), :mod:`~semsplat_ns.batch.presets`
 (is the ns-train method registered), :mod:`~semsplat_ns.batch.scene_job` (the per-scene task: what runs),
 :mod:`~semsplat_ns.batch.process` (how one stage's command runs, dies with its worker and says why it failed),
+:mod:`~semsplat_ns.batch.records` (result.json, attempts.json, what a new run deletes or keeps),
 :mod:`~semsplat_ns.batch.runner` (submission, retries, live progress), :mod:`~semsplat_ns.batch.summary`.
 Nothing here imports torch or nerfstudio: the client and the workers stay light, the stages import them.
 """

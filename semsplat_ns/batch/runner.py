@@ -2,7 +2,8 @@
 per scene, shows their stages live, retries a failed scene, and keeps the summary up to date.
 
 Fault tolerance is shared with Dask: a worker lost mid-scene makes the scheduler run the scene's task again
-elsewhere (the task cleans up after the interrupted run, :mod:`semsplat_ns.batch.scene_job`); a scene whose
+elsewhere (the task cleans up after the interrupted run and keeps the stages it completed,
+:mod:`semsplat_ns.batch.scene_job`); a scene whose
 task *fails* is submitted again here, ``retries`` times; a scene that still fails is reported with its
 one-line error while the others go on.
 """
@@ -208,6 +209,8 @@ class _Rows:
             self.set(name, f"{STAGE_LABELS[stage]} on {escape(worker)}", completed=STAGES.index(stage))
         elif state in ("done", "skipped") and stage in STAGES:
             self.set(name, f"{STAGE_LABELS[stage]} {state}", completed=STAGES.index(stage) + 1)
+        elif state == "reused" and stage in STAGES:
+            self.set(name, f"{STAGE_LABELS[stage]} kept from the lost run", completed=STAGES.index(stage) + 1)
 
 
 def _metrics_text(result: Dict[str, Any]) -> str:

@@ -3,7 +3,9 @@ subprocess of the worker running the project's own command.
 
 The task is idempotent, because Dask runs it again on another worker when the one running it is lost: it
 returns the recorded result of a scene that already completed, and otherwise starts by deleting whatever an
-earlier, interrupted run left half-written (logs, training run, metrics, predictions). Only its last act,
+earlier run left (logs, training run, metrics, predictions), except the stages that a run which lost its worker
+had completed with the same settings (its pseudo labels, its trained model: :mod:`semsplat_ns.batch.records`),
+which it keeps instead of making them again. Only its last act,
 the atomic write of ``result.json``, makes a scene complete. Stage processes die with the worker process
 (Linux ``PR_SET_PDEATHSIG``): a lost worker leaves no orphan writing into a folder that another worker now
 owns. Nothing here imports torch or nerfstudio; the stages do.
@@ -12,20 +14,35 @@ owns. Nothing here imports torch or nerfstudio; the stages do.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import socket
 import sys
-import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.batch.cluster import gpu_in_use, visible_gpus
 from semsplat_ns.batch.process import error_line, find_command, run_logged, stage_env
+from semsplat_ns.batch.records import (
+    ATTEMPTS_NAME,
+    EVAL_DIR,
+    LOG_DIR,
+    METRIC_KEYS,
+    PREDICT_DIR,
+    RESULT_FORMAT,
+    RESULT_NAME,
+    TIMESTAMP,
+    TRAIN_DIR,
+    Attempts,
+    StageRecord,
+    clean_outputs,
+    now_iso,
+    read_json,
+    read_result,
+    reusable_stages,
+    train_run,
+)
 
 STAGES = ("pseudo_labels", "train", "eval", "predict")
 """The stages of a scene, in order."""
@@ -41,20 +58,8 @@ STAGE_COMMANDS = {
 }
 """The console script each stage runs."""
 
-RESULT_NAME = "result.json"
-"""A complete scene's record, in its output folder."""
-ATTEMPTS_NAME = "attempts.json"
-"""Every run of the scene's task (kept across runs, never taken for a result)."""
-LOG_DIR, TRAIN_DIR, EVAL_DIR, PREDICT_DIR = "logs", "train", "eval", "predict"
-"""Sub-folders of a scene's output folder; the last three are stage outputs, deleted before a run."""
-TIMESTAMP = "batch"
-"""``ns-train --timestamp``: one training run per scene folder, at a path known in advance."""
-RESULT_FORMAT = 1
-"""Version of result.json's layout."""
 EVENT_TOPIC = "semsplat-batch"
 """Dask event topic of the stage progress that the client shows live."""
-METRIC_KEYS = ("miou", "miou_present", "acc", "test_ms_per_view")
-"""The metrics of semsplat-eval's metrics.json that the summary reports (fractions, and ms per view)."""
 
 
 class SceneFailed(Exception):
@@ -119,54 +124,6 @@ class SceneJob:
         }
 
 
-@dataclass
-class StageRecord:
-    """How one stage went."""
-
-    status: str
-    """ok, skipped or failed."""
-    seconds: float = 0.0
-    """Wall time of the stage's process."""
-    command: List[str] = field(default_factory=list)
-    """The command line it ran."""
-    log: Optional[str] = None
-    """Its log file."""
-    reason: Optional[str] = None
-    """Why it was skipped, or its one-line error."""
-    started: Optional[float] = None
-    """When its process started, seconds since the epoch (which stages of a batch ran at the same time)."""
-
-
-def now_iso() -> str:
-    """The current UTC time, ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _read_json(path: Path) -> Optional[Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_result(scene_output_dir: Path) -> Optional[Dict[str, Any]]:
-    """The recorded result of a completed scene, or None.
-
-    Anything else (no file, an unreadable or foreign file, a record without all metrics) is not a result:
-    the scene runs again.
-
-    Args:
-        scene_output_dir: ``<batch output>/<scene>``.
-    """
-    record = _read_json(Path(scene_output_dir) / RESULT_NAME)
-    if not isinstance(record, dict) or record.get("status") != "ok" or record.get("format") != RESULT_FORMAT:
-        return None
-    metrics = record.get("metrics")
-    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(key), (int, float)) for key in METRIC_KEYS):
-        return None
-    return record
-
-
 def worker_sees_gpu() -> bool:
     """Whether this process sees a CUDA GPU (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi``), without torch."""
     return bool(visible_gpus())
@@ -175,39 +132,6 @@ def worker_sees_gpu() -> bool:
 def trains_on_gpu(device: str) -> bool:
     """Whether the stages of a job with this ``device`` setting run on this worker's GPU."""
     return device == "cuda" or (device == "auto" and worker_sees_gpu())
-
-
-class _Attempts:
-    """``attempts.json``: one entry per run of the task; an entry left without an outcome was interrupted."""
-
-    def __init__(self, path: Path, job: SceneJob, worker: Optional[str]):
-        self.path = path
-        previous = _read_json(path)
-        self.entries: List[Dict[str, Any]] = previous if isinstance(previous, list) else []
-        for entry in self.entries:
-            if isinstance(entry, dict) and entry.get("outcome") is None:
-                # Still "running" in the record, yet a new run started: the worker running it was lost.
-                entry["outcome"] = "interrupted"
-        self.entry: Dict[str, Any] = {
-            "id": uuid.uuid4().hex[:12],
-            "attempt": job.attempt,
-            "worker": worker,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": now_iso(),
-            "stage": None,
-            "stage_pid": None,
-            "outcome": None,
-        }
-        self.entries.append(self.entry)
-        self.save()
-
-    def save(self) -> None:
-        write_json_atomic(self.path, self.entries)
-
-    def update(self, **fields: Any) -> None:
-        self.entry.update(fields)
-        self.save()
 
 
 def _worker_address() -> Optional[str]:
@@ -226,17 +150,6 @@ def _emit(job: SceneJob, **fields: Any) -> None:
         get_worker().log_event(EVENT_TOPIC, {"scene": job.name, "attempt": job.attempt, **fields})
 
 
-def clean_outputs(scene_output_dir: Path) -> None:
-    """Deletes what an earlier run of the scene may have left half-written (stage outputs, logs, temp files).
-
-    ``attempts.json`` stays (it is the history); ``result.json`` is the caller's business.
-    """
-    for name in (LOG_DIR, TRAIN_DIR, EVAL_DIR, PREDICT_DIR):
-        shutil.rmtree(scene_output_dir / name, ignore_errors=True)
-    for temp in scene_output_dir.glob(".*.tmp"):  # an atomic write cut short
-        temp.unlink(missing_ok=True)
-
-
 class _SceneRun:
     """One run of :func:`run_scene`; one method per stage."""
 
@@ -247,7 +160,7 @@ class _SceneRun:
         self.stages: Dict[str, StageRecord] = {}
         self.env = stage_env(job.threads)
         self.worker = _worker_address()
-        self.attempts = _Attempts(self.out / ATTEMPTS_NAME, job, self.worker)
+        self.attempts = Attempts(self.out / ATTEMPTS_NAME, job.attempt, job.settings(), self.worker)
         self.config_path: Optional[Path] = None
         self.metrics: Dict[str, Any] = {}
         self.metrics_file: Optional[str] = None
@@ -273,6 +186,7 @@ class _SceneRun:
         if returncode == 0:
             record = StageRecord("ok", seconds, command, str(log), started=finished.started)
             self.stages[stage] = record
+            self.attempts.completed(stage, record)
             _emit(self.job, stage=stage, state="done", seconds=seconds, worker=self.worker)
             return record
         name = STAGE_COMMANDS[stage]
@@ -293,8 +207,17 @@ class _SceneRun:
             )
         return path
 
+    def reuse(self, previous: Optional[str], kept: Dict[str, Dict[str, Any]]) -> None:
+        """Takes the stages an interrupted run completed (:func:`reusable_stages`) as this run's."""
+        for stage, fields in kept.items():
+            record = StageRecord(**{**fields, "reused_from": fields.get("reused_from") or previous})
+            self.stages[stage] = record
+            self.attempts.completed(stage, record)
+            _emit(self.job, stage=stage, state="reused", worker=self.worker)
+
     def _skip(self, stage: str, reason: str) -> None:
         self.stages[stage] = StageRecord("skipped", 0.0, reason=reason)
+        self.attempts.completed(stage, self.stages[stage])
         _emit(self.job, stage=stage, state="skipped", reason=reason, worker=self.worker)
 
     def _fail(self, stage: str, message: str) -> SceneFailed:
@@ -306,6 +229,8 @@ class _SceneRun:
     # -- the stages ----------------------------------------------------------------------------------------
 
     def pseudo_labels(self) -> None:
+        if "pseudo_labels" in self.stages:  # kept from the run that lost its worker
+            return
         if self.job.pseudo_backend == "none":
             self._skip("pseudo_labels", f"--pseudo-backend none: training reads what {self.scene}/train/pseudo holds")
             return
@@ -315,6 +240,9 @@ class _SceneRun:
 
     def train(self) -> None:
         job = self.job
+        if "train" in self.stages:  # kept from the run that lost its worker; reusable_stages checked its files
+            self.config_path = train_run(self.out, job.name)[0][0]
+            return
         argv: List[Any] = [self._executable("train"), job.preset, "--data", self.scene]
         argv += ["--output-dir", self.out / TRAIN_DIR, "--experiment-name", job.name, "--timestamp", TIMESTAMP]
         argv += ["--vis", "tensorboard"]
@@ -325,8 +253,7 @@ class _SceneRun:
         elif job.device == "cuda":
             argv += ["--machine.device-type", "cuda"]
         record = self._run("train", [*argv, *job.method_args])
-        configs = sorted((self.out / TRAIN_DIR / job.name).glob(f"*/{TIMESTAMP}/config.yml"))
-        checkpoints = [p for c in configs for p in (c.parent / "nerfstudio_models").glob("*.ckpt")]
+        configs, checkpoints = train_run(self.out, job.name)
         if len(configs) != 1 or not checkpoints:
             found = ", ".join(str(c) for c in configs) or "no config.yml"
             raise self._fail(
@@ -340,7 +267,7 @@ class _SceneRun:
         assert self.config_path is not None  # train() sets it or raises
         output = self.out / EVAL_DIR
         self._run("eval", [self._executable("eval"), "--load-config", self.config_path, "--output-dir", output])
-        metrics = _read_json(output / "metrics.json")
+        metrics = read_json(output / "metrics.json")
         if not isinstance(metrics, dict) or not all(isinstance(metrics.get(k), (int, float)) for k in METRIC_KEYS):
             raise self._fail(
                 "eval", f"semsplat-eval wrote no usable {output / 'metrics.json'} (needs {', '.join(METRIC_KEYS)})"
@@ -365,7 +292,7 @@ class _SceneRun:
         output = self.out / PREDICT_DIR
         argv = [executable, "--load-config", self.config_path, "--output-dir", output, "--split", *splits]
         self._run("predict", argv)
-        summary = _read_json(output / "predict.json")
+        summary = read_json(output / "predict.json")
         if isinstance(summary, dict) and isinstance(summary.get("splits"), dict):
             self.predictions = {
                 split: int(info.get("views", 0)) for split, info in summary["splits"].items() if isinstance(info, dict)
@@ -420,9 +347,11 @@ def run_scene(job: SceneJob) -> Dict[str, Any]:
         _emit(job, state="recorded")
         return recorded
     (out / RESULT_NAME).unlink(missing_ok=True)  # a file that is not a complete result
-    clean_outputs(out)
+    previous, kept = reusable_stages(out, job.name, job.settings(), job.redo)
+    clean_outputs(out, keep=list(kept))
     run = _SceneRun(job)
     _emit(job, state="running", worker=run.worker, pid=os.getpid())
+    run.reuse(previous, kept)
     try:
         if not Path(job.scene_dir).is_dir():
             raise SceneFailed(job.name, "setup", f"{job.scene_dir}: scene folder not found on this worker")

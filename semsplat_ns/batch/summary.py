@@ -19,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from semsplat_ns.atomic import atomic_open, write_bytes_atomic, write_json_atomic
-from semsplat_ns.batch.scene_job import METRIC_KEYS, STAGE_LABELS, STAGES, now_iso
+from semsplat_ns.batch.records import METRIC_KEYS, now_iso
+from semsplat_ns.batch.scene_job import STAGE_LABELS, STAGES
 
 SUMMARY_JSON, SUMMARY_MD, SUMMARY_PNG = "summary.json", "summary.md", "summary.png"
 """Files of the summary in the batch's output folder."""

@@ -68,7 +68,8 @@ class BatchArgs:
     stage_timeout_s: Optional[float] = None
     """Kill a stage that runs longer than this many seconds (its scene fails); default: no limit."""
     dashboard_address: str = ":8787"
-    """Where a local cluster serves the Dask dashboard (host:port; :0 picks a free port)."""
+    """Where a local cluster serves the Dask dashboard (host:port; :0 picks a free port). The dashboard needs bokeh>=3.1
+    where the scheduler runs; the console line says whether it is served."""
 
 
 def split_method_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:

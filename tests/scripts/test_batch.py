@@ -1,14 +1,15 @@
 """``semsplat-batch``: scenes run as Dask tasks whose stages are the project's real commands, on CPU workers.
 
 One batch (module fixture) runs three tiny towns on a local cluster of two workers: two good ones, of which
-one loses its worker (killed) while it trains, and one with a broken classes.json. The tests read what it
+one loses its worker (killed) while it evaluates, and one with a broken classes.json. The tests read what it
 left; a second run through the console script, joining the same cluster with --scheduler, shows the resume.
 The benchmark rows are made from the batch's real records. The rest are quick checks of the parts (error
 lines, names, half-written folders, the summary, GPU pinning, the dashboard line) that start no training.
 
-Cost, 2-core CPU box: each stage is a fresh process (ns-train alone spends ~16 CPU-s parsing its CLI), so the
-batch is ~12 stage processes; the re-run reuses the fixture's cluster and retries nothing, which keeps the
-module near a minute and a half on an idle box.
+Cost, 2-core CPU box: each stage is a fresh process (ns-train alone spends ~16 CPU-s on its imports and CLI).
+The batch runs 11 of them, two of them ns-train: bravo's worker is killed in its evaluation, so the re-run keeps
+its pseudo labels and model and trains nothing again; the console-script re-run joins the fixture's cluster
+and retries nothing.
 """
 
 from __future__ import annotations
@@ -38,16 +39,16 @@ from semsplat_ns.batch.cluster import (
     visible_gpus,
 )
 from semsplat_ns.batch.process import error_line
-from semsplat_ns.batch.runner import BatchSettings, run_batch, scene_names
-from semsplat_ns.batch.scene_job import (
+from semsplat_ns.batch.records import (
     ATTEMPTS_NAME,
     RESULT_FORMAT,
     RESULT_NAME,
-    SceneFailed,
-    SceneJob,
+    clean_outputs,
     read_result,
-    run_scene,
+    reusable_stages,
 )
+from semsplat_ns.batch.runner import BatchSettings, run_batch, scene_names
+from semsplat_ns.batch.scene_job import SceneFailed, SceneJob, run_scene
 from semsplat_ns.batch.summary import build_summary, write_summary
 
 # 12 views of 64x64, seed 0: the smallest town whose photos give the reprojection pseudo labels enough
@@ -60,16 +61,17 @@ BROKEN_JSON = '{"classes": [\n'
 KILLED = "bravo"
 
 
-def _kill_worker_when_training(scene_output: Path, killed: Dict[str, Any], timeout_s: float = 600) -> None:
-    """Waits until the scene's task runs its training stage, then SIGKILLs the worker process running it."""
+def _kill_worker_when_evaluating(scene_output: Path, killed: Dict[str, Any], timeout_s: float = 900) -> None:
+    """Waits until the scene's task runs its evaluation stage, then SIGKILLs the worker process running it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             entries = json.loads((scene_output / ATTEMPTS_NAME).read_text())
         except (OSError, ValueError):
             entries = []
-        if entries and entries[-1].get("stage") == "train" and entries[-1].get("stage_pid"):
+        if entries and entries[-1].get("stage") == "eval" and entries[-1].get("stage_pid"):
             killed.update(pid=entries[-1]["pid"], stage_pid=entries[-1]["stage_pid"], id=entries[-1]["id"])
+            killed["at"] = time.time()
             os.kill(entries[-1]["pid"], signal.SIGKILL)
             return
         time.sleep(0.1)
@@ -101,10 +103,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory, scenes: Dict[str, Path], cluster) -> Dict[str, Any]:
-    """The three scenes on the two workers; bravo's worker is killed while bravo trains."""
+    """The three scenes on the two workers; bravo's worker is killed while it evaluates bravo's trained model."""
     output_dir = tmp_path_factory.mktemp("batch") / "runs"
     killed: Dict[str, Any] = {}
-    watcher = threading.Thread(target=_kill_worker_when_training, args=(output_dir / KILLED, killed), daemon=True)
+    watcher = threading.Thread(target=_kill_worker_when_evaluating, args=(output_dir / KILLED, killed), daemon=True)
     watcher.start()
     started = time.perf_counter()
     report = run_batch(
@@ -163,20 +165,27 @@ def test_good_scenes_complete_with_metrics_predictions_and_stage_times(batch, sc
 @pytest.mark.slow
 def test_killed_worker_scene_runs_again_elsewhere(batch):
     killed = batch["killed"]
-    assert killed, "the watcher never saw bravo's training start"
+    assert killed, "the watcher never saw bravo's evaluation start"
     result = batch["outcomes"][KILLED].result
     assert result is not None
     runs = result["runs"]
     interrupted = [run for run in runs if run["id"] == killed["id"]]
-    assert interrupted and interrupted[0]["outcome"] == "interrupted" and interrupted[0]["stage"] == "train"
+    assert interrupted and interrupted[0]["outcome"] == "interrupted" and interrupted[0]["stage"] == "eval"
     assert runs[-1]["outcome"] == "ok" and runs[-1]["pid"] != killed["pid"]
     assert result["pid"] != killed["pid"]
     # Not a retry of a failure: Dask ran the same task again after its worker was lost.
     assert result["attempt"] == 1 and batch["outcomes"][KILLED].attempts == 1
-    # The ns-train process of the killed worker died with it (no orphan writing into bravo's folder).
+    # It kept the pseudo labels and the model the lost run had completed (same settings), and evaluated anew.
+    assert list(interrupted[0]["done"]) == ["pseudo_labels", "train"]
+    for stage in ("pseudo_labels", "train"):
+        assert result["stages"][stage] == {**interrupted[0]["done"][stage], "reused_from": killed["id"]}
+    for stage in ("eval", "predict"):
+        assert result["stages"][stage]["reused_from"] is None and result["stages"][stage]["started"] > killed["at"]
+    assert Path(result["config"]).is_relative_to(Path(result["output_dir"]) / "train")
+    # The stage process of the killed worker died with it (no orphan writing into bravo's folder).
     try:
         orphan = psutil.Process(killed["stage_pid"])
-        assert orphan.status() == psutil.STATUS_ZOMBIE, f"ns-train {killed['stage_pid']} outlived its worker"
+        assert orphan.status() == psutil.STATUS_ZOMBIE, f"semsplat-eval {killed['stage_pid']} outlived its worker"
     except psutil.NoSuchProcess:
         pass
 
@@ -340,6 +349,47 @@ def test_half_written_scene_is_no_result_and_is_cleaned_before_a_run(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [ATTEMPTS_NAME]  # stage outputs and the temp file gone
     attempts = json.loads((folder / ATTEMPTS_NAME).read_text())
     assert [a["outcome"] for a in attempts] == ["interrupted", "failed"]
+
+
+def _interrupted_after(folder: Path, job: SceneJob, done: Dict[str, Any], outcome: Any = None) -> None:
+    """A scene folder as a run that lost its worker leaves it after completing the stages of ``done``."""
+    run = folder / "train" / job.name / "semsplat" / "batch"
+    (run / "nerfstudio_models").mkdir(parents=True)
+    (run / "config.yml").write_text("not a config\n")
+    (run / "nerfstudio_models" / "step-000000029.ckpt").write_bytes(b"")
+    for name in ("pseudo_labels", "train", "eval"):
+        (folder / "logs").mkdir(exist_ok=True)
+        (folder / "logs" / f"{name}.log").write_text(f"# command: {name}\n")
+    (folder / "eval").mkdir()
+    entry = {"id": "lost", "stage": "eval", "outcome": outcome, "settings": job.settings(), "done": done}
+    write_json_atomic(folder / ATTEMPTS_NAME, [entry])
+
+
+def test_a_run_keeps_only_what_a_lost_run_completed_with_the_same_settings(tmp_path):
+    folder = tmp_path / "x"
+    job = SceneJob(name="x", scene_dir=str(tmp_path), output_dir=str(folder), max_num_iterations=30)
+    ok = {"status": "ok", "seconds": 2.0, "command": ["cmd"], "log": None, "reason": None, "started": 1.0}
+    done = {"pseudo_labels": ok, "train": ok}
+    _interrupted_after(folder, job, done)
+    assert reusable_stages(folder, "x", job.settings()) == ("lost", done)
+    # Not with other settings, not with --redo, not after a failure (a retry starts from scratch).
+    assert reusable_stages(folder, "x", {**job.settings(), "max_num_iterations": 31}) == (None, {})
+    assert reusable_stages(folder, "x", job.settings(), redo=True) == (None, {})
+    entries = json.loads((folder / ATTEMPTS_NAME).read_text())
+    write_json_atomic(folder / ATTEMPTS_NAME, [{**entries[0], "outcome": "failed"}])
+    assert reusable_stages(folder, "x", job.settings()) == (None, {})
+    write_json_atomic(folder / ATTEMPTS_NAME, entries)
+    # Only the leading stages, and a training only while its checkpoint is there.
+    assert reusable_stages(folder, "x", job.settings())[1].keys() == {"pseudo_labels", "train"}
+    write_json_atomic(folder / ATTEMPTS_NAME, [{**entries[0], "done": {"train": ok}}])
+    assert reusable_stages(folder, "x", job.settings()) == (None, {})
+    write_json_atomic(folder / ATTEMPTS_NAME, entries)
+    next(folder.rglob("*.ckpt")).unlink()
+    assert reusable_stages(folder, "x", job.settings())[1].keys() == {"pseudo_labels"}
+    # What is kept stays; the rest of the lost run's output goes.
+    clean_outputs(folder, keep=["pseudo_labels"])
+    assert sorted(p.name for p in folder.iterdir()) == [ATTEMPTS_NAME, "logs"]
+    assert [p.name for p in (folder / "logs").iterdir()] == ["pseudo_labels.log"]
 
 
 def test_recorded_scene_is_returned_without_running(tmp_path):
