@@ -5,19 +5,22 @@ The demo town is written in both forms from the generator's exact cameras
 (:mod:`semsplat_ns.synthetic.capture_writer`); each must give the IRT form's cameras (within 1e-4 px on
 world points), the capture's own sparse points as seeds, nerfstudio's eval split for its format, labels
 brought to nerfstudio's (downscaled, undistorted) pictures, and one error line naming a bad file. Both
-train with a real ``ns-train semsplat --data CAPTURE`` (run side by side, they share the CPU's import time),
-and the run exports and predicts in the capture's frame.
+train with a real ``ns-train semsplat --data capture/`` as the README walkthrough writes it (automatic prior
+pseudo labels; run side by side, they share the CPU's import time), the walkthrough's semsplat-predict runs as
+written, and the runs export and evaluate in the capture's frame.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -29,7 +32,7 @@ from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig, captur
 from semsplat_ns.data.capture_labels import PREPARED_DIR, undistort_label
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError
-from semsplat_ns.synthetic.capture_writer import surface_points, write_capture
+from semsplat_ns.synthetic.capture_writer import CaptureLayout, surface_points, write_capture
 
 BIN = Path(sys.executable).parent
 TOWN = dict(n_views=12, resolution=32, n_labelled=2, seed=5)
@@ -372,33 +375,107 @@ def test_labels_are_undistorted_as_nerfstudio_undistorts_the_photos(make_capture
         assert path is None or path.parent == capture / PREPARED_DIR / "images_undistorted"
 
 
-# ------------------------------------------------------------------------------------------ ns-train, export
+# --------------------------------------------------------------- ns-train, the README walkthrough, export
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+WALKTHROUGH = "## From a folder of drone photos"
+LABELLED = {"000003": "frame_00004", "000009": "frame_00010", "000010": "frame_00011"}
+"""The walkthrough's three labelled images: town frame -> image stem after ns-process-data's renaming
+(frame_00011 is the one evaluation image of nerfstudio's default split of 12 images, "fraction")."""
+TIMESTAMP = "run"
+APPENDED = [
+    # Few CPU steps and a tiny prior, so a run takes seconds; label support weights the pseudo loss.
+    *("--max-num-iterations", "10", "--machine.device-type", "cpu", "--vis", "tensorboard"),
+    *("--timestamp", TIMESTAMP, "--pipeline.model.pseudo-weight-by-label-support", "True"),
+    *("--pipeline.datamanager.pseudo-prior.steps", "20", "--pipeline.datamanager.pseudo-prior.crop", "16"),
+    *("--pipeline.datamanager.pseudo-prior.width", "4", "--pipeline.datamanager.pseudo-prior.levels", "2"),
+    *("--pipeline.datamanager.pseudo-prior.threshold", "0.5"),
+]
+"""Flags the test appends to the walkthrough's ns-train line."""
 
 
-def _ns_train(capture: Path, output_dir: Path) -> subprocess.Popen:
-    args = [str(BIN / "ns-train"), "semsplat", "--data", str(capture), "--max-num-iterations", "10"]
-    args += ["--vis", "tensorboard", "--machine.device-type", "cpu", "--output-dir", str(output_dir)]
-    args += ["--timestamp", "run"]
+def walkthrough_commands() -> List[List[str]]:
+    """The commands of the README walkthrough's code block, comments left out, each split as a shell splits it."""
+    text = README.read_text()
+    section = text[text.index(WALKTHROUGH) :]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start : section.index("```", start)]
+    return [shlex.split(line) for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _processed_capture(town: Path, folder: Path, layout: CaptureLayout) -> Path:
+    """Step 1's result, ``folder/capture`` as ns-process-data leaves it (photos renamed frame_00001.png, ...; no
+    split lists), from the town's exact cameras; then step 2: three class-id PNGs named by the image stem, as a
+    labelling tool writes them."""
+    capture = write_capture(
+        town,
+        folder / "capture",
+        layout,
+        keep_split=False,
+        label_stems=[],
+        image_names="ns-process-data",
+    )
+    (capture / "labels").mkdir()
+    for frame, stem in LABELLED.items():
+        ids = np.asarray(Image.open(town / "gt_all" / f"{frame}.png"))[..., 0]  # [32, 32] channel 0 = class id
+        Image.fromarray(np.ascontiguousarray(ids)).save(capture / "labels" / f"{stem}.png")
+    return capture
+
+
+def _ns_train(arguments: List[str], cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "SEMSPLAT_TRACEBACK"}
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [str(BIN / "ns-train"), *arguments]
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _digests(folder: Path) -> Dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 @pytest.fixture(scope="module")
-def runs(make_capture, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, dict]:
-    """ns-train on the nerfstudio capture, on the COLMAP model and on a capture with a label of an unknown image,
-    side by side (imports dominate a 10-step CPU run)."""
+def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, dict]:
+    """Three ns-train processes side by side (imports dominate a 10-step CPU run):
+
+    * nerfstudio: the README walkthrough's step 3 as written, on a nerfstudio capture as ns-process-data leaves
+      it, run from the folder that holds capture/ (its flags, automatic prior pseudo labels, plus APPENDED);
+    * colmap: the same command on the same images as a COLMAP model, with nerfstudio's colmap parser told to
+      split as nerfstudio-data does (eval-mode fraction), so both runs train on the same views;
+    * broken: a capture with a label of an unknown image.
+    """
     root = tmp_path_factory.mktemp("runs")
-    captures = {"nerfstudio": make_capture("nerfstudio"), "colmap": make_capture("colmap")}
+    command = walkthrough_commands()[1]
+    assert command[:4] == ["ns-train", "semsplat", "--data", "capture/"]
+    folders = {name: root / name for name in ("nerfstudio", "colmap")}
+    captures = {
+        "nerfstudio": _processed_capture(town, folders["nerfstudio"], "nerfstudio"),
+        "colmap": _processed_capture(town, folders["colmap"], "colmap"),
+    }
+    before = {name: (_digests(c / "labels"), _digests(c / "images")) for name, c in captures.items()}
+    processes = {
+        "nerfstudio": _ns_train(command[1:] + APPENDED, folders["nerfstudio"]),
+        "colmap": _ns_train(
+            command[1:] + APPENDED + ["--pipeline.datamanager.dataparser.colmap.eval-mode", "fraction"],
+            folders["colmap"],
+        ),
+    }
     broken = make_capture("colmap")
     shutil.copyfile(broken / "labels" / "000003.png", broken / "labels" / "000042.png")
-    captures["broken"] = broken
-    processes = {name: _ns_train(capture, root / name) for name, capture in captures.items()}
+    captures["broken"], folders["broken"] = broken, root / "broken"
+    processes["broken"] = _ns_train(
+        ["semsplat", "--data", str(broken), *APPENDED[:8], "--output-dir", str(folders["broken"])], root
+    )
     results = {}
     for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=400)
-        run_dir = root / name / captures[name].name / "semsplat" / "run"
+        stdout, stderr = process.communicate(timeout=600)
+        run_dir = folders[name] / "outputs" / "capture" / "semsplat" / TIMESTAMP
         results[name] = dict(
-            capture=captures[name], rc=process.returncode, stdout=stdout, stderr=stderr, run_dir=run_dir
+            capture=captures[name],
+            rc=process.returncode,
+            stdout=stdout,
+            stderr=stderr,
+            run_dir=run_dir,
+            untouched=name == "broken"
+            or (_digests(captures[name] / "labels"), _digests(captures[name] / "images")) == before[name],
         )
     return results
 
@@ -412,14 +489,21 @@ def _means(run: dict) -> Tuple[torch.Tensor, dict]:
 
 
 @pytest.mark.slow
-def test_ns_train_on_captures_trains_comparably(runs):
+def test_ns_train_on_captures_trains_comparably_with_automatic_pseudo_labels(runs):
     for name in ("nerfstudio", "colmap"):
         run = runs[name]
         assert run["rc"] == 0, run["stderr"][-3000:]
+        out = " ".join(run["stdout"].split())  # rich wraps long lines
         kind = "a nerfstudio capture" if name == "nerfstudio" else "a COLMAP model"
-        assert f"{run['capture']} is {kind}" in run["stdout"]
-        assert "2 training (000003, 000009), 1 evaluation (000005)" in run["stdout"]
-    # Same photos, cameras, split and seed points in the same training frame: the runs match closely.
+        assert f"capture is {kind}" in out
+        assert "2 training (frame_00004, frame_00010), 1 evaluation (frame_00011)" in out
+        # The prior's pseudo labels were made first, then listed by the dataparser (11 training images, 2 labelled).
+        assert "none in capture/semsplat_pseudo/pseudo; making them with the prior" in out
+        assert "pseudo labels for 9 unlabelled training images (semsplat_pseudo/, 9 with confidence)" in out
+        meta = json.loads((run["capture"] / "semsplat_pseudo" / "pseudo" / "meta.json").read_text())
+        assert meta["origin"] == "auto" and meta["counts"]["written"] == 9
+        assert run["untouched"]  # labels/ and images/ were only read
+    # Same photos, cameras, split, seed points and pseudo labels in the same training frame: the runs match closely.
     means_ns, transform_ns = _means(runs["nerfstudio"])
     means_colmap, transform_colmap = _means(runs["colmap"])
     assert means_ns.shape == means_colmap.shape and means_ns.shape[0] > 200
@@ -438,19 +522,57 @@ def test_ns_train_bad_capture_is_one_line(runs):
 
 
 @pytest.mark.slow
-def test_export_and_predict_in_the_capture_frame(runs, town: Path, tmp_path: Path):
+def test_readme_walkthrough_runs_as_written(runs, monkeypatch: pytest.MonkeyPatch):
+    """The README's "From a folder of drone photos", its commands read from README.md. Step 1 (ns-process-data)
+    needs the colmap binary, which the install does not bring: the runs start from the capture it leaves. Step 2
+    labels three images (``runs``); step 3's ns-train is the ``nerfstudio`` run; semsplat-predict runs here (its
+    console script's entry point, in this process); ns-viewer is started by tests/scripts/test_viewer_browser.py."""
+    commands = walkthrough_commands()
+    assert [command[0] for command in commands] == ["ns-process-data", "ns-train", "semsplat-predict", "ns-viewer"]
+    assert commands[0][1:] == ["images", "--data", "photos/", "--output-dir", "capture/"]
+    assert "capture/labels/frame_00012.png" in README.read_text()  # step 2's naming example
+    run = runs["nerfstudio"]
+    assert run["rc"] == 0, run["stderr"][-3000:]
+    folder = run["capture"].parent
+    assert sorted(p.name for p in (run["capture"] / "images").iterdir())[:2] == ["frame_00001.png", "frame_00002.png"]
+
+    # semsplat-predict as written, <time> being the run's timestamp.
+    predict = [argument.replace("<time>", TIMESTAMP) for argument in commands[2]]
+    config = folder / predict[predict.index("--load-config") + 1]
+    assert config == run["run_dir"] / "config.yml" and config.is_file()
+    from semsplat_ns.scripts.predict import entrypoint
+
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "argv", predict)
+    entrypoint()
+    summary = json.loads((run["run_dir"] / "predict" / "predict.json").read_text())
+    train, test = summary["splits"]["train"]["stems"], summary["splits"]["test"]["stems"]
+    assert sorted(train + test) == [f"frame_{i:05d}" for i in range(1, 13)] and test == ["frame_00011"]
+    for split, stems in (("train", train), ("test", test)):
+        for stem in stems:
+            ids = irt_io.read_label(run["run_dir"] / "predict" / split / "labels" / f"{stem}.png", None, None)
+            assert ids.shape == (32, 32) and int(ids.max()) < len(summary["class_names"])
+
+    # ns-viewer opens the same run.
+    viewer = [argument.replace("<time>", TIMESTAMP) for argument in commands[3]]
+    assert folder / viewer[viewer.index("--load-config") + 1] == config
+
+
+@pytest.mark.slow
+def test_export_and_eval_in_the_capture_frame_and_predict_refusals(
+    runs, town: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from plyfile import PlyData
 
     from semsplat_ns.scripts.export import ExportArgs
     from semsplat_ns.scripts.export import run as export
-    from semsplat_ns.scripts.predict import PredictArgs
-    from semsplat_ns.scripts.predict import run as predict
 
     seeds, _, _ = surface_points(town, n_points=400)  # [N, 3] the town's (= COLMAP's world) frame
     for name in ("nerfstudio", "colmap"):
         run = runs[name]
         assert run["rc"] == 0, run["stderr"][-3000:]
         config = run["run_dir"] / "config.yml"
+        monkeypatch.chdir(run["capture"].parent)  # the run's --data is capture/, relative, as the README has it
         summary = export(ExportArgs(load_config=config, output_dir=tmp_path / "export" / name))
         # nerfstudio oriented, centred and scaled the capture (its default "up" / "poses" / auto scale) ...
         transform = np.array(summary["dataparser_transform"])  # [3, 4]
@@ -463,23 +585,21 @@ def test_export_and_predict_in_the_capture_frame(runs, town: Path, tmp_path: Pat
         nearest = np.linalg.norm(exported[:, None] - seeds[None], axis=-1).min(axis=1)  # [N]
         assert np.median(nearest) < 5e-3 and nearest.max() < 0.05, name
 
-    run = runs["nerfstudio"]
+    run = runs["colmap"]
     config = run["run_dir"] / "config.yml"
     # Predictions never land among the capture's own files (checked before the checkpoint is loaded).
     from semsplat_ns.eval.predict import PredictionError
+    from semsplat_ns.scripts.predict import PredictArgs
+    from semsplat_ns.scripts.predict import run as predict
 
-    for inside in ("labels", "images", "images_2/x", "colmap", "semsplat_pseudo", "."):
+    for inside in ("labels", "images", "images_2/x", "colmap", "sparse", "semsplat_pseudo", "."):
         with pytest.raises(PredictionError, match="refusing to write predictions"):
             predict(PredictArgs(load_config=config, output_dir=run["capture"] / inside))
     assert not (run["capture"] / "train").exists() and not (run["capture"] / "labels" / "train").exists()
-    result = predict(PredictArgs(load_config=config, output_dir=tmp_path / "predict"))
-    assert result["splits"]["test"]["stems"] == ["000005"] and len(result["splits"]["train"]["stems"]) == 11
-    ids = irt_io.read_label(tmp_path / "predict" / "test" / "labels" / "000005.png", None, 20)
-    assert ids.shape == (32, 32)
 
     # semsplat-eval scores the capture's eval images that have labels (nerfstudio's split, not test/).
     from semsplat_ns.scripts.eval import EvalArgs
     from semsplat_ns.scripts.eval import run as evaluate
 
     metrics = evaluate(EvalArgs(load_config=config, output_dir=tmp_path / "eval", save_images=False))
-    assert metrics["n_views"] >= 1 and 0.0 <= metrics["acc"] <= 1.0
+    assert metrics["n_views"] == 1 and 0.0 <= metrics["acc"] <= 1.0
