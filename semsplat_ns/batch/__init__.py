@@ -7,7 +7,8 @@ one-line error (:mod:`semsplat_ns.errors`) is kept. Everything of a scene lands 
     result.json        the scene's record, written atomically as the task's last act: only a complete scene
                        has one, and a re-run skips the scenes that have it; metrics, each stage's command,
                        start time and wall time, the worker, host and GPU (index and name) it ran on
-    attempts.json      every run of the task: worker, process, stage reached, outcome (kept across runs)
+    attempts.json      every run of the task: worker, process, stage reached, the stages it completed,
+                       outcome (kept across runs; a run after a lost worker keeps what that one completed)
     logs/<stage>.log   the command line and the output of each stage
     train/             ns-train's output (<scene>/<method>/batch/config.yml and the checkpoint)
     eval/              semsplat-eval's metrics.json and pictures
