@@ -2,22 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.semsplat-installed
 # Pinned pair that imports on CPU (PyPI torchvision fails beside other torch builds).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo
+# pytest-xdist workers; every test file runs whole on one worker (its module fixtures are built once).
+TEST_WORKERS ?= 2
 
 .PHONY: install test lint demo clean browser
 
 install: $(STAMP)
 
+# uv (from PyPI, into the venv) installs the ~280 packages: it fetches and unpacks in parallel, where pip
+# took 3-4 times as long here. uv does not read pip's configuration, so it is handed the indexes pip would
+# use (on the CPU box: local wheel mirrors, where the pinned torch lies), with pip's rule of taking the best
+# version from any of them.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q "uv>=0.9"
 	@# Keep a torch that already works (GPU users bring their own CUDA build).
-	@$(PY) -c "import torch, torchvision" 2>/dev/null && echo "keeping installed torch" || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[test]"
+	@torch="$(TORCH_SPEC)"; $(PY) -c "import torch, torchvision" 2>/dev/null && { echo "keeping installed torch"; torch=; }; \
+	  pip_config() { $(PY) -m pip config get "global.$$1" 2>/dev/null; }; \
+	  index=$${PIP_INDEX_URL:-$$(pip_config index-url)}; args=$${index:+--index-url $$index}; \
+	  for url in $${PIP_EXTRA_INDEX_URL:-$$(pip_config extra-index-url)}; do args="$$args --extra-index-url $$url"; done; \
+	  for dir in $${PIP_FIND_LINKS:-$$(pip_config find-links)}; do args="$$args --find-links $$dir"; done; \
+	  set -x; $(UV) pip install --python $(PY) --index-strategy unsafe-best-match $$args $$torch -e ".[test]"
 	@# sam2's sdist would build in isolation and pull a second torch: build it against ours.
-	SAM2_BUILD_CUDA=0 $(PY) -m pip install --no-build-isolation "sam2==1.1.0"
+	SAM2_BUILD_CUDA=0 $(UV) pip install --python $(PY) --no-build-isolation "sam2==1.1.0"
 	touch $@
 
 # Headless Chromium for the viewer test (Debian packages; needs root). Best effort: without it
@@ -33,9 +45,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pyright
 
+# Chromium (apt) installs beside the Python packages; lint runs beside the tests, its output printed when
+# it ends, and a lint failure fails `make test` as before.
 # Passive OpenMP waits: spinning threads starve each other on small shared CPUs.
-test: $(STAMP) browser lint
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) browser
+	@{ $(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1; echo $$? > $(VENV)/lint.rc; \
+	   printf '\n---- make lint (exit %s)\n' "$$(cat $(VENV)/lint.rc)"; cat $(VENV)/lint.log; echo ----; } & lint=$$!; \
+	  OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder; tests=$$?; wait $$lint; \
+	  if [ "$$(cat $(VENV)/lint.rc)" != 0 ]; then echo "make test: make lint failed (output above)"; exit 1; fi; \
+	  exit $$tests
 
 demo: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/semsplat-demo --out $(DEMO_DIR)

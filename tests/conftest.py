@@ -7,6 +7,11 @@ write into the scene (pseudo labels, caches).
 ``irt_scene``: a real IRT scene by name (townA, townB, ...), looked up in the folder that
 ``$SEMSPLAT_DATA`` names, as ``ns-train`` does; the test is skipped when the variable is unset or the
 scene is absent. Nothing in the suite points outside the repository.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) every worker is its own session: its own
+``tmp_path_factory`` folder, so its own ``demo_town`` cache, and each test file runs whole on one worker, so
+module fixtures are built once. The files that take longest are handed out first (``HEAVY_FIRST``) and each
+worker, with its subprocesses, uses one CPU thread.
 """
 
 from __future__ import annotations
@@ -14,13 +19,54 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 
 from semsplat_ns.synthetic.scene_writer import make_scene
 
 DemoTown = Callable[..., Path]
+
+HEAVY_FIRST = (
+    "tests/scripts/test_batch.py",
+    "tests/scripts/test_viewer_browser.py",
+    "tests/model/test_model_training.py",
+    "tests/model/test_resume.py",
+    "tests/data/test_capture.py",
+    "tests/pseudo/test_capture_pseudo.py",
+    "tests/pseudo/test_pseudo_labels.py",
+    "tests/scripts/test_user_errors.py",
+)
+"""Test files that take longest on the 2-core CPU box, longest first: scheduled before all others, so that
+no worker is left with a long file at the end while the other idles."""
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # One thread per worker (and per ns-train / ns-render process it starts): two workers already fill the
+    # two cores, and more OpenMP threads than cores only wait on each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Heavy files first (see HEAVY_FIRST), every file's tests kept together and in their order."""
+    rank = {name: index for index, name in enumerate(HEAVY_FIRST)}
+    root = config.rootpath
+
+    def file_rank(item: pytest.Item) -> int:
+        try:
+            name = item.path.relative_to(root).as_posix()
+        except ValueError:
+            return len(rank)
+        return rank.get(name, len(rank))
+
+    items.sort(key=file_rank)  # stable: files and tests keep their collection order otherwise
 
 
 @pytest.fixture(scope="session")
