@@ -12,6 +12,7 @@ prior's (:func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels`), made once and ca
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +26,7 @@ from PIL import Image
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
-from semsplat_ns.data.irt_dataparser import IRTDataParserConfig, resolve_scene_dir
+from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY, IRTDataParserConfig, resolve_scene_dir
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.store import read_confidence
 
@@ -132,11 +133,18 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
     ):
         # Only training needs pseudo labels ("val" is ns-train's mode; ns-eval and ns-render use the others),
         # and one process makes them. Before the dataparser runs, so that it lists what was made.
+        pseudo_seconds: Optional[float] = None
         if config.auto_pseudo_labels != "off" and test_mode == "val" and local_rank == 0:
+            started = time.perf_counter()
             self._ensure_pseudo_labels(config, device)
+            pseudo_seconds = time.perf_counter() - started
         super().__init__(
             config, device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, **kwargs
         )
+        if pseudo_seconds is not None:
+            # Reported where ns-train's stage times read the data stages (semsplat_ns.trainer).
+            metadata = self.train_dataparser_outputs.metadata
+            metadata[STAGE_SECONDS_KEY] = {**(metadata.get(STAGE_SECONDS_KEY) or {}), "pseudo_labels": pseudo_seconds}
 
     @staticmethod
     def _ensure_pseudo_labels(config: SemSplatDataManagerConfig, device: Union[torch.device, str]) -> None:

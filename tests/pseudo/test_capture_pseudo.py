@@ -21,6 +21,7 @@ from PIL import Image
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY
 from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
 from semsplat_ns.geometry.depth import DepthError
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
@@ -220,6 +221,7 @@ def test_automatic_pseudo_labels_on_a_capture_follow_the_runs_split_and_are_cach
     assert wanted == {"000001", "000002", "000006", "000007", "000010", "000011"}  # 000005 has a label
     assert {s for s, p in zip(train["stems"], train["pseudo_filenames"]) if p is not None} == wanted
     assert sum(1 for d in datamanager.cached_train if "pseudo_confidence" in d) == len(wanted)
+    assert train[STAGE_SECONDS_KEY]["pseudo_labels"] > 0  # what ns-train's stage times report
     assert _user_files(capture) == before
     meta = json.loads((capture / "semsplat_pseudo" / "pseudo" / "meta.json").read_text())
     assert meta["origin"] == "auto" and meta["cache_key"]["prior"]["steps"] == 20
