@@ -6,7 +6,8 @@
 # METHOD is a key of benchmarks/methods.py METHODS (the semsplat preset plus its flags and pseudo-label backend).
 # Methods run one after another: they differ in the pseudo labels written into the scene folders.
 set -u
-work=/tmp/work
+# WORK, SCENES (the scene folders' parent) and DEVICE (cuda) may be set for a smoke run off the box.
+work=${WORK:-/tmp/work}
 mkdir -p $work/results $work/batch
 read -r -a scenes <<< "$1"
 read -r -a methods <<< "$2"
@@ -14,14 +15,14 @@ steps=${3:-30000}
 results=${4:-semsplat_batch_rows.json}
 say() { echo "$(date +%T) $*" >> $work/status.txt; }
 paths=()
-for s in "${scenes[@]}"; do paths+=(".scenes/$s"); done
+for s in "${scenes[@]}"; do paths+=("${SCENES:-.scenes}/$s"); done
 for m in "${methods[@]}"; do
   backend=$(python -m benchmarks.methods backend "$m") || { say "$m: unknown method"; continue; }
   mapfile -t flags < <(python -m benchmarks.methods flags "$m" "$steps")
   [ ${#flags[@]} -gt 0 ] || { say "$m: no flags"; continue; }
   say "batch $m ($steps steps, pseudo labels: $backend) over ${scenes[*]}"
   start=$SECONDS
-  semsplat-batch "${paths[@]}" --preset semsplat --pseudo-backend "$backend" --device cuda \
+  semsplat-batch "${paths[@]}" --preset semsplat --pseudo-backend "$backend" --device "${DEVICE:-cuda}" \
     --max-num-iterations "$steps" --output-dir "$work/batch/$m" --dashboard-address :0 -- "${flags[@]}" \
     > "$work/batch_$m.log" 2>&1
   say "batch $m rc $? $((SECONDS - start)) s"

@@ -5,21 +5,22 @@
 # speedup_ratio = batch wall / reference wall) to /tmp/work/results/semsplat_batch.json.
 #   bash benchmarks/box/speedup_row.sh "townA townB townC townD" semsplat-prior 30000
 set -u
-work=/tmp/work
+# WORK, SCENES (the scene folders' parent) and DEVICE (cuda) may be set for a smoke run off the box.
+work=${WORK:-/tmp/work}
 mkdir -p $work/results $work/speedup
 read -r -a scenes <<< "$1"
 method=${2:-semsplat}
 steps=${3:-30000}
 say() { echo "$(date +%T) $*" >> $work/status.txt; }
 paths=()
-for s in "${scenes[@]}"; do paths+=(".scenes/$s"); done
+for s in "${scenes[@]}"; do paths+=("${SCENES:-.scenes}/$s"); done
 backend=$(python -m benchmarks.methods backend "$method") || { say "$method: unknown method"; touch $work/done; exit 2; }
 mapfile -t flags < <(python -m benchmarks.methods flags "$method" "$steps")
 [ ${#flags[@]} -gt 0 ] || { say "$method: no flags"; touch $work/done; exit 2; }
 run() {  # run NAME SCENE...: one semsplat-batch run into $work/speedup/NAME
   local name=$1; shift
   local start=$SECONDS
-  semsplat-batch "$@" --preset semsplat --pseudo-backend "$backend" --device cuda \
+  semsplat-batch "$@" --preset semsplat --pseudo-backend "$backend" --device "${DEVICE:-cuda}" \
     --max-num-iterations "$steps" --output-dir "$work/speedup/$name" --dashboard-address :0 -- "${flags[@]}" \
     > "$work/speedup_$name.log" 2>&1
   say "$name rc $? $((SECONDS - start)) s"
