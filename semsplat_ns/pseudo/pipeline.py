@@ -311,7 +311,7 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
             None: the defaults.
 
     Returns:
-        The record also written to ``<root>/pseudo/meta.json``, plus ``"meta_path"`` (where it was written).
+        The record also written to ``<root>/pseudo/meta.json`` (:func:`~semsplat_ns.pseudo.store.meta_path`).
     """
     run_started = time.perf_counter()
     times: Dict[str, float] = {}
@@ -522,4 +522,4 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
         times["report"] = time.perf_counter() - started
     times["total"] = time.perf_counter() - run_started
     write_json_atomic(meta_file, record, indent=1)
-    return {**record, "meta_path": meta_file}
+    return record

@@ -13,6 +13,7 @@ from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.irt_io import resolve_scene_dir
 from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
+from semsplat_ns.pseudo.store import meta_path, store_root
 
 PROG = "semsplat-pseudo-labels"
 
@@ -57,9 +58,11 @@ def main() -> None:
     with exit_on_user_error(PROG):
         # --data takes a bare scene name as ns-train does (or a capture's .json file).
         data = Path(args.data).expanduser()
-        args.data = data if data.is_file() and data.suffix.lower() == ".json" else resolve_scene_dir(data)
+        is_json = data.is_file() and data.suffix.lower() == ".json"
+        args.data = data if is_json else resolve_scene_dir(data)
         record = run(args)
-        _print_summary(record, record["meta_path"])
+        # train/ of an IRT scene, semsplat_pseudo/ of a capture (a .json names its folder's capture).
+        _print_summary(record, meta_path(store_root(args.data.parent if is_json else args.data)))
 
 
 if __name__ == "__main__":
