@@ -29,6 +29,7 @@ from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 # Table III rows of the paper and the issue #12 rows as model-config overrides of the semsplat preset; the same
 # methods as semsplat-batch settings (ns-train flags and a pseudo-label backend): benchmarks/methods.py.
 ABLATIONS = {name: dict(method.model) for name, method in METHODS.items()}
+DATAMANAGER_OVERRIDES = {name: dict(method.datamanager) for name, method in METHODS.items()}
 
 
 def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
@@ -47,6 +48,8 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
     config.pipeline.datamanager.data = scene
     for name, value in {**ABLATIONS[method], **model_overrides}.items():
         setattr(config.pipeline.model, name, value)
+    for name, value in DATAMANAGER_OVERRIDES[method].items():
+        setattr(config.pipeline.datamanager, name, value)
     if steps != PAPER_STEPS:  # keep the paper's schedule proportional for shorter runs
         model = config.pipeline.model
         assert isinstance(model, SemSplatModelConfig), "the semsplat preset builds a SemSplatModelConfig"

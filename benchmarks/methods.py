@@ -32,19 +32,29 @@ class Method:
     """``semsplat-pseudo-labels --backend`` run before training (``none``: no pseudo-label stage)."""
     model: Mapping[str, Any] = field(default_factory=dict)
     """Overrides of the preset's ``SemSplatModelConfig`` fields."""
+    datamanager: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the preset's ``SemSplatDataManagerConfig`` fields (plain values, e.g. auto_pseudo_labels)."""
 
 
 METHODS: Dict[str, Method] = {
-    # Table III of the paper: the default (reprojection) pseudo labels, losses switched off row by row.
-    "semsplat-baseline": Method("none", dict(pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0)),
-    "semsplat-pseudo": Method("reproject", dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0)),
-    "semsplat-pseudo-2d": Method("reproject", dict(agg3d_loss_weight=0.0)),
-    "semsplat": Method("reproject"),
-    # Issue #12: pseudo labels from the self-trained 2D prior, used on every pseudo-labelled pixel at a quarter of
-    # the labelled views' weight ...
-    "semsplat-prior": Method("prior", dict(pseudo_loss_weight=0.25)),
-    # ... with each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence.
-    "semsplat-prior-support": Method("prior", dict(pseudo_loss_weight=0.25, pseudo_weight_by_label_support=True)),
+    # Table III of the paper: reprojected pseudo labels at the paper's weight 1, losses switched off row by row
+    # (no pseudo labels at all in the first row: nothing made automatically either).
+    "semsplat-baseline": Method(
+        "none",
+        dict(pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
+        dict(auto_pseudo_labels="off"),
+    ),
+    "semsplat-pseudo": Method("reproject", dict(pseudo_loss_weight=1.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0)),
+    "semsplat-pseudo-2d": Method("reproject", dict(pseudo_loss_weight=1.0, agg3d_loss_weight=0.0)),
+    # The paper's full configuration; the preset until 2026-11-26 (the results rows named "semsplat" that were made before then).
+    "semsplat-paper": Method("reproject", dict(pseudo_loss_weight=1.0)),
+    # The preset (issue #12): the self-trained 2D prior's pseudo labels on every pseudo-labelled pixel at a quarter
+    # X
+    "semsplat": Method("prior"),
+    # ... with each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence ...
+    "semsplat-prior-support": Method("prior", dict(pseudo_weight_by_label_support=True)),
+    # ... or with class-balanced cross-entropies (1/sqrt of each class's labelled pixels).
+    "semsplat-class-balance": Method("prior", dict(class_balance="inverse-sqrt-frequency")),
 }
 """Benchmark method name -> its settings. ``bench_semsplat.py --method`` and ``semsplat-batch`` runs share it."""
 
@@ -87,9 +97,13 @@ def _normal(value: Any) -> Any:
         return text
 
 
+MODEL_PREFIX = "--pipeline.model."
+DATAMANAGER_PREFIX = "--pipeline.datamanager."
+
+
 def model_flag(name: str) -> str:
     """``pseudo_loss_weight`` -> ``--pipeline.model.pseudo-loss-weight`` (ns-train's spelling)."""
-    return "--pipeline.model." + name.replace("_", "-")
+    return MODEL_PREFIX + name.replace("_", "-")
 
 
 def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[str, int]] = None) -> List[str]:
@@ -107,6 +121,8 @@ def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[
     flags: List[str] = []
     for name, value in spec.model.items():
         flags += [model_flag(name), _flag_value(value)]
+    for name, value in spec.datamanager.items():
+        flags += [DATAMANAGER_PREFIX + name.replace("_", "-"), _flag_value(value)]
     if steps != PAPER_STEPS:
         if schedule_defaults is None:
             raise ValueError(f"{steps} steps: the preset's schedule fields are needed to scale it")
@@ -126,13 +142,13 @@ def get_method(method: str) -> Method:
     return METHODS[method]
 
 
-def _model_overrides(method_args: Sequence[str]) -> Dict[str, str]:
-    """``--pipeline.model.x-y VALUE`` pairs of an ns-train flag list, as {x_y: VALUE} (other flags ignored)."""
+def _overrides(method_args: Sequence[str], prefix: str) -> Dict[str, str]:
+    """``<prefix>x-y VALUE`` pairs of an ns-train flag list, as {x_y: VALUE} (other flags ignored)."""
     found: Dict[str, str] = {}
     args = list(method_args)
     for index, arg in enumerate(args):
-        if arg.startswith("--pipeline.model."):
-            name, _, value = arg[len("--pipeline.model.") :].partition("=")
+        if arg.startswith(prefix):
+            name, _, value = arg[len(prefix) :].partition("=")
             if not _ and index + 1 < len(args):
                 value = args[index + 1]
             found[name.replace("-", "_")] = value
@@ -149,15 +165,16 @@ def method_of(settings: Mapping[str, Any]) -> str:
     """
     if settings.get("preset") != "semsplat":
         raise UnknownMethodError(f"preset {settings.get('preset')!r}: the benchmark methods are of preset 'semsplat'")
+    args = settings.get("method_args") or []
     overrides = {
-        name: _normal(value)
-        for name, value in _model_overrides(settings.get("method_args") or []).items()
-        if name not in SCHEDULE_FIELDS
+        name: _normal(value) for name, value in _overrides(args, MODEL_PREFIX).items() if name not in SCHEDULE_FIELDS
     }
+    datamanager = {name: _normal(value) for name, value in _overrides(args, DATAMANAGER_PREFIX).items()}
     backend = settings.get("pseudo_backend")
     for name, spec in METHODS.items():
         wanted = {key: _normal(value) for key, value in spec.model.items()}
-        if spec.pseudo_backend == backend and overrides == wanted:
+        wanted_datamanager = {key: _normal(value) for key, value in spec.datamanager.items()}
+        if spec.pseudo_backend == backend and overrides == wanted and datamanager == wanted_datamanager:
             return name
     flags = shlex.join(settings.get("method_args") or [])
     raise UnknownMethodError(

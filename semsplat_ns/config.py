@@ -23,6 +23,11 @@ from semsplat_ns.trainer import SemSplatTrainerConfig
 PAPER_STEPS = 30_000
 """Training steps of the paper's schedule (the ``semsplat`` method)."""
 
+PRIOR_PSEUDO_LOSS_WEIGHT = 0.25
+"""Pseudo-label weight of the preset, whose pseudo labels are the prior's (measured at 30k steps, H100/H200,
+benchmarks/results/semsplat_prior.json: townA 64.89 mIoU against 62.73 for the paper's weight 1 on
+reprojected labels and 63.12 for a Unet on the labelled views; townB 54.92 against 44.72 and 50.18)."""
+
 FAST_STEPS = 7_000
 """Training steps of ``semsplat-fast``: the paper's schedule compressed to this many steps."""
 
@@ -74,8 +79,12 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> SemSplatTrainerConf
         mixed_precision=False,
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=VanillaPipelineConfig(
-            datamanager=SemSplatDataManagerConfig(dataparser=SemSplatDataParserConfig(), cache_images_type="uint8"),
-            model=SemSplatModelConfig(),
+            # The best measured pipeline with no extra step: a scene without pseudo labels gets the prior's,
+            # made once before training and cached (--pipeline.datamanager.auto-pseudo-labels off: none).
+            datamanager=SemSplatDataManagerConfig(
+                dataparser=SemSplatDataParserConfig(), cache_images_type="uint8", auto_pseudo_labels="prior"
+            ),
+            model=SemSplatModelConfig(pseudo_loss_weight=PRIOR_PSEUDO_LOSS_WEIGHT),
         ),
         optimizers={
             "means": {

@@ -20,6 +20,9 @@ def cpu_trainer_config(scene: Path, output_dir: Path, steps: int, timestamp: str
     config.steps_per_save = 10_000
     config.steps_per_eval_image = 10_000
     config.pipeline.datamanager.data = scene
+    # The preset trains a prior for pseudo labels first (6000 steps: minutes on a CPU); the tests of that
+    # path (tests/data/test_datamanager.py, tests/pseudo) turn it on with a tiny prior.
+    config.pipeline.datamanager.auto_pseudo_labels = "off"
     return config
 
 

@@ -56,3 +56,16 @@ def test_compress_schedule_keeps_steps_at_least_one_refinement():
     assert model.warmup_length == 100 and model.sh_degree_interval == 100  # 5 and 10 would come before it
     with pytest.raises(AssertionError):
         compress_schedule(SemSplatModelConfig(), PAPER_STEPS + 1, refine_every=100)
+
+
+def test_the_preset_makes_prior_pseudo_labels_and_weights_them_a_quarter():
+    from semsplat_ns.config import PRIOR_PSEUDO_LOSS_WEIGHT
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+
+    for config in (semsplat_trainer_config(), semsplat_fast_trainer_config()):
+        datamanager, model = config.pipeline.datamanager, config.pipeline.model
+        assert isinstance(datamanager, SemSplatDataManagerConfig) and isinstance(model, SemSplatModelConfig)
+        assert datamanager.auto_pseudo_labels == "prior"
+        assert model.pseudo_loss_weight == PRIOR_PSEUDO_LOSS_WEIGHT == 0.25
+    # the datamanager alone (other pipelines, tests) makes nothing unless asked
+    assert SemSplatDataManagerConfig().auto_pseudo_labels == "off"

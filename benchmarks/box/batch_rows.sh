@@ -2,7 +2,7 @@
 # GPU box runner (start it with launch.sh): for each METHOD, one semsplat-batch run over the SCENES (one Dask
 # worker per GPU, scenes queued for free GPUs; pseudo labels -> training -> evaluation -> prediction each), then
 # benchmarks/batch_rows.py turns its records into rows of RESULTS_NAME in /tmp/work/results.
-#   bash benchmarks/box/batch_rows.sh "townA townB" "semsplat-baseline semsplat-prior" 30000 semsplat_prior.json
+#   bash benchmarks/box/batch_rows.sh "townA townB" "semsplat semsplat-paper semsplat-baseline" 30000 semsplat_prior.json
 # METHOD is a key of benchmarks/methods.py METHODS (the semsplat preset plus its flags and pseudo-label backend).
 # Methods run one after another: they differ in the pseudo labels written into the scene folders.
 set -u

@@ -2,8 +2,8 @@
 # GPU box: start a runner script detached, on a private copy of the repo under /tmp/work (a device call lasts
 # 10 minutes, a machine stays ours for 30; later calls only watch it with poll.sh, each within 30 s of the last).
 #   export SEMSPLAT_COMMIT=<sent commit>    # stamped into the rows (the box's copy has no .git)
-#   bash benchmarks/box/launch.sh benchmarks/box/batch_rows.sh "townA townB" "semsplat-prior" 30000 semsplat_prior.json
-#   bash benchmarks/box/launch.sh benchmarks/box/speedup_row.sh "townA townB townC townD" semsplat-prior 30000
+#   bash benchmarks/box/launch.sh benchmarks/box/batch_rows.sh "townA townB" "semsplat" 30000 semsplat_prior.json
+#   bash benchmarks/box/launch.sh benchmarks/box/speedup_row.sh "townA townB townC townD" semsplat 30000
 # The runners run semsplat-batch (one Dask worker per GPU); rows, summaries and status go to /tmp/work.
 # MPS=1 starts the CUDA MPS daemon first (only useful when several processes share a GPU).
 source benchmarks/box/env.sh || exit 1

@@ -3,7 +3,7 @@
 # the first SCENE alone on GPU 0 (the reference), then every SCENE on every GPU, both with METHOD's settings;
 # benchmarks/batch_rows.py writes the scenes' rows and the row of method semsplat-batch (n_scenes, n_gpus,
 # speedup_ratio = batch wall / reference wall) to /tmp/work/results/semsplat_batch.json.
-#   bash benchmarks/box/speedup_row.sh "townA townB townC townD" semsplat-prior 30000
+#   bash benchmarks/box/speedup_row.sh "townA townB townC townD" semsplat 30000
 set -u
 # WORK, SCENES (the scene folders' parent) and DEVICE (cuda) may be set for a smoke run off the box.
 work=${WORK:-/tmp/work}

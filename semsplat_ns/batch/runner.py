@@ -49,7 +49,7 @@ class BatchSettings:
     """Each scene's folder and the summary go here."""
     preset: str = "semsplat"
     """The ns-train method."""
-    pseudo_backend: str = "reproject"
+    pseudo_backend: str = "prior"
     """semsplat-pseudo-labels --backend; "none" skips the stage."""
     max_num_iterations: Optional[int] = None
     """ns-train --max-num-iterations; None: the preset's."""

@@ -96,7 +96,7 @@ class SceneJob:
     """``<batch output>/<name>``."""
     preset: str = "semsplat"
     """The ns-train method."""
-    pseudo_backend: str = "reproject"
+    pseudo_backend: str = "prior"
     """semsplat-pseudo-labels --backend, or "none" to skip the stage."""
     max_num_iterations: Optional[int] = None
     """ns-train --max-num-iterations; None: the preset's."""

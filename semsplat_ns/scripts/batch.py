@@ -46,10 +46,11 @@ class BatchArgs:
     The summary goes to <output-dir>/summary.{json,md,png}. With --scheduler it must be shared with the workers."""
     preset: Literal["semsplat", "semsplat-fast"] = "semsplat"
     """The ns-train method to train; it must be registered in this environment (checked before anything runs)."""
-    pseudo_backend: Literal["reproject", "prior", "none"] = "reproject"
-    """semsplat-pseudo-labels --backend, run on each scene before training (--overwrite).
-    It writes into SCENE/train/pseudo, replacing what is there. none: no pseudo-label stage; training reads what
-    SCENE/train/pseudo already holds."""
+    pseudo_backend: Literal["reproject", "prior", "none"] = "prior"
+    """semsplat-pseudo-labels --backend, run on each scene before training (--overwrite), as a timed stage of its
+    own. It writes into SCENE/train/pseudo, replacing what is there; prior gives what ns-train semsplat would make
+    itself. none: no pseudo-label stage; training keeps what SCENE/train/pseudo holds, and makes the prior's where
+    it holds none (with --preset semsplat-fast, the fast preset's shorter prior)."""
     max_num_iterations: Optional[int] = None
     """ns-train --max-num-iterations; default: the preset's."""
     device: Literal["auto", "cuda", "cpu"] = "auto"

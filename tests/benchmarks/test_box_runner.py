@@ -64,15 +64,18 @@ def test_method_flags_scale_the_schedule_as_bench_semsplat_does():
 
 
 def test_settings_of_no_method_are_refused_with_the_flags():
-    settings = {**_settings("semsplat"), "method_args": ["--pipeline.model.agg2d-loss-weight", "0.3"]}
+    settings = {**_settings("semsplat-paper"), "method_args": ["--pipeline.model.agg2d-loss-weight", "0.3"]}
     with pytest.raises(UnknownMethodError, match=r"--pseudo-backend reproject with ns-train flags \[--pipeline"):
         method_of(settings)
     with pytest.raises(UnknownMethodError, match="preset 'semsplat-fast'"):
         method_of({**_settings("semsplat"), "preset": "semsplat-fast"})
     # Values are compared by meaning: 0 is 0.0.
     zero = ["--pipeline.model.pseudo-loss-weight", "0", "--pipeline.model.agg2d-loss-weight=0."]
-    zero += ["--pipeline.model.agg3d-loss-weight", "0e0"]
+    zero += ["--pipeline.model.agg3d-loss-weight", "0e0", "--pipeline.datamanager.auto-pseudo-labels", "off"]
     assert method_of({**_settings("semsplat-baseline"), "method_args": zero}) == "semsplat-baseline"
+    # the preset's automatic prior left on makes another method
+    with pytest.raises(UnknownMethodError):
+        method_of({**_settings("semsplat-baseline"), "method_args": zero[:-2]})
 
 
 def test_method_flags_parse_into_the_config_ns_train_builds():
@@ -93,6 +96,13 @@ def test_method_flags_parse_into_the_config_ns_train_builds():
     model = config.pipeline.model
     assert isinstance(model, SemSplatModelConfig)
     assert model.pseudo_loss_weight == 0.25 and model.pseudo_weight_by_label_support is True
+    baseline = tyro.cli(
+        tyro.conf.FlagConversionOff[TrainerConfig],
+        default=semsplat.config,
+        args=ns_train_flags("semsplat-baseline", PAPER_STEPS),
+    )
+    assert baseline.pipeline.datamanager.auto_pseudo_labels == "off"  # type: ignore[attr-defined]
+    assert baseline.pipeline.model.pseudo_loss_weight == 0.0  # type: ignore[attr-defined]
     assert {name: getattr(model, name) for name in SCHEDULE_FIELDS} == scaled_schedule(preset_schedule(), 15000)
     for key in ("means", "transfer_head", "camera_opt"):
         assert config.optimizers[key]["scheduler"].max_steps == 15000
@@ -127,7 +137,7 @@ def _result(folder: Path, scene: str, gpu: str, started: float, settings: Dict[s
 
 
 def _run(folder: Path, scenes: List[str], wall_s: float, workers: int) -> Dict[str, Any]:
-    settings = _settings("semsplat-prior")
+    settings = _settings("semsplat")
     results = [_result(folder, scene, str(i), 1000.0 + i, settings) for i, scene in enumerate(scenes)]
     summary = build_summary(results, [], {**settings, "workers": workers, "command": "semsplat-batch ..."})
     summary.update(still_running=[], wall_s=wall_s)
@@ -143,13 +153,13 @@ def test_batch_row_compares_the_batch_with_one_scene_alone(tmp_path):
     assert (row["scene"], row["method"], row["trained_method"]) == (
         "townA+townB+townC+townD",
         BATCH_METHOD,
-        "semsplat-prior",
+        "semsplat",
     )
     assert (row["n_scenes"], row["n_gpus"], row["jobs_sharing_gpu"]) == (4, 4, 1)
     assert row["speedup_ratio"] == pytest.approx(1.1) and row["wall_s"] == 1100.0 and row["reference_scene"] == "townA"
     assert row["miou"] == pytest.approx(0.6) and row["train_s"] is None and row["device"] == "NVIDIA H100 80GB HBM3"
     rows = scene_rows(tmp_path / "four")
-    assert [r["method"] for r in rows] == ["semsplat-prior"] * 4
+    assert [r["method"] for r in rows] == ["semsplat"] * 4
     assert [r["jobs_sharing_gpu"] for r in rows] == [1] * 4 and not any(r["test_ms_shared_gpu"] for r in rows)
 
 

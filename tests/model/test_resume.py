@@ -161,6 +161,8 @@ def _ns_train(scene: Path, output_dir: Path, timestamp: str, *args: str, log: Pa
         "True",
         "--machine.device-type",
         "cpu",
+        "--pipeline.datamanager.auto-pseudo-labels",
+        "off",
         "--steps-per-eval-image",
         "100000",
         "--pipeline.model.num-random",
