@@ -32,15 +32,6 @@ EXIT_CODE = 2
 TRACEBACK_ENV_VAR = "SEMSPLAT_TRACEBACK"
 """Set to 1 to get the full traceback of user errors as well."""
 
-# Errors of modules that predate UserInputError and also mean bad input, matched by qualified name so
-# that this module need not import them (they pull numpy, pycolmap, sam2). Subclassing UserInputError
-# there makes an entry here unnecessary.
-_USER_ERRORS_ELSEWHERE = frozenset(
-    {
-        "semsplat_ns.pseudo.prior.PriorError",
-    }
-)
-
 
 class UserInputError(ValueError):
     """The user's input cannot work: a scene file, a path or an option. The message names it and says why.
@@ -51,9 +42,7 @@ class UserInputError(ValueError):
 
 def is_user_error(error: BaseException) -> bool:
     """Whether ``error`` reports bad input (printed as one line) rather than a bug (printed with its traceback)."""
-    if isinstance(error, UserInputError):
-        return True
-    return any(f"{cls.__module__}.{cls.__qualname__}" in _USER_ERRORS_ELSEWHERE for cls in type(error).__mro__)
+    return isinstance(error, UserInputError)
 
 
 def _traceback_wanted() -> bool:
