@@ -13,7 +13,7 @@ from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.capture_dataparser import capture_layout
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
-from semsplat_ns.errors import UserInputError, exit_on_user_error
+from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.eval.evaluate import evaluate_pipeline, print_result
 
 PROG = "semsplat-eval"
@@ -64,12 +64,7 @@ def _scene_of(config, args: EvalArgs) -> Path:
 
 def run(args: EvalArgs) -> dict:
     """Evaluates the run of ``args.load_config``; writes metrics.json and the PNGs, prints the tables."""
-    if not args.load_config.is_file():
-        raise UserInputError(
-            f"{args.load_config}: no such file (--load-config); ns-train writes one per run, "
-            "outputs/<scene>/semsplat/<time>/config.yml"
-        )
-    from nerfstudio.utils.eval_utils import eval_setup
+    from semsplat_ns.eval.run_config import load_run
 
     def update_config(config):
         # Runs before the pipeline is built: a missing scene or split stops here, not after loading the model.
@@ -79,7 +74,7 @@ def run(args: EvalArgs) -> dict:
         config.pipeline.datamanager.dataparser.eval_split = args.split
         return config
 
-    _, pipeline, checkpoint, step = eval_setup(args.load_config, test_mode="test", update_config_callback=update_config)
+    _, pipeline, checkpoint, step = load_run(args.load_config, "test", update_config_callback=update_config)
     output_dir = args.output_dir or args.load_config.parent / f"eval-{args.split}"
     result = evaluate_pipeline(pipeline, output_dir, save_images=args.save_images)
     result.update(checkpoint=str(checkpoint), step=int(step), split=args.split)

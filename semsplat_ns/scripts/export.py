@@ -21,7 +21,7 @@ import tyro
 from rich.console import Console
 
 from semsplat_ns.atomic import atomic_open, write_json_atomic
-from semsplat_ns.errors import UserInputError, exit_on_user_error
+from semsplat_ns.errors import exit_on_user_error
 
 CONSOLE = Console()
 PROG = "semsplat-export"
@@ -141,14 +141,9 @@ class ExportArgs:
 
 def run(args: ExportArgs) -> dict:
     """Loads the run of ``args.load_config`` and writes its PLY files and transform.json."""
-    if not args.load_config.is_file():
-        raise UserInputError(
-            f"{args.load_config}: no such file (--load-config); ns-train writes one per run, "
-            "outputs/<scene>/semsplat/<time>/config.yml"
-        )
-    from nerfstudio.utils.eval_utils import eval_setup
+    from semsplat_ns.eval.run_config import load_run
 
-    _, pipeline, _, _ = eval_setup(args.load_config, test_mode="inference")
+    _, pipeline, _, _ = load_run(args.load_config, "inference")
     # Typed as a torch Module by nerfstudio; it is the run's (full-image) datamanager.
     datamanager: Any = pipeline.datamanager
     outputs = datamanager.train_dataparser_outputs

@@ -15,7 +15,7 @@ import tyro
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE, progress_bar
-from semsplat_ns.data.irt_io import IRTDataError
+from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.eval.predict import (
     CONFIDENCE_ENCODING,
     PredictionError,
@@ -25,6 +25,7 @@ from semsplat_ns.eval.predict import (
     scene_dir_of_run,
     split_views,
 )
+from semsplat_ns.eval.run_config import load_run, read_run_config
 
 CAPTURE_FOLDERS = ("labels", "images", "colmap", "sparse", "semsplat_labels", "semsplat_pseudo")
 """Folders of a capture that predictions must not land in (``images_<N>/`` too): its labels, photos, models and
@@ -88,12 +89,7 @@ def run(args: PredictArgs) -> dict:
         The summary also written to ``<output_dir>/predict.json``.
     """
     config_path = Path(args.load_config)
-    if not config_path.is_file():
-        what = "is a folder, not a config.yml" if config_path.is_dir() else "does not exist"
-        raise PredictionError(
-            f"--load-config {config_path} {what}; pass the config.yml that ns-train wrote into the run folder "
-            "(outputs/<scene>/semsplat/<time>/config.yml)"
-        )
+    read_run_config(config_path)
     if not args.split:
         raise PredictionError("--split names no split; pass one or more of train, test, validation")
     output_dir = args.output_dir or config_path.parent / "predict"
@@ -109,12 +105,10 @@ def run(args: PredictArgs) -> dict:
         if not (scene_dir / "train").is_dir():
             check_capture_output_dir(output_dir, scene_dir)
 
-    from nerfstudio.utils.eval_utils import eval_setup
-
     from semsplat_ns.data.datamanager import SemSplatDataManager
     from semsplat_ns.model.semsplat_model import SemSplatModel
 
-    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="test")
+    _, pipeline, checkpoint, step = load_run(config_path, "test")
     model, datamanager = pipeline.model, pipeline.datamanager
     if not isinstance(model, SemSplatModel) or not isinstance(datamanager, SemSplatDataManager):
         raise PredictionError(
@@ -145,13 +139,10 @@ def run(args: PredictArgs) -> dict:
 
 
 def entrypoint() -> None:
-    """Console script: parses the arguments; a request that cannot be met ends with one error line."""
+    """Console script: parses the arguments; a request that cannot be met ends with one error line (exit 2)."""
     args = tyro.cli(PredictArgs)
-    try:
+    with exit_on_user_error("semsplat-predict"):
         run(args)
-    except (PredictionError, IRTDataError) as error:
-        CONSOLE.print(f"[bold red]semsplat-predict: error:[/bold red] {error}")
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

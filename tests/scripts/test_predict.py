@@ -101,8 +101,8 @@ def test_refuses_output_inside_ground_truth(
     for target in (rgb / "pred", run["scene"]):  # inside rgb/; the scene root (its <split>/ would be train/)
         with pytest.raises(SystemExit) as exit_info:
             _run_console_script(["--load-config", str(run["config"]), "--output-dir", str(target)], monkeypatch)
-        assert exit_info.value.code == 1
-        assert "refusing to write predictions" in capsys.readouterr().out
+        assert exit_info.value.code == 2
+        assert "semsplat-predict: error: refusing to write predictions" in capsys.readouterr().err
     assert sorted(p.name for p in rgb.iterdir()) == before
     assert not (run["scene"] / "predict.json").exists()
 
@@ -113,6 +113,6 @@ def test_missing_config_is_one_clear_error(
     missing = tmp_path / "nope" / "config.yml"
     with pytest.raises(SystemExit) as exit_info:
         _run_console_script(["--load-config", str(missing), "--output-dir", str(tmp_path / "out")], monkeypatch)
-    assert exit_info.value.code == 1
-    assert "does not exist" in " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -98,12 +98,24 @@ def test_excepthook_installed_by_importing_semsplat(tmp_path, case):
 def test_semsplat_eval_and_export_missing_config(tmp_path, capsys, monkeypatch):
     from semsplat_ns.scripts import eval as eval_script
     from semsplat_ns.scripts import export as export_script
+    from semsplat_ns.scripts import predict as predict_script
 
     missing = tmp_path / "missing.yml"
-    for prog, module in (("semsplat-eval", eval_script), ("semsplat-export", export_script)):
-        monkeypatch.setattr(sys, "argv", [prog, "--load-config", str(missing)])
-        line = _exits_with_one_line(capsys, prog, module.entrypoint)
-        assert f"{missing}: no such file (--load-config)" in line
+    broken = tmp_path / "broken.yml"
+    broken.write_text("pipeline: [unclosed\n")
+    plain = tmp_path / "plain.yml"
+    plain.write_text("just: a mapping\n")
+    scripts = (("semsplat-eval", eval_script), ("semsplat-export", export_script), ("semsplat-predict", predict_script))
+    for prog, module in scripts:
+        for path, expected in (
+            (missing, f"--load-config {missing} does not exist; pass the config.yml that ns-train wrote"),
+            (tmp_path, f"--load-config {tmp_path} is a folder, not a config.yml"),
+            (broken, f"{broken}: not a run config saved by ns-train (ParserError: "),
+            (plain, f"{plain}: not a run config saved by ns-train (it holds a dict)"),
+        ):
+            monkeypatch.setattr(sys, "argv", [prog, "--load-config", str(path)])
+            line = _exits_with_one_line(capsys, prog, module.entrypoint)
+            assert expected in line, line
 
 
 def test_semsplat_pseudo_labels_broken_classes_json(demo_town, capsys, monkeypatch):
