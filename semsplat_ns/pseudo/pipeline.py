@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional
 
 import numpy as np
 import torch
@@ -42,17 +42,12 @@ from semsplat_ns.console import CONSOLE
 from semsplat_ns.console import progress_bar as _progress
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.irt_io import IGNORE_ID
-from semsplat_ns.geometry.depth import (
-    DepthError,
-    PointsDepthSettings,
-    depth_from_points,
-    load_depth_dir,
-    render_depths_from_config,
-)
+from semsplat_ns.geometry.depth import DepthError, PointsDepthSettings
 from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings, reproject_from_references
 from semsplat_ns.pseudo import prior as prior_lib
+from semsplat_ns.pseudo.depths import DepthSource, compute_depths, select_depth_source
 from semsplat_ns.pseudo.prior import PRIOR_VERSION, PriorSettings, cache_fields, flat_settings
-from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene
+from semsplat_ns.pseudo.scene import read_labels, read_photos, read_scene
 from semsplat_ns.pseudo.store import (
     confidence_file,
     coverage_stats,
@@ -169,91 +164,8 @@ class PseudoLabelArgs:
     Read only for this report; the figures go into meta.json."""
 
 
-def _depth_source(args: PseudoLabelArgs) -> str:
-    if args.depth_config is not None and args.depth_dir is not None:
-        raise DepthError(f"{args.depth_config}, {args.depth_dir}: give --depth-config or --depth-dir, not both")
-    if args.depth_config is not None:
-        return "config"
-    if args.depth_dir is not None:
-        return "dir"
-    if args.depth == "config":
-        raise DepthError("--depth config needs --depth-config PATH (a trained run's config.yml)")
-    if args.depth == "dir":
-        raise DepthError("--depth dir needs --depth-dir DIR (a folder of <stem>.npy depth maps)")
-    return "points"
-
-
-def compute_depths(
-    args: PseudoLabelArgs, scene: TrainSplit, indices: Sequence[int], source: str
-) -> Dict[int, torch.Tensor]:
-    """z-depth maps (input-world units, 0 = unknown) of the given training views.
-
-    Args:
-        args: The command's arguments (depth source and its parameters).
-        scene: The training split.
-        indices: Views whose depth is wanted.
-        source: "points", "config" or "dir".
-
-    Returns:
-        view index -> float32 [H, W] depth.
-    """
-    stems = [scene.stems[i] for i in indices]
-    sizes = [scene.sizes[i] for i in indices]
-    if source == "dir":
-        assert args.depth_dir is not None  # _depth_source says "dir" only with --depth-dir
-        by_stem = load_depth_dir(args.depth_dir, stems, sizes)
-        return {i: by_stem[s] for i, s in zip(indices, stems)}
-    if source == "config":
-        assert args.depth_config is not None  # _depth_source says "config" only with --depth-config
-        with _progress() as progress:
-            task = progress.add_task("Rendering depth with the trained model", total=len(indices))
-            by_stem = render_depths_from_config(
-                args.depth_config, stems, sizes, progress=lambda _stem: progress.advance(task)
-            )
-        return {i: by_stem[s] for i, s in zip(indices, stems)}
-    points = torch.from_numpy(np.asarray(_scene_points(scene), dtype=np.float64))  # [P, 3]
-    settings = PointsDepthSettings(max_edge=args.points_max_edge, max_spread=args.points_max_spread)
-    depths: Dict[int, torch.Tensor] = {}
-    with _progress() as progress:
-        task = progress.add_task(f"Depth from {len(points)} points", total=len(indices))
-        for i in indices:
-            height, width = scene.sizes[i]
-            depths[i] = depth_from_points(
-                points, torch.from_numpy(scene.Ks[i]), torch.from_numpy(scene.c2ws[i]), height, width, settings
-            )  # [H, W]
-            progress.advance(task)
-    return depths
-
-
-def _scene_points(scene: TrainSplit) -> np.ndarray:
-    """The points of ``--depth points``: a capture's own sparse points, or points triangulated from an IRT scene's
-    known poses (cached)."""
-    if scene.points is not None:
-        if len(scene.points) < 3:
-            raise DepthError(
-                f"{scene.scene_dir}: the capture's sparse model holds {len(scene.points)} points, too few for "
-                "--depth points; pass depth with --depth-dir DIR (<stem>.npy) or --depth-config a trained run's "
-                "config.yml"
-            )
-        return scene.points
-    if scene.points_cache is None:
-        raise DepthError(
-            f"{scene.scene_dir}: the capture has no sparse points (no points3D in its COLMAP model, no ply_file_path)"
-            " for --depth points; pass depth with --depth-dir DIR (<stem>.npy) or --depth-config a trained run's "
-            "config.yml"
-        )
-    from semsplat_ns.data.points import load_or_triangulate_points
-
-    # Same inputs as the dataparser's seed points, so both share one cache. A handful of points still
-    # gives depth somewhere; the mesh needs 3.
-    cache = scene.points_cache
-    result = load_or_triangulate_points(list(scene.photo_paths), scene.Ks, scene.c2ws, cache, min_points=3)
-    if result is None:
-        raise DepthError(
-            f"{cache}: too few points were triangulated for --depth points; pass depth with "
-            "--depth-dir DIR (<stem>.npy) or --depth-config a trained run's config.yml"
-        )
-    return np.asarray(result[0], dtype=np.float64)  # [P, 3]
+def _depth_source(args: PseudoLabelArgs) -> DepthSource:
+    return select_depth_source(args.depth, args.depth_config, args.depth_dir)
 
 
 def _jsonable(value: Any) -> Any:
@@ -358,7 +270,15 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
         if needs_depth:
             started = time.perf_counter()
             try:
-                depths = compute_depths(args, scene, sorted(set(reprojected) | set(scene.labelled)), depth_source)
+                points_settings = PointsDepthSettings(max_edge=args.points_max_edge, max_spread=args.points_max_spread)
+                depths = compute_depths(
+                    scene,
+                    sorted(set(reprojected) | set(scene.labelled)),
+                    depth_source,
+                    args.depth_dir,
+                    args.depth_config,
+                    points_settings,
+                )
             except DepthError as err:
                 if args.backend != "prior" or boundary_mode != "all":
                     raise

@@ -5,9 +5,9 @@ The demo town is written in both forms from the generator's exact cameras
 (:mod:`semsplat_ns.synthetic.capture_writer`); each must give the IRT form's cameras (within 1e-4 px on
 world points), the capture's own sparse points as seeds, nerfstudio's eval split for its format, labels
 brought to nerfstudio's (downscaled, undistorted) pictures, and one error line naming a bad file. Both
-train with a real ``ns-train semsplat --data capture/`` as the README walkthrough writes it (automatic prior
-pseudo labels; run side by side, they share the CPU's import time), the walkthrough's semsplat-predict runs as
-written, and the runs export and evaluate in the capture's frame.
+train with a real ``ns-train semsplat --data capture/`` as the README walkthrough writes it (with the preset's
+automatic prior pseudo labels; run side by side, they share the CPU's import time), the walkthrough's
+semsplat-predict runs as written, and the runs export and evaluate in the capture's frame.
 """
 
 from __future__ import annotations
@@ -437,7 +437,8 @@ def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> 
     """Three ns-train processes side by side (imports dominate a 10-step CPU run):
 
     * nerfstudio: the README walkthrough's step 3 as written, on a nerfstudio capture as ns-process-data leaves
-      it, run from the folder that holds capture/ (its flags, automatic prior pseudo labels, plus APPENDED);
+      it, run from the folder that holds capture/ (the preset makes the prior's pseudo labels first; APPENDED
+      makes that prior tiny);
     * colmap: the same command on the same images as a COLMAP model, with nerfstudio's colmap parser told to
       split as nerfstudio-data does (eval-mode fraction), so both runs train on the same views;
     * broken: a capture with a label of an unknown image.
