@@ -46,7 +46,7 @@ METHODS: Dict[str, Method] = {
     ),
     "semsplat-pseudo": Method("reproject", dict(pseudo_loss_weight=1.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0)),
     "semsplat-pseudo-2d": Method("reproject", dict(pseudo_loss_weight=1.0, agg3d_loss_weight=0.0)),
-    # The paper's full configuration; the preset until 2026-11-26 (the results rows named "semsplat" that were made before then).
+    # The paper's full configuration; the preset until 2026-11-26 (results rows named "semsplat" made before then).
     "semsplat-paper": Method("reproject", dict(pseudo_loss_weight=1.0)),
     # The preset (issue #12): the self-trained 2D prior's pseudo labels on every pseudo-labelled pixel at a quarter
     # X

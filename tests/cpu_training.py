@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
 from semsplat_ns.config import semsplat_trainer_config
+from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
 
 
 def cpu_trainer_config(scene: Path, output_dir: Path, steps: int, timestamp: str):
@@ -22,6 +23,7 @@ def cpu_trainer_config(scene: Path, output_dir: Path, steps: int, timestamp: str
     config.pipeline.datamanager.data = scene
     # The preset trains a prior for pseudo labels first (6000 steps: minutes on a CPU); the tests of that
     # path (tests/data/test_datamanager.py, tests/pseudo) turn it on with a tiny prior.
+    assert isinstance(config.pipeline.datamanager, SemSplatDataManagerConfig)
     config.pipeline.datamanager.auto_pseudo_labels = "off"
     return config
 
