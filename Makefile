@@ -17,7 +17,9 @@ install: $(STAMP)
 # uv (from PyPI, into the venv) installs the ~280 packages: it fetches and unpacks in parallel, where pip
 # took 3-4 times as long here. uv does not read pip's configuration, so it is handed the indexes pip would
 # use (on the CPU box: local wheel mirrors, where the pinned torch lies), with pip's rule of taking the best
-# version from any of them.
+# version from any of them. --compile-bytecode: pip writes .pyc files as it installs, uv only when asked, and
+# without them every process (each ns-train of the tests) compiles nerfstudio's and torch's sources again
+# where PYTHONDONTWRITEBYTECODE is set, as on the CPU box.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install -q "uv>=0.9"
@@ -27,9 +29,9 @@ $(STAMP): pyproject.toml
 	  index=$${PIP_INDEX_URL:-$$(pip_config index-url)}; args=$${index:+--index-url $$index}; \
 	  for url in $${PIP_EXTRA_INDEX_URL:-$$(pip_config extra-index-url)}; do args="$$args --extra-index-url $$url"; done; \
 	  for dir in $${PIP_FIND_LINKS:-$$(pip_config find-links)}; do args="$$args --find-links $$dir"; done; \
-	  set -x; $(UV) pip install --python $(PY) --index-strategy unsafe-best-match $$args $$torch -e ".[test]"
+	  set -x; $(UV) pip install --python $(PY) --compile-bytecode --index-strategy unsafe-best-match $$args $$torch -e ".[test]"
 	@# sam2's sdist would build in isolation and pull a second torch: build it against ours.
-	SAM2_BUILD_CUDA=0 $(UV) pip install --python $(PY) --no-build-isolation "sam2==1.1.0"
+	SAM2_BUILD_CUDA=0 $(UV) pip install --python $(PY) --compile-bytecode --no-build-isolation "sam2==1.1.0"
 	touch $@
 
 # Headless Chromium for the viewer test (Debian packages; needs root). Best effort: without it
