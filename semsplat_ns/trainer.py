@@ -99,16 +99,9 @@ def check_scene(config: TrainerConfig) -> None:
         layout = parser_config.layout if parser_config.layout != "auto" else capture_layout(data)
         if layout != "irt":
             return  # captures are checked by nerfstudio's own parser, which runs first in the setup
-    irt_config = IRTDataParserConfig(**{**_init_fields(parser_config, IRTDataParserConfig), "data": Path(data)})
-    parser = irt_config.setup()
+    parser = dataclasses.replace(parser_config, data=Path(data)).setup()
     assert isinstance(parser, IRTDataParser)
     parser.check_splits()
-
-
-def _init_fields(config: IRTDataParserConfig, cls: type) -> Dict:
-    """The values of ``config``'s fields that ``cls`` also declares (the IRT options of a subclass's config)."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "_target"}
-    return {name: getattr(config, name) for name in names}
 
 
 @dataclass
