@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import append_rows, scored_row  # noqa: E402
-from benchmarks.methods import METHODS, PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule  # noqa: E402
+from benchmarks.methods import METHODS  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
+from semsplat_ns.schedule import PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule  # noqa: E402
 
 # Table III rows of the paper and the issue #12 rows as model-config overrides of the semsplat preset; the same
 # methods as semsplat-batch settings (ns-train flags and a pseudo-label backend): benchmarks/methods.py.

@@ -13,13 +13,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-PAPER_STEPS = 30_000
-"""The preset's schedule is the paper's, for this many steps."""
+from semsplat_ns.schedule import PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule
 
-SCHEDULE_FIELDS = ("stop_split_at", "warmup_length", "resolution_schedule", "sh_degree_interval", "stop_screen_size_at")
-"""Model fields counted in steps: scaled with the step count for shorter runs (at least 1 where 0 means off)."""
-AT_LEAST_ONE = ("resolution_schedule", "sh_degree_interval")
-"""Of those, the intervals, which must stay positive."""
 SCHEDULER_KEYS = ("means", "transfer_head", "camera_opt")
 """Optimiser groups of the preset whose learning-rate scheduler decays over ``max_steps``."""
 
@@ -61,25 +56,6 @@ METHODS: Dict[str, Method] = {
 
 class UnknownMethodError(ValueError):
     """A method name or a batch's settings that no benchmark method matches."""
-
-
-def scaled_schedule(defaults: Mapping[str, int], steps: int) -> Dict[str, int]:
-    """The preset's step-counted model fields for a ``steps``-step run (the paper's schedule, proportionally).
-
-    Args:
-        defaults: The preset's values of :data:`SCHEDULE_FIELDS` (for 30k steps).
-        steps: The run's step count.
-
-    Returns:
-        Field -> value; empty for a 30k run (the preset as it is).
-    """
-    if steps == PAPER_STEPS:
-        return {}
-    ratio = steps / PAPER_STEPS
-    return {
-        name: max(1, int(defaults[name] * ratio)) if name in AT_LEAST_ONE else int(defaults[name] * ratio)
-        for name in SCHEDULE_FIELDS
-    }
 
 
 def _flag_value(value: Any) -> str:

@@ -18,10 +18,8 @@ from nerfstudio.plugins.types import MethodSpecification
 from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from semsplat_ns.schedule import PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule
 from semsplat_ns.trainer import SemSplatTrainerConfig
-
-PAPER_STEPS = 30_000
-"""Training steps of the paper's schedule (the ``semsplat`` method)."""
 
 PRIOR_PSEUDO_LOSS_WEIGHT = 0.25
 """Pseudo-label weight of the preset, whose pseudo labels are the prior's (measured at 30k steps, H100/H200,
@@ -33,18 +31,6 @@ FAST_STEPS = 7_000
 
 FAST_PRIOR_STEPS = 2_000
 """Steps of the automatic pseudo labels' prior in ``semsplat-fast`` (the default prior trains 6000)."""
-
-# Step counts of splatfacto's and semsplat's model schedule that a shorter run compresses with its length.
-# refine_every stays: it is the window over which densification gathers gradient statistics, which needs
-# views, not a share of the run; reset_alpha_every counts refinements, so it follows refine_every.
-_SCHEDULE_FIELDS = (
-    "warmup_length",
-    "resolution_schedule",
-    "sh_degree_interval",
-    "stop_screen_size_at",
-    "stop_split_at",
-    "agg3d_knn_refresh_every",
-)
 
 
 @dataclass
@@ -132,9 +118,13 @@ def compress_schedule(model: SemSplatModelConfig, max_steps: int, refine_every: 
         ``model``.
     """
     assert 0 < max_steps <= PAPER_STEPS, f"max_steps must lie in (0, {PAPER_STEPS}], got {max_steps}"
-    ratio = max_steps / PAPER_STEPS
-    for name in _SCHEDULE_FIELDS:
-        setattr(model, name, max(refine_every, round(getattr(model, name) * ratio)))
+    # The benchmarks' rule for the schedule fields, and the same proportion for the kNN refresh of L3D.
+    fields = [*SCHEDULE_FIELDS, "agg3d_knn_refresh_every"]
+    compressed = scaled_schedule({name: int(getattr(model, name)) for name in fields}, max_steps, fields)
+    for name, value in compressed.items():
+        # refine_every stays: it is the window over which densification gathers gradient statistics, which
+        # needs views, not a share of the run; no compressed step count falls below it.
+        setattr(model, name, max(refine_every, value))
     return model
 
 
