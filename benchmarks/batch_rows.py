@@ -7,9 +7,13 @@ benchmark method the batch trained (:func:`benchmarks.methods.method_of`), with
   events, the span ``bench_semsplat.py`` timed), and ``peak_gpu_mem_gb``: the largest ``GPU Memory (MB)``
   nerfstudio logged (``torch.cuda.max_memory_allocated``; None on the CPU);
 - ``stage_s``: the wall time of each stage's command (pseudo labels, training, evaluation, prediction);
+- ``end_to_end_s`` (issue #13): what a user waits for before the model is trained, the pseudo-label command's
+  wall time plus ns-train's (seed points, the run's setup, training, its checkpoint), and ``stage_times``: the
+  run's own ``stage_times.json`` (:mod:`semsplat_ns.trainer`; None for runs older than it);
 - ``jobs_sharing_gpu``: the trainings that ran on the scene's device while it trained (itself included), and
   ``test_ms_shared_gpu``: whether another scene's stage ran on that device during its evaluation; both from the
-  stages' start times and durations in the records (None for records without them).
+  stages' start times and durations in the records (None for records without them). Batches that ran at the same
+  time on the same GPUs (``--concurrent``) count too.
 
 With ``--reference``, one more row for the batch as a whole (method ``semsplat-batch``, issue #15): ``n_scenes``,
 ``n_gpus`` (the distinct GPUs the scenes trained on), ``wall_s`` (the batch's wall time), ``reference_wall_s``
@@ -20,6 +24,7 @@ for 4 scenes on 4 GPUs). Only complete runs count: a batch with a failed, unfini
 
     python -m benchmarks.batch_rows --batch runs/prior --out benchmarks/results/semsplat_prior.json
     python -m benchmarks.batch_rows --batch runs/four --reference runs/alone --out benchmarks/results/batch.json
+    python -m benchmarks.batch_rows --batch runs/a --concurrent runs/b runs/c --out benchmarks/results/rows.json
 """
 
 from __future__ import annotations
@@ -192,12 +197,48 @@ def _device_name(result: Dict[str, Any], metrics: Dict[str, Any]) -> str:
     return "cpu" if str(metrics.get("device", "cpu")).startswith("cpu") else str(metrics.get("device"))
 
 
-def scene_rows(batch_dir: Path, method: Optional[str] = None) -> List[Dict[str, Any]]:
+def concurrent_results(batch_dirs: Sequence[Path]) -> List[Dict[str, Any]]:
+    """The scene records of other batches that ran beside this one (complete or not: their stages' times count).
+
+    Args:
+        batch_dirs: Their ``--output-dir`` folders.
+    """
+    from semsplat_ns.batch.records import read_result
+
+    found = []
+    for batch_dir in batch_dirs:
+        for folder in sorted(p.parent for p in Path(batch_dir).glob("*/result.json")):
+            result = read_result(folder)
+            if result is not None:
+                found.append(result)
+    return found
+
+
+def end_to_end_seconds(stage_s: Dict[str, Optional[float]]) -> Optional[float]:
+    """Pseudo labels (0 when the batch made none) plus ns-train's wall time; None when training did not complete."""
+    if stage_s.get("train") is None:
+        return None
+    return float(stage_s.get("pseudo_labels") or 0.0) + float(stage_s["train"])
+
+
+def _stage_times(result: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The run's ``stage_times.json`` beside its config.yml, or None."""
+    from semsplat_ns.trainer import STAGE_TIMES_NAME
+
+    path = Path(result["config"]).parent / STAGE_TIMES_NAME
+    if not path.is_file():
+        return None
+    times = _read_json(path)
+    return times if isinstance(times, dict) else None
+
+
+def scene_rows(batch_dir: Path, method: Optional[str] = None, concurrent: Sequence[Path] = ()) -> List[Dict[str, Any]]:
     """One benchmark row per scene of a complete batch run (see the module docstring).
 
     Args:
         batch_dir: The batch's ``--output-dir``.
         method: The rows' method; None: the benchmark method whose settings the batch recorded.
+        concurrent: ``--output-dir`` of batches that ran at the same time on the same machine.
 
     Raises:
         BatchRecordError: Incomplete run, unreadable records, or settings of no benchmark method.
@@ -211,6 +252,7 @@ def scene_rows(batch_dir: Path, method: Optional[str] = None) -> List[Dict[str, 
         except UnknownMethodError as error:
             raise BatchRecordError(f"{Path(batch_dir) / SUMMARY_JSON}: {error}; name it with --method") from None
     command = summary.get("settings", {}).get("command")
+    neighbours = [*results, *concurrent_results(concurrent)]
     rows = []
     for result in results:
         metrics = _metrics(result)
@@ -225,11 +267,13 @@ def scene_rows(batch_dir: Path, method: Optional[str] = None) -> List[Dict[str, 
             device=_device_name(result, metrics),
             **training_figures(result),
         )
-        row["jobs_sharing_gpu"] = jobs_sharing_device(result, results)
-        row["test_ms_shared_gpu"] = evaluated_while_shared(result, results)
+        row["jobs_sharing_gpu"] = jobs_sharing_device(result, neighbours)
+        row["test_ms_shared_gpu"] = evaluated_while_shared(result, neighbours)
         row["stage_s"] = {
             stage: record.get("seconds") if record.get("status") == "ok" else None for stage, record in stages.items()
         }
+        row["end_to_end_s"] = end_to_end_seconds(row["stage_s"])
+        row["stage_times"] = _stage_times(result)
         row["batch_dir"] = str(Path(batch_dir).resolve())
         rows.append(row)
     return rows
@@ -308,10 +352,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results file for the scenes' rows")
     parser.add_argument("--method", help="the rows' method (default: from the batch's settings)")
     parser.add_argument("--reference", type=Path, help="--output-dir of one of the scenes alone on one GPU")
+    parser.add_argument(
+        "--concurrent", type=Path, nargs="*", default=[], help="--output-dir of batches run at the same time"
+    )
     parser.add_argument("--batch-out", type=Path, help="results file for the semsplat-batch row (default: --out)")
     args = parser.parse_args(argv)
     try:
-        rows = scene_rows(args.batch, args.method)
+        rows = scene_rows(args.batch, args.method, args.concurrent)
         append_rows(args.out, rows)
         for row in rows:
             print({k: row[k] for k in ("scene", "method", "miou", "acc", "test_ms_per_view", "train_s")}, flush=True)

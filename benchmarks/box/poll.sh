@@ -8,8 +8,9 @@ while [ $SECONDS -lt $end ] && [ ! -f $work/done ]; do sleep 15; done
 cat $work/status.txt 2>/dev/null; tail -5 $work/run.log 2>/dev/null
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 cp $work/results/*.json $work/status.txt "$OUT"/ 2>/dev/null
-(cd $work 2>/dev/null && find batch speedup \( -name 'summary.*' -o -name result.json -o -name attempts.json \
-  -o -path '*/eval/*.json' -o -name confusion_matrix.png -o -name per_class_iou.png -o -path '*/logs/*.log' \) \
+(cd $work 2>/dev/null && find batch speedup scenes \( -name 'summary.*' -o -name result.json -o -name attempts.json \
+  -o -path '*/eval/*.json' -o -name confusion_matrix.png -o -name per_class_iou.png -o -path '*/logs/*.log' \
+  -o -name stage_times.json -o -path '*/train/pseudo/meta.json' \) \
   2>/dev/null | tar -czf "$OUT"/batch_records.tgz -T - 2>/dev/null)
 # The live state of running batches: the last stage line of each scene's newest log.
 for log in $work/batch/*/*/logs/*.log $work/speedup/*/*/logs/*.log; do

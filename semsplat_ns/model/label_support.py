@@ -1,14 +1,23 @@
-"""Label support: how strongly the labelled views supervise each Gaussian, measured in the training render.
+"""Label support: how much of what a labelled view shows of each Gaussian, measured in the training render.
 
-For a Gaussian i and a labelled view, the support is its alpha-blending weight ``w_i(p) = alpha_i(p) T_i(p)``
-in that view, averaged over its footprint:
+For a Gaussian i and a labelled view, the support is the transmittance it sees there, averaged over its
+footprint: its alpha-blending weight ``w_i(p) = alpha_i(p) T_i(p)`` summed over the view's pixels, divided by
+what that sum would be if nothing occluded it, ``sum_p alpha_i(p) = o_i`` times the integral of ``G_i``:
 
-    s_i = sum_p w_i(p) / integral of G_i  (clamped to [0, 1])
+    s_i = sum_p w_i(p) / (o_i * 2 pi / sqrt(det conic_i))      (clamped to [0, 1])
 
-where ``G_i`` is its 2D Gaussian kernel (peak 1), whose integral over the image plane is
-``2 pi / sqrt(det conic_i)`` pixels. An unoccluded Gaussian has the support of its opacity (its blending
-weight at its centre); an occluded or off-screen one less. Dividing by the footprint makes the value
-independent of the render's resolution (splatfacto's downscale schedule).
+``G_i`` is its 2D Gaussian kernel (peak 1), whose integral over the image plane is ``2 pi / sqrt(det conic_i)``
+pixels, and ``o_i`` its opacity in that render. An unoccluded Gaussian inside the view has support 1 whatever
+its opacity: the labelled view's cross-entropy reaches its feature, and Adam's normalised steps teach a faint
+Gaussian as much as a dense one. An occluded or off-screen one has less, and one the view never renders 0.
+(Without the division by the opacity, the first definition measured, the support of most Gaussians was their
+opacity, well below 1 on surfaces the labelled views see, and weighting the pseudo loss by it changed mIoU by
++0.0 / +0.3 on the benchmark towns.) Dividing by the footprint makes the value independent of the render's
+resolution (splatfacto's downscale schedule).
+
+A view's support map is the support of its Gaussians alpha-blended like a colour and divided by the
+accumulated alpha (:func:`normalised_support`): the share of the pixel's colour that comes from Gaussians a
+labelled view sees.
 
 ``sum_p w_i(p)`` comes from the same rasterization pass as the colours: a *probe* channel whose
 per-Gaussian values are all zero is rendered with them, and the gradient flowing into the probe's
@@ -55,22 +64,36 @@ def unit_gradient_on(render: Tensor, channel: int) -> None:
     render.register_hook(hook)
 
 
-def support_from_probe(weight_sums: Tensor, conics: Tensor, radii: Tensor) -> Tensor:
-    """Support of each Gaussian in one view from its summed blending weights.
+def support_from_probe(weight_sums: Tensor, conics: Tensor, radii: Tensor, opacities: Tensor) -> Tensor:
+    """Support of each Gaussian in one view (its footprint-averaged transmittance) from its summed blending weights.
 
     Args:
         weight_sums: ``sum_p w_i(p)`` per Gaussian (the probe's gradient) [N].
         conics: Inverse 2D covariances (xx, xy, yy) of the same render [N, 3].
         radii: Pixel radii of the same render; 0 = not rendered [N].
+        opacities: Opacities the same render blended with (after any antialiasing compensation) [N].
 
     Returns:
         Support in [0, 1] [N]; 0 for Gaussians not rendered.
     """
     determinant = conics[:, 0] * conics[:, 2] - conics[:, 1] ** 2  # [N]
-    visible = (radii > 0) & (determinant > 0)  # [N]
-    footprint = 2.0 * math.pi * torch.rsqrt(determinant.clamp_min(1e-12))  # [N] pixels
-    support = (weight_sums / footprint).clamp(0.0, 1.0)  # [N]
+    visible = (radii > 0) & (determinant > 0) & (opacities > 0)  # [N]
+    unoccluded = opacities * 2.0 * math.pi * torch.rsqrt(determinant.clamp_min(1e-12))  # [N] sum_p alpha_i(p)
+    support = (weight_sums / unoccluded.clamp_min(1e-12)).clamp(0.0, 1.0)  # [N]
     return torch.where(visible, support, torch.zeros_like(support))
+
+
+def normalised_support(blended: Tensor, alpha: Tensor) -> Tensor:
+    """A view's support map: the alpha-blended support divided by the accumulated alpha.
+
+    Args:
+        blended: ``sum_i w_i(p) s_i`` rendered like a colour [H, W, 1].
+        alpha: Accumulated alpha ``sum_i w_i(p)`` of the same render [H, W, 1].
+
+    Returns:
+        Support per pixel in [0, 1] [H, W, 1]; 0 where nothing is rendered.
+    """
+    return torch.where(alpha > 1e-4, blended / alpha.clamp_min(1e-4), torch.zeros_like(blended)).clamp(0.0, 1.0)
 
 
 class LabelSupport:

@@ -33,6 +33,7 @@ from semsplat_ns.model.compat import (
 from semsplat_ns.model.label_support import (
     LabelSupport,
     blending_weight_probe,
+    normalised_support,
     support_from_probe,
     unit_gradient_on,
 )
@@ -171,8 +172,8 @@ class SemSplatModel(ResumableSplatfacto):
 
     @property
     def label_support(self) -> torch.Tensor:
-        """How strongly the labelled views supervise each Gaussian [N] in [0, 1]: the max over labelled
-        views of its blending weight in their latest training render (see :mod:`label_support`)."""
+        """How much of each Gaussian the labelled views see [N] in [0, 1]: the max over labelled views of its
+        footprint-averaged transmittance in their latest training render (see :mod:`label_support`)."""
         return self._support.per_gaussian(self.strategy_state, self.num_points, self.device)
 
     def step_post_backward(self, step):
@@ -190,7 +191,7 @@ class SemSplatModel(ResumableSplatfacto):
         probe = info.pop("label_support_probe", None)  # [N, 1]; its gradient is each Gaussian's summed weight
         if probe is None or probe.grad is None:  # not a labelled view, or no loss reached the render
             return
-        support = support_from_probe(probe.grad[:, 0], info["conics"][0], info["radii"][0])  # [N]
+        support = support_from_probe(probe.grad[:, 0], info["conics"][0], info["radii"][0], info["opacities"][0])  # [N]
         self._support.record(self.strategy_state, info["label_support_view"], support)
 
     def get_gaussian_param_groups(self) -> Dict[str, List[Parameter]]:
@@ -302,6 +303,8 @@ class SemSplatModel(ResumableSplatfacto):
             # read back by step_post_backward, like the rest of this render's info
             info["label_support_probe"], info["label_support_view"] = extras["label_support_probe"], probe_view
         rendered.update(zip(extras, extra_render.split(widths, dim=-1)))
+        if "label_support" in rendered:  # the share of each pixel's colour from Gaussians a labelled view sees
+            rendered["label_support"] = normalised_support(rendered["label_support"], alpha[0].detach())  # [H, W, 1]
         return render, alpha, info
 
     def _extra_channels(self, count: int) -> Dict[str, torch.Tensor]:

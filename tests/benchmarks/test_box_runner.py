@@ -163,6 +163,30 @@ def test_batch_row_compares_the_batch_with_one_scene_alone(tmp_path):
     assert [r["jobs_sharing_gpu"] for r in rows] == [1] * 4 and not any(r["test_ms_shared_gpu"] for r in rows)
 
 
+def test_scene_rows_count_concurrent_batches_and_add_up_end_to_end(tmp_path):
+    """Two batches of the same scenes at once on the same two GPUs: each training shared its GPU with one more."""
+    _run(tmp_path / "baseline", ["townA", "townB"], wall_s=800.0, workers=2)
+    _run(tmp_path / "support", ["townA", "townB"], wall_s=800.0, workers=2)
+    _run(tmp_path / "later", ["townA", "townB"], wall_s=800.0, workers=2)
+    later = tmp_path / "later"
+    for scene in ("townA", "townB"):  # started after the other two ended: no overlap
+        record = json.loads((later / scene / RESULT_NAME).read_text())
+        for stage in record["stages"].values():
+            stage["started"] += 5000.0
+        write_json_atomic(later / scene / RESULT_NAME, record)
+    alone = scene_rows(tmp_path / "baseline")
+    assert [r["jobs_sharing_gpu"] for r in alone] == [1, 1]
+    shared = scene_rows(tmp_path / "baseline", concurrent=[tmp_path / "support", later])
+    assert [r["jobs_sharing_gpu"] for r in shared] == [2, 2]
+    assert all(r["test_ms_shared_gpu"] for r in shared)
+    # pseudo labels (100 s) + ns-train (600 s) in _result's stages; no stage_times.json beside the config
+    assert [r["end_to_end_s"] for r in shared] == [700.0, 700.0]
+    assert [r["stage_times"] for r in shared] == [None, None]
+    run_dir = tmp_path / "baseline" / "townA" / "train"
+    write_json_atomic(run_dir / "stage_times.json", {"end_to_end_s": 590.0, "steps_per_s": 55.0})
+    assert scene_rows(tmp_path / "baseline")[0]["stage_times"] == {"end_to_end_s": 590.0, "steps_per_s": 55.0}
+
+
 def test_batch_row_refuses_runs_that_do_not_measure_it(tmp_path):
     _run(tmp_path / "two", ["townA", "townB"], wall_s=700.0, workers=2)
     _run(tmp_path / "pair", ["townA", "townB"], wall_s=700.0, workers=2)

@@ -15,7 +15,12 @@ import torch.nn.functional as F
 
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
 from semsplat_ns.model import losses as L
-from semsplat_ns.model.label_support import blending_weight_probe, support_from_probe, unit_gradient_on
+from semsplat_ns.model.label_support import (
+    blending_weight_probe,
+    normalised_support,
+    support_from_probe,
+    unit_gradient_on,
+)
 from semsplat_ns.model.rasterize import rasterization
 from semsplat_ns.model.semsplat_model import SemSplatModel, SemSplatModelConfig
 from tests.cpu_training import cpu_trainer_config, run_steps
@@ -79,26 +84,57 @@ def test_probe_gradient_is_the_summed_blending_weight_and_changes_no_other_gradi
     assert torch.allclose(probe_grad[:, 0], summed, atol=1e-4)
     for name, grad in without_probe.items():
         assert torch.allclose(with_probe[name], grad, atol=1e-6), f"the probe changed the gradient of {name}"
-    support = support_from_probe(probe_grad[:, 0], info["conics"][0], info["radii"][0])  # [N]
+    support = support_from_probe(probe_grad[:, 0], info["conics"][0], info["radii"][0], info["opacities"][0])  # [N]
     assert (support >= 0).all() and (support <= 1).all()
     assert (support[info["radii"][0] == 0] == 0).all()
 
 
-def test_support_of_a_lone_gaussian_is_its_opacity():
-    """Unoccluded and well inside the image, the footprint-averaged blending weight is the opacity."""
-    scene = dict(
-        means=torch.tensor([[0.0, 0.0, 3.0]]),
-        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
-        scales=torch.tensor([[0.12, 0.08, 0.1]]),
-        opacities=torch.tensor([0.6]),
-    )
-    probe = blending_weight_probe(1, torch.device("cpu"))
+def _support(scene: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Support [N] of the scene's Gaussians in the SIZE x SIZE identity view, through the probe."""
+    probe = blending_weight_probe(scene["means"].shape[0], torch.device("cpu"))
     render, _, info = _render(scene, probe)
     unit_gradient_on(render, 0)
     render.sum().backward()
     assert probe.grad is not None
-    support = support_from_probe(probe.grad[:, 0], info["conics"][0], info["radii"][0])
-    assert support.item() == pytest.approx(0.6, rel=0.05)
+    return support_from_probe(probe.grad[:, 0], info["conics"][0], info["radii"][0], info["opacities"][0])
+
+
+@pytest.mark.parametrize("opacity", [0.9, 0.6, 0.15])
+def test_support_of_a_lone_gaussian_is_one_whatever_its_opacity(opacity):
+    """Unoccluded and well inside the image, the labelled view sees all of it: support 1 (up to the share of
+    its kernel that the rasterizer cuts off below alpha 1/255 and beyond 3 sigma)."""
+    scene = dict(
+        means=torch.tensor([[0.0, 0.0, 3.0]]),
+        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        scales=torch.tensor([[0.12, 0.08, 0.1]]),
+        opacities=torch.tensor([opacity]),
+    )
+    assert _support(scene).item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_support_of_an_occluded_gaussian_is_what_shows_through():
+    """Behind a wide Gaussian of opacity 0.9 (alpha clamped at 0.99 by the rasterizer), a small one shows
+    through about 1 - 0.9 at its centre; beside the occluder, it is seen whole."""
+    occluder = dict(means=[0.0, 0.0, 2.0], scales=[0.3, 0.3, 0.1], opacity=0.9)
+    hidden = dict(means=[0.0, 0.0, 3.0], scales=[0.05, 0.05, 0.05], opacity=0.8)
+    beside = dict(means=[1.0, 0.0, 3.0], scales=[0.05, 0.05, 0.05], opacity=0.8)
+    parts = [occluder, hidden, beside]
+    scene = dict(
+        means=torch.tensor([part["means"] for part in parts]),
+        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3),
+        scales=torch.tensor([part["scales"] for part in parts]),
+        opacities=torch.tensor([part["opacity"] for part in parts]),
+    )
+    support = _support(scene)  # [3]
+    assert support[0].item() == pytest.approx(1.0, abs=0.05)
+    assert 0.05 < support[1].item() < 0.2
+    assert support[2].item() > 0.85
+
+
+def test_support_map_is_the_alpha_normalised_blend():
+    blended = torch.tensor([[[0.3], [0.0], [0.5]]])  # [1, 3, 1]
+    alpha = torch.tensor([[[0.6], [0.0], [0.5]]])  # [1, 3, 1]
+    assert torch.allclose(normalised_support(blended, alpha), torch.tensor([[[0.5], [0.0], [1.0]]]))
 
 
 def test_weighted_cross_entropy():
