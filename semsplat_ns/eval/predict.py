@@ -10,23 +10,31 @@ For every view of a split, three 8-bit PNGs named by the view's stem::
     <output_dir>/predict.json                   what was written: checkpoint, splits, views, classes, encoding
 
 Views are rendered at the cameras' full resolution through the model's public
-:meth:`~semsplat_ns.model.semsplat_model.SemSplatModel.render_semantics`, as ``semsplat-eval`` does. The
-ground truth is never written over: an output folder inside one of the scene's split folders (where ``rgb/``
-holds the labels), or inside any IRT ``rgb/`` folder, is refused before anything is written.
+:meth:`~semsplat_ns.model.semsplat_model.SemSplatModel.render_semantics`, as ``semsplat-eval`` does. A capture
+camera with lens distortion (perspective k1..k4, p1, p2 or fisheye coefficients) is rendered as the undistorted
+pinhole camera nerfstudio trained on, and its three pictures are brought back to the original photo, pixel for
+pixel (:mod:`semsplat_ns.eval.distorted`, nearest neighbour): they have the photo's size and lie on it. Photo
+pixels that the undistorted picture does not cover (the corners nerfstudio crops away) are 255 in the labels
+(the IRT ignore id), the ignore colour in the colour map and 0 in the confidence. The ground truth is never
+written over: an output folder inside one of the scene's split folders (where ``rgb/`` holds the labels), or
+inside any IRT ``rgb/`` folder, is refused before anything is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from rich.progress import Progress
 
+from semsplat_ns.data.capture_labels import has_distortion
+from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.errors import UserInputError
+from semsplat_ns.eval.distorted import distorted_frame
 from semsplat_ns.eval.plots import colorize_labels, save_png
 
 SCENE_SPLITS = ("train", "test", "validation")
@@ -159,10 +167,37 @@ def labels_image(ids: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
+def predict_view(model, camera: Cameras) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The predicted class id and its probability at every pixel of a view's photo.
+
+    A camera without distortion is rendered as it is. A camera with distortion coefficients is rendered as the
+    undistorted pinhole camera nerfstudio trains on, and the render is read back at every pixel of the original
+    (distorted) photo (:func:`~semsplat_ns.eval.distorted.distorted_frame`); pixels outside the rendered frame
+    get id 255 (:data:`~semsplat_ns.data.irt_io.IGNORE_ID`) and probability 0.
+
+    Args:
+        model: A SemSplatModel (``render_semantics(camera) -> logits [h, w, C]``).
+        camera: One camera, shape [1], as the dataparser gives it (on the CPU).
+
+    Returns:
+        Class ids long [H, W] and probabilities float [H, W], H and W the camera's (the photo's) size.
+    """
+    if not has_distortion(camera):
+        logits = model.render_semantics(camera.to(model.device))  # [H, W, C]
+        probability, ids = torch.softmax(logits.float(), dim=-1).max(dim=-1)  # [H, W], [H, W]
+        return ids, probability
+    frame = distorted_frame(camera)
+    logits = model.render_semantics(frame.camera.to(model.device))  # [h, w, C] the undistorted picture
+    probability, ids = torch.softmax(logits.float(), dim=-1).max(dim=-1)  # [h, w], [h, w]
+    return frame.sample(ids, IGNORE_ID), frame.sample(probability, 0.0)  # [H, W], [H, W]
+
+
+@torch.no_grad()
 def predict_split(
     model, views: SplitViews, output_dir: Path, progress: Optional[Progress] = None
 ) -> Dict[str, List[str]]:
-    """Renders every view of a split and writes its ids, colours and confidence PNGs (atomically).
+    """Renders every view of a split and writes its ids, colours and confidence PNGs (atomically), each the size
+    of the view's photo (distorted capture cameras: :func:`predict_view`).
 
     Args:
         model: A SemSplatModel (``render_semantics(camera) -> logits [H, W, C]``, ``class_colors`` [C, 3]).
@@ -180,8 +215,7 @@ def predict_split(
     task = progress.add_task(f"Predicting {views.split} views", total=len(views.stems)) if progress else None
     written: Dict[str, List[str]] = {LABELS_DIR: [], COLORMAP_DIR: [], CONFIDENCE_DIR: []}
     for index, stem in enumerate(views.stems):
-        logits = model.render_semantics(views.cameras[index : index + 1].to(model.device))  # [H, W, C]
-        probability, ids = torch.softmax(logits.float(), dim=-1).max(dim=-1)  # [H, W], [H, W]
+        ids, probability = predict_view(model, views.cameras[index : index + 1])  # [H, W], [H, W]
         ids_np = ids.cpu().numpy()  # [H, W]
         pictures = {
             LABELS_DIR: labels_image(ids_np),  # [H, W, 3]
