@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, replace
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,14 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 
 from semsplat_ns.data.capture_labels import training_geometry
 
-__all__ = ["DistortedFrame", "distorted_frame", "distorted_pixel_positions", "undistorted_camera"]
+__all__ = [
+    "DistortedFrame",
+    "DistortedFrames",
+    "distorted_frame",
+    "distorted_pixel_positions",
+    "lens_key",
+    "undistorted_camera",
+]
 
 _RAYS_PER_CHUNK = 1 << 20
 """Rays generated at once (bounds the memory of a full-size photo's ray bundle)."""
@@ -135,6 +142,12 @@ class DistortedFrame:
     inside: torch.Tensor
     """bool [H, W]: whether the photo pixel falls inside nerfstudio's undistorted picture."""
 
+    def posed(self, camera: Cameras) -> DistortedFrame:
+        """This lookup for another camera with the same lens (:func:`lens_key`): :attr:`camera` takes its pose."""
+        render = copy.deepcopy(self.camera)
+        render.camera_to_worlds = _one_camera(camera).camera_to_worlds.to(render.device)[None].clone()  # [1, 3, 4]
+        return replace(self, camera=render)
+
     def sample(self, rendered: torch.Tensor, fill: Union[int, float]) -> torch.Tensor:
         """A render of :attr:`camera` read at every photo pixel (nearest neighbour), ``fill`` outside the picture.
 
@@ -190,3 +203,28 @@ def distorted_frame(camera: Cameras, max_supersample: float = 2.0) -> DistortedF
         cols=torch.floor(x * supersample).clamp(0, render_w - 1).long(),
         inside=inside,
     )
+
+
+def lens_key(camera: Cameras) -> Tuple[float, ...]:
+    """What a :class:`DistortedFrame` depends on: the camera's type, intrinsics, size and distortion (not its pose)."""
+    one = _one_camera(camera)
+    params = one.distortion_params
+    values = [one.camera_type, one.fx, one.fy, one.cx, one.cy, one.width, one.height]
+    return tuple(float(v.item()) for v in values) + (() if params is None else tuple(params.reshape(-1).tolist()))
+
+
+class DistortedFrames:
+    """:func:`distorted_frame` for many views, computed once per lens (a capture's views usually share one)."""
+
+    def __init__(self, max_supersample: float = 2.0) -> None:
+        self.max_supersample = max_supersample
+        self._frames: Dict[Tuple[float, ...], DistortedFrame] = {}
+
+    def __call__(self, camera: Cameras) -> DistortedFrame:
+        """The lookup of one camera (any shape of one element), posed as it is."""
+        key = lens_key(camera)
+        frame: Optional[DistortedFrame] = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = distorted_frame(camera, self.max_supersample)
+            return frame
+        return frame.posed(camera.to("cpu"))

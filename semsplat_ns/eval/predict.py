@@ -34,7 +34,7 @@ from rich.progress import Progress
 from semsplat_ns.data.capture_labels import has_distortion
 from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.errors import UserInputError
-from semsplat_ns.eval.distorted import distorted_frame
+from semsplat_ns.eval.distorted import DistortedFrames
 from semsplat_ns.eval.plots import colorize_labels, save_png
 
 SCENE_SPLITS = ("train", "test", "validation")
@@ -167,17 +167,19 @@ def labels_image(ids: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_view(model, camera: Cameras) -> Tuple[torch.Tensor, torch.Tensor]:
+def predict_view(model, camera: Cameras, frames: Optional[DistortedFrames] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The predicted class id and its probability at every pixel of a view's photo.
 
     A camera without distortion is rendered as it is. A camera with distortion coefficients is rendered as the
     undistorted pinhole camera nerfstudio trains on, and the render is read back at every pixel of the original
-    (distorted) photo (:func:`~semsplat_ns.eval.distorted.distorted_frame`); pixels outside the rendered frame
-    get id 255 (:data:`~semsplat_ns.data.irt_io.IGNORE_ID`) and probability 0.
+    (distorted) photo (:func:`~semsplat_ns.eval.distorted.distorted_frame`, computed once per lens); pixels
+    outside the rendered frame get id 255 (:data:`~semsplat_ns.data.irt_io.IGNORE_ID`) and probability 0.
 
     Args:
         model: A SemSplatModel (``render_semantics(camera) -> logits [h, w, C]``).
         camera: One camera, shape [1], as the dataparser gives it (on the CPU).
+        frames: Lookups of distorted cameras, kept from view to view (views sharing a lens share one); default:
+            a fresh one.
 
     Returns:
         Class ids long [H, W] and probabilities float [H, W], H and W the camera's (the photo's) size.
@@ -186,7 +188,7 @@ def predict_view(model, camera: Cameras) -> Tuple[torch.Tensor, torch.Tensor]:
         logits = model.render_semantics(camera.to(model.device))  # [H, W, C]
         probability, ids = torch.softmax(logits.float(), dim=-1).max(dim=-1)  # [H, W], [H, W]
         return ids, probability
-    frame = distorted_frame(camera)
+    frame = (frames if frames is not None else DistortedFrames())(camera)
     logits = model.render_semantics(frame.camera.to(model.device))  # [h, w, C] the undistorted picture
     probability, ids = torch.softmax(logits.float(), dim=-1).max(dim=-1)  # [h, w], [h, w]
     return frame.sample(ids, IGNORE_ID), frame.sample(probability, 0.0)  # [H, W], [H, W]
@@ -214,8 +216,9 @@ def predict_split(
     split_dir = Path(output_dir) / views.split
     task = progress.add_task(f"Predicting {views.split} views", total=len(views.stems)) if progress else None
     written: Dict[str, List[str]] = {LABELS_DIR: [], COLORMAP_DIR: [], CONFIDENCE_DIR: []}
+    frames = DistortedFrames()
     for index, stem in enumerate(views.stems):
-        ids, probability = predict_view(model, views.cameras[index : index + 1])  # [H, W], [H, W]
+        ids, probability = predict_view(model, views.cameras[index : index + 1], frames)  # [H, W], [H, W]
         ids_np = ids.cpu().numpy()  # [H, W]
         pictures = {
             LABELS_DIR: labels_image(ids_np),  # [H, W, 3]
