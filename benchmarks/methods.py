@@ -43,16 +43,16 @@ METHODS: Dict[str, Method] = {
     "semsplat-pseudo-2d": Method("reproject", dict(pseudo_loss_weight=1.0, agg3d_loss_weight=0.0)),
     # The paper's full configuration; the preset until 2026-11-26 (results rows named "semsplat" made before then).
     "semsplat-paper": Method("reproject", dict(pseudo_loss_weight=1.0)),
-    # The preset (issue #12): the self-trained 2D prior's pseudo labels on every pseudo-labelled pixel at a quarter
-    # of the labelled views' weight ...
+    # The preset (issue #12): the self-trained 2D prior's pseudo labels at a quarter of the labelled views' weight,
+    # each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence (label support: the share
+    # of the pixel that labelled views see). Rows of results/semsplat_prior.json named "semsplat-prior-support"
+    # (commits up to afa8cda) measured an earlier definition of label support, the footprint-averaged blending weight.
     "semsplat": Method("prior"),
-    # ... with each pseudo-labelled pixel weighted by (1 - label support) x the prior's confidence (label support:
-    # the share of the pixel that labelled views see; its rows of commits up to afa8cda in
-    # results/semsplat_prior.json measured the first definition, the footprint-averaged blending weight) ...
-    "semsplat-prior-support": Method("prior", dict(pseudo_weight_by_label_support=True)),
-    # ... the same at the labelled views' weight: support weighting leaves the pseudo loss only where they see
-    # nothing, so the quarter weight that kept the prior from overruling them may no longer be needed ...
-    "semsplat-prior-support-w1": Method("prior", dict(pseudo_weight_by_label_support=True, pseudo_loss_weight=1.0)),
+    # ... without the label-support weighting (the preset from ae556b3 to 7df0b39; rows "semsplat-prior") ...
+    "semsplat-no-support": Method("prior", dict(pseudo_weight_by_label_support=False)),
+    # ... at the labelled views' weight: support weighting leaves the pseudo loss only where they see nothing,
+    # so the quarter weight that kept the prior from overruling them may no longer be needed ...
+    "semsplat-w1": Method("prior", dict(pseudo_loss_weight=1.0)),
     # ... or with class-balanced cross-entropies (1/sqrt of each class's labelled pixels).
     "semsplat-class-balance": Method("prior", dict(class_balance="inverse-sqrt-frequency")),
 }

@@ -26,7 +26,11 @@ for name, target in scripts.items():
     path = f"/tmp/site/bin/{name}"
     os.makedirs("/tmp/site/bin", exist_ok=True)
     with open(path + ".tmp", "w") as handle:
-        handle.write(f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+        # the guard: Dask's worker processes start by spawn, which imports the main module again
+        handle.write(
+            f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\n"
+            f"if __name__ == '__main__':\n    sys.exit({function}())\n"
+        )
     os.chmod(path + ".tmp", 0o755)
     os.replace(path + ".tmp", path)
 PY

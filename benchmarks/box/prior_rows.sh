@@ -2,7 +2,7 @@
 # GPU box runner, issue #12 rows (start it with launch.sh): the semsplat methods as semsplat-batch runs
 # (batch_rows.sh: prior pseudo labels -> training -> evaluation per scene, one Dask worker per GPU), rows in
 # /tmp/work/results/semsplat_prior.json; then the Unet rows (results/unet.json) unless SKIP_UNET is set.
-#   bash benchmarks/box/launch.sh benchmarks/box/prior_rows.sh "townA townB" "semsplat semsplat-prior-support" 30000
+#   bash benchmarks/box/launch.sh benchmarks/box/prior_rows.sh "townA townB" "semsplat semsplat-no-support" 30000
 set -u
 work=/tmp/work
 say() { echo "$(date +%T) $*" >> $work/status.txt; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU box runner for issues #12 and #13 on a machine of 2 GPUs (start it with launch.sh, MPS=1), in the order
 # that keeps the most important rows when the machine is taken back before the end:
-#   A. the #12 comparison: METHODS_A (default "semsplat-baseline semsplat-prior-support") as concurrent
+#   A. the #12 comparison: METHODS_A (default "semsplat-baseline semsplat") as concurrent
 #      semsplat-batch runs, each on its own copy of the SCENES (one scene per GPU, so each GPU trains one scene of
 #      every method at once); ns-train makes the prior's pseudo labels itself where a method needs them
 #      (--pseudo-backend none), as `ns-train semsplat --data X` does for a user;
@@ -9,14 +9,14 @@
 #   D. the semsplat preset alone on each GPU (fresh copies), the #13 end-to-end row of `ns-train semsplat`.
 # Rows: /tmp/work/results/semsplat_prior.json (A, D) and semsplat_fast.json (C), with jobs_sharing_gpu counted
 # over the concurrent batches (batch_rows.py --concurrent).
-#   bash benchmarks/box/launch.sh benchmarks/box/support_rows.sh "townA townB" "semsplat-baseline semsplat-prior-support"
+#   bash benchmarks/box/launch.sh benchmarks/box/support_rows.sh "townA townB" "semsplat-baseline semsplat"
 # A smoke run off the box: WORK, SCENES (the scene folders' parent), DEVICE=cpu, FAST_STEPS and EXTRA_FLAGS (more
 # ns-train flags for every run, e.g. a shorter prior) may be set.
 set -u
 work=${WORK:-/tmp/work}
 mkdir -p $work/results $work/batch $work/scenes
 read -r -a scenes <<< "${1:-townA townB}"
-read -r -a methods <<< "${2:-semsplat-baseline semsplat-prior-support}"
+read -r -a methods <<< "${2:-semsplat-baseline semsplat}"
 steps=${3:-30000}
 say() { echo "$(date +%T) $*" >> $work/status.txt; }
 fresh_copies() {  # fresh_copies NAME: the scenes without any pseudo labels, under $work/scenes/NAME
@@ -64,7 +64,7 @@ done
 say "C: semsplat-fast alone on each GPU"
 fresh_copies fast
 # the preset's own schedule and steps; one checkpoint at the end and no evaluation renders in the loop
-fast_steps=${FAST_STEPS:-$(python -c 'from semsplat_ns.config import FAST_STEPS; print(FAST_STEPS)')}
+fast_steps=${FAST_STEPS:-$(python -c 'from semsplat_ns.config import FAST_STEPS; print(FAST_STEPS)' | tail -n 1)}
 alone_threads=$(( cores / ${#scenes[@]} ))
 batch fast semsplat-fast "$alone_threads" "$fast_steps" --steps-per-save "$fast_steps" --steps-per-eval-image $((10 * fast_steps))
 rows fast semsplat-fast semsplat_fast.json

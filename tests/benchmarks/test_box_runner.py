@@ -91,11 +91,12 @@ def test_method_flags_parse_into_the_config_ns_train_builds():
     config = tyro.cli(
         tyro.conf.FlagConversionOff[TrainerConfig],
         default=semsplat.config,
-        args=ns_train_flags("semsplat-prior-support", 15000, preset_schedule()),
+        args=ns_train_flags("semsplat-no-support", 15000, preset_schedule()),
     )
     model = config.pipeline.model
     assert isinstance(model, SemSplatModelConfig)
-    assert model.pseudo_loss_weight == 0.25 and model.pseudo_weight_by_label_support is True
+    assert model.pseudo_loss_weight == 0.25 and model.pseudo_weight_by_label_support is False
+    assert semsplat.config.pipeline.model.pseudo_weight_by_label_support is True  # type: ignore[attr-defined]
     baseline = tyro.cli(
         tyro.conf.FlagConversionOff[TrainerConfig],
         default=semsplat.config,

@@ -233,14 +233,17 @@ def test_pseudo_loss_is_weighted_by_support_and_confidence_only_when_asked(train
         "pseudo_confidence": confidence,
     }
     model.train()
-    assert "label_support" not in model.get_outputs(camera), "off by default: no extra channel in training"
-    plain = model.get_loss_dict(model.get_outputs(camera), batch)["pseudo_loss"]
-    model.config.pseudo_weight_by_label_support = True
+    preset = model.config.pseudo_weight_by_label_support
+    assert preset is True, "the semsplat preset weights pseudo labels by label support"
     try:
+        model.config.pseudo_weight_by_label_support = False
+        assert "label_support" not in model.get_outputs(camera), "switched off: no extra channel in training"
+        plain = model.get_loss_dict(model.get_outputs(camera), batch)["pseudo_loss"]
+        model.config.pseudo_weight_by_label_support = True
         outputs = model.get_outputs(camera)
         weighted = model.get_loss_dict(outputs, batch)["pseudo_loss"]
     finally:
-        model.config.pseudo_weight_by_label_support = False
+        model.config.pseudo_weight_by_label_support = preset
         model.zero_grad(set_to_none=True)
     support = outputs["label_support"][..., 0].detach()  # [H, W]
     assert support.max() > 0.01
