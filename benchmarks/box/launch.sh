@@ -17,7 +17,8 @@ source benchmarks/box/env.sh || exit 1  # the copy's paths (PYTHONPATH, GSPLAT_P
 if [ -n "${MPS:-}" ] && command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p /tmp/mps /tmp/mps-log
-  if pgrep -x nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d; then echo "MPS on"; else
+  # a daemon already started (an earlier launch) has made its control pipe; pgrep -x cannot match names of 16+
+  if [ -p /tmp/mps/control ] || nvidia-cuda-mps-control -d; then echo "MPS on"; else
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "MPS off"; fi
 fi
 # gsplat's first import JIT-builds its kernels unless GSPLAT_PREBUILT names a build; several first imports at
