@@ -322,7 +322,8 @@ class SemSplatModel(ResumableSplatfacto):
             return values if rows is None else values[rows]
 
         channels = {"semantic_features": rendered_rows(self.semantic_features)}  # [count, S]
-        if not self.training or self.config.pseudo_weight_by_label_support:
+        # in training only for the pseudo loss's weights (none without a pseudo loss, e.g. the baseline flags)
+        if not self.training or (self.config.pseudo_weight_by_label_support and self.config.pseudo_loss_weight > 0):
             # constants of the render: the loss weighting must not move Gaussians to change them
             channels["label_support"] = rendered_rows(self.label_support.detach())[:, None]  # [count, 1]
         return channels
