@@ -53,6 +53,8 @@ METHODS: Dict[str, Method] = {
     # ... at the labelled views' weight: support weighting leaves the pseudo loss only where they see nothing,
     # so the quarter weight that kept the prior from overruling them may no longer be needed ...
     "semsplat-w1": Method("prior", dict(pseudo_loss_weight=1.0)),
+    # ... or at a tenth, nearer the labelled views alone, which scored higher on townA (BENCHMARKS.md) ...
+    "semsplat-w0.1": Method("prior", dict(pseudo_loss_weight=0.1)),
     # ... or with class-balanced cross-entropies (1/sqrt of each class's labelled pixels).
     "semsplat-class-balance": Method("prior", dict(class_balance="inverse-sqrt-frequency")),
 }
