@@ -286,12 +286,13 @@ def test_gaussian_cap_holds_after_a_training_step(trained):
 
 
 # -- nerfstudio's own command-line tools on a semsplat checkpoint (as a user runs them) -------------
-def _ns_command(name: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Runs a nerfstudio console script of this environment, with no weights-only workaround set."""
-    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
-    bin_dir = Path(sys.executable).parent
-    path = [str(bin_dir)]
-    if shutil.which("ffmpeg") is None:  # ns-render always checks for ffmpeg; imageio-ffmpeg ships one
+# ns-render dataset runs as the real console script; ns-render camera-path and ns-eval run their console scripts'
+# entry points in this process, on the same command lines (each process start costs ~20 s of imports on the CPU
+# box). The real ns-eval and ns-render processes also run on a semsplat config in tests/scripts/test_user_errors.py.
+def _tool_path(tmp_path: Path) -> str:
+    """PATH with this environment's console scripts first, and an ffmpeg (ns-render always checks for one)."""
+    path = [str(Path(sys.executable).parent)]
+    if shutil.which("ffmpeg") is None:  # imageio-ffmpeg ships one
         import imageio_ffmpeg
 
         (tmp_path / "ffmpeg-bin").mkdir(exist_ok=True)
@@ -299,10 +300,29 @@ def _ns_command(name: str, *args: str, tmp_path: Path) -> subprocess.CompletedPr
         if not link.exists():
             link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
         path.append(str(link.parent))
-    env["PATH"] = os.pathsep.join(path + [env.get("PATH", "")])
+    return os.pathsep.join(path + [os.environ.get("PATH", "")])
+
+
+def _ns_command(name: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Runs a nerfstudio console script of this environment, with no weights-only workaround set."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
+    env["PATH"] = _tool_path(tmp_path)
+    bin_dir = Path(sys.executable).parent
     done = subprocess.run([str(bin_dir / name), *args], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
+
+
+def _ns_entrypoint(name: str, *args: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the entry point of nerfstudio's console script ``name`` in this process on ``name args...``: its own
+    argument parsing and main, with no weights-only workaround set."""
+    import importlib
+
+    scripts = {"ns-render": "nerfstudio.scripts.render", "ns-eval": "nerfstudio.scripts.eval"}
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    monkeypatch.setenv("PATH", _tool_path(tmp_path))
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    importlib.import_module(scripts[name]).entrypoint()
 
 
 def _palette_share(image: np.ndarray, palette: np.ndarray) -> float:
@@ -345,7 +365,7 @@ def test_ns_render_dataset_writes_semantic_colormaps(trained, tmp_path):
     assert _palette_share(np.asarray(Image.open(rgb[0])), palette) < 0.5
 
 
-def test_ns_render_camera_path_renders_semantics(trained, tmp_path):
+def test_ns_render_camera_path_renders_semantics(trained, tmp_path, monkeypatch):
     import json
 
     config_path = trained["config"].get_base_dir() / "config.yml"
@@ -366,7 +386,7 @@ def test_ns_render_camera_path_renders_semantics(trained, tmp_path):
         "fps": 1.0,
     }
     (tmp_path / "path.json").write_text(json.dumps(camera_path))
-    _ns_command(
+    _ns_entrypoint(
         "ns-render",
         "camera-path",
         "--load-config",
@@ -382,6 +402,7 @@ def test_ns_render_camera_path_renders_semantics(trained, tmp_path):
         "--rendered-output-names",
         "semantics_colormap",
         tmp_path=tmp_path,
+        monkeypatch=monkeypatch,
     )
     frames = sorted((tmp_path / "frames").glob("*.png"))
     assert len(frames) == 2
@@ -392,13 +413,12 @@ def test_ns_render_camera_path_renders_semantics(trained, tmp_path):
         assert _palette_share(image, palette) > 0.99, frame
 
 
-def test_ns_eval_reports_semantic_metrics(trained, tmp_path):
+def test_ns_eval_reports_semantic_metrics(trained, tmp_path, monkeypatch):
     import json
 
     config_path = trained["config"].get_base_dir() / "config.yml"
-    _ns_command(
-        "ns-eval", "--load-config", str(config_path), "--output-path", str(tmp_path / "eval.json"), tmp_path=tmp_path
-    )
+    args = ("--load-config", str(config_path), "--output-path", str(tmp_path / "eval.json"))
+    _ns_entrypoint("ns-eval", *args, tmp_path=tmp_path, monkeypatch=monkeypatch)
     results = json.loads((tmp_path / "eval.json").read_text())["results"]
     assert 0.0 <= results["semantic_miou"] <= 1.0 and 0.0 <= results["semantic_acc"] <= 1.0
     assert results["psnr"] > 5.0
