@@ -15,6 +15,7 @@ from semsplat_ns.data.capture_dataparser import capture_layout
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
 from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.eval.evaluate import evaluate_pipeline, print_result
+from semsplat_ns.scripts import import_nerfstudio_method_registry
 
 PROG = "semsplat-eval"
 
@@ -90,6 +91,7 @@ def run(args: EvalArgs) -> dict:
 def entrypoint() -> None:
     """Console entry point ``semsplat-eval``."""
     args = tyro.cli(EvalArgs, prog=PROG)
+    import_nerfstudio_method_registry()
     with exit_on_user_error(PROG):
         run(args)
 

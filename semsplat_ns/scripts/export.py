@@ -22,6 +22,7 @@ from rich.console import Console
 
 from semsplat_ns.atomic import atomic_open, write_json_atomic
 from semsplat_ns.errors import exit_on_user_error
+from semsplat_ns.scripts import import_nerfstudio_method_registry
 
 CONSOLE = Console()
 PROG = "semsplat-export"
@@ -159,6 +160,7 @@ def run(args: ExportArgs) -> dict:
 def entrypoint() -> None:
     """Console entry point ``semsplat-export``."""
     args = tyro.cli(ExportArgs, prog=PROG)
+    import_nerfstudio_method_registry()
     with exit_on_user_error(PROG):
         run(args)
 

@@ -26,6 +26,7 @@ from semsplat_ns.eval.predict import (
     split_views,
 )
 from semsplat_ns.eval.run_config import load_run, read_run_config
+from semsplat_ns.scripts import import_nerfstudio_method_registry
 
 CAPTURE_FOLDERS = ("labels", "images", "colmap", "sparse", "semsplat_labels", "semsplat_pseudo")
 """Folders of a capture that predictions must not land in (``images_<N>/`` too): its labels, photos, models and
@@ -141,6 +142,7 @@ def run(args: PredictArgs) -> dict:
 def entrypoint() -> None:
     """Console script: parses the arguments; a request that cannot be met ends with one error line (exit 2)."""
     args = tyro.cli(PredictArgs)
+    import_nerfstudio_method_registry()
     with exit_on_user_error("semsplat-predict"):
         run(args)
 
