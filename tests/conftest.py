@@ -28,15 +28,17 @@ from semsplat_ns.synthetic.scene_writer import make_scene
 DemoTown = Callable[..., Path]
 
 HEAVY_FIRST = (
-    "tests/scripts/test_viewer_browser.py",  # ~270 s with -n 2 on the 2-core box (2026-11-26)
-    "tests/scripts/test_batch.py",  # ~260 s
-    "tests/model/test_model_training.py",  # ~150 s
-    "tests/scripts/test_user_errors.py",  # ~100 s
-    "tests/data/test_capture.py",  # ~90 s
-    "tests/pseudo/test_pseudo_labels.py",  # ~80 s
-    "tests/model/test_resume.py",  # ~65 s
-    "tests/benchmarks/test_semantic_nerfw.py",  # ~60 s
+    "tests/scripts/test_viewer_browser.py",  # ~115 s with -n 2 on the 2-core box at load ~2 (2026-11-26)
+    "tests/scripts/test_batch.py",  # ~114 s
+    "tests/data/test_process_data.py",  # ~57 s
+    "tests/scripts/test_user_errors.py",  # ~53 s
+    "tests/model/test_model_training.py",  # ~47 s
+    "tests/data/test_capture.py",  # ~44 s
+    "tests/model/test_resume.py",  # ~34 s
     "tests/scripts/test_predict.py",  # ~30 s
+    "tests/pseudo/test_pseudo_labels.py",  # ~26 s
+    "tests/benchmarks/test_semantic_nerfw.py",  # ~20 s
+    "tests/scripts/test_umask.py",  # ~15 s
 )
 """Test files that take longest on the 2-core CPU box, longest first: scheduled before all others, so that
 no worker is left with a long file at the end while the other idles."""
