@@ -58,12 +58,13 @@ $(STAMP): $(PACKAGES)
 	  { cat $(VENV)/bytecode.log; exit 1; }
 	touch $@
 
-# Headless Chromium for the viewer test (Debian packages; needs root). Best effort: without it
-# that one test skips with a reason.
+# Headless Chromium for the viewer test, COLMAP and ffmpeg for the ns-process-data walkthrough test (Debian
+# packages; needs root). Best effort: without them
+# those tests skip with a reason.
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
-	  echo "chromium unavailable: tests/test_viewer_browser.py will skip"
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v colmap >/dev/null && command -v ffmpeg >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver colmap ffmpeg) || \
+	  echo "chromium, colmap or ffmpeg unavailable: the viewer and ns-process-data tests will skip"
 
 # ruff (lint + format) and pyright (basic), configured in pyproject.toml.
 lint: $(PACKAGES)

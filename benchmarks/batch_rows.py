@@ -216,9 +216,10 @@ def concurrent_results(batch_dirs: Sequence[Path]) -> List[Dict[str, Any]]:
 
 def end_to_end_seconds(stage_s: Dict[str, Optional[float]]) -> Optional[float]:
     """Pseudo labels (0 when the batch made none) plus ns-train's wall time; None when training did not complete."""
-    if stage_s.get("train") is None:
+    train = stage_s.get("train")
+    if train is None:
         return None
-    return float(stage_s.get("pseudo_labels") or 0.0) + float(stage_s["train"])
+    return float(stage_s.get("pseudo_labels") or 0.0) + float(train)
 
 
 def _stage_times(result: Dict[str, Any]) -> Optional[Dict[str, Any]]:
