@@ -85,6 +85,25 @@ def semantic_cross_entropy(
     return per_pixel.sum() / counted.sum().clamp_min(1)
 
 
+def pseudo_agreement(logits: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
+    """How little the model objects to each pseudo label: 1 - (p_top - p_pseudo) of its softmax [H, W].
+
+    1 where the pseudo label is the model's own top class, near 1 where the model hesitates, near 0 where it is
+    sure of another class. Pixels without a pseudo label (255) get 1 (the loss ignores them anyway).
+
+    Args:
+        logits: The model's class logits [H, W, C] (detach them: the weight is no training target).
+        pseudo: Pseudo labels [H, W], 255 for none.
+    """
+    probabilities = logits.float().softmax(dim=-1)  # [H, W, C]
+    pseudo = pseudo.long()
+    labelled = pseudo != IGNORE_INDEX  # [H, W]
+    ids = torch.where(labelled, pseudo, torch.zeros_like(pseudo)).clamp(max=logits.shape[-1] - 1)  # [H, W]
+    p_pseudo = probabilities.gather(-1, ids[..., None])[..., 0]  # [H, W]
+    p_top = probabilities.amax(dim=-1)  # [H, W]
+    return torch.where(labelled, 1.0 - (p_top - p_pseudo), torch.ones_like(p_top))
+
+
 def inverse_sqrt_frequency_weights(class_pixels: torch.Tensor) -> torch.Tensor:
     """Class weights proportional to 1 / sqrt(pixel count), with mean 1 over the classes seen [C].
 

@@ -72,6 +72,16 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     labelled views already supervise trust their pseudo label less. The label support map is rendered with
     the colours (one more channel); confidence is the view's pseudo_confidence map, else 1. The semsplat preset
     turns it on (+1.9 / +0.3 mIoU on townA / townB with the prior's pseudo labels, BENCHMARKS.md)."""
+    pseudo_weight_by_agreement: bool = False
+    """Also weight the pseudo loss at each pixel by 1 - (p_top - p_pseudo) of the model's own softmax (detached):
+    where the model is sure of another class than the pseudo label it keeps its own (weight -> 0), where it
+    agrees or hesitates the pseudo label counts fully. Meant for thin objects no labelled view sees, which the
+    model can label from 3D neighbours while the prior paints the background class over them."""
+    pseudo_trains_head: bool = True
+    """Let the pseudo loss train the transfer head. False computes the pseudo loss through the head's weights
+    detached: the head's class boundaries come from the labelled views alone, and pseudo labels only move the
+    features of the Gaussians they cover (their many big-class pixels cannot pull the boundaries towards big
+    classes, at the cost of rare classes)."""
     agg2d_loss_weight: float = 0.5
     """Weight a of the 2D aggregation loss L2D (KL between a pixel's features and its k nearest pixels')."""
     agg3d_loss_weight: float = 0.1
@@ -420,19 +430,34 @@ class SemSplatModel(ResumableSplatfacto):
             return None
         return L.downscale_labels(value.to(self.device), height, width)
 
-    def _pseudo_pixel_weights(self, outputs: Dict, batch: Dict) -> Optional[torch.Tensor]:
-        """(1 - label support) x confidence per pixel [H, W] with pseudo_weight_by_label_support, else None.
+    def _pseudo_pixel_weights(self, outputs: Dict, batch: Dict, pseudo: torch.Tensor) -> Optional[torch.Tensor]:
+        """The pseudo loss's weight per pixel [H, W]: (1 - label support) x confidence with
+        pseudo_weight_by_label_support, times the model's agreement with pseudo_weight_by_agreement; None when
+        neither is on.
 
         Args:
-            outputs: This view's outputs ("label_support" [H, W, 1]).
+            outputs: This view's outputs ("label_support" [H, W, 1], "semantic_logits" [H, W, C]).
             batch: This view's batch ("pseudo_confidence" [H, W] in [0, 1], optional).
+            pseudo: This view's pseudo labels at the render's size [H, W] (255: none).
         """
-        if not self.config.pseudo_weight_by_label_support:
-            return None
-        support = outputs["label_support"].detach()[..., 0]  # [H, W]
-        weights = (1.0 - support).clamp(0.0, 1.0)  # [H, W]
-        confidence = self._labels_at(batch, "pseudo_confidence", *support.shape)  # [H, W]
-        return weights if confidence is None else weights * confidence.float()
+        weights: Optional[torch.Tensor] = None
+        if self.config.pseudo_weight_by_label_support:
+            support = outputs["label_support"].detach()[..., 0]  # [H, W]
+            unsupported = (1.0 - support).clamp(0.0, 1.0)  # [H, W]
+            confidence = self._labels_at(batch, "pseudo_confidence", *support.shape)  # [H, W]
+            weights = unsupported if confidence is None else unsupported * confidence.float()
+        if self.config.pseudo_weight_by_agreement:
+            agreement = L.pseudo_agreement(outputs["semantic_logits"].detach(), pseudo)  # [H, W]
+            weights = agreement if weights is None else weights * agreement
+        return weights
+
+    def _pseudo_logits(self, outputs: Dict) -> torch.Tensor:
+        """The logits the pseudo loss sees [H, W, C]: the outputs' own, or with pseudo_trains_head off the
+        rendered features through the head's weights detached (gradients reach the features only)."""
+        if self.config.pseudo_trains_head:
+            return outputs["semantic_logits"]
+        frozen = {name: value.detach() for name, value in self.transfer_head.named_parameters()}
+        return torch.func.functional_call(self.transfer_head, frozen, (outputs["semantic_features"],))
 
     def _class_weights(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """Counts this labelled view's pixels per class and returns the class weights [C] (None: no balance).
@@ -472,10 +497,10 @@ class SemSplatModel(ResumableSplatfacto):
                 boundary = self._labels_at(batch, "boundary_mask", height, width)
                 boundary = boundary.bool() if boundary is not None else torch.zeros_like(pseudo, dtype=torch.bool)
             loss_dict["pseudo_loss"] = self.config.pseudo_loss_weight * L.semantic_cross_entropy(
-                logits,
+                self._pseudo_logits(outputs),
                 pseudo,
                 boundary,
-                pixel_weights=self._pseudo_pixel_weights(outputs, batch),
+                pixel_weights=self._pseudo_pixel_weights(outputs, batch, pseudo),
                 class_weights=class_weights,
             )
         else:

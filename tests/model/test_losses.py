@@ -136,3 +136,11 @@ def test_class_weights_make_a_weighted_mean_that_favours_rare_classes():
 def test_unseen_classes_do_not_shift_the_mean_weight():
     weights = L.inverse_sqrt_frequency_weights(torch.tensor([99.0, 0.0, 399.0]))
     assert torch.isclose((weights[0] + weights[2]) / 2, torch.tensor(1.0))
+
+
+def test_pseudo_agreement_hand_values():
+    # pixel 0: the model's top class is the pseudo label; 1: it is sure of another; 2: it hesitates; 3: no label
+    probabilities = torch.tensor([[0.7, 0.2, 0.1], [0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]])
+    pseudo = torch.tensor([[0, 1, 1, 255]], dtype=torch.uint8)  # [1, 4]
+    agreement = L.pseudo_agreement(probabilities.log()[None], pseudo)  # [1, 4]
+    assert torch.allclose(agreement, torch.tensor([[1.0, 0.15, 0.95, 1.0]]), atol=1e-6)

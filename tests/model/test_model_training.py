@@ -451,3 +451,54 @@ def test_class_balance_counts_labelled_pixels_and_reweights_the_loss(trained):
         model.config.class_balance = "none"
         model.labelled_class_pixels.zero_()
         model.zero_grad(set_to_none=True)
+
+
+def test_pseudo_loss_can_leave_the_head_alone_and_defer_to_a_sure_model(trained):
+    """pseudo_trains_head False: the pseudo loss's gradient reaches the features, not the head;
+    pseudo_weight_by_agreement: each pseudo pixel is weighted by the model's agreement with its label."""
+    import torch.nn.functional as F
+
+    from semsplat_ns.model import losses as L
+
+    trainer = trained["trainer"]
+    model, datamanager = trainer.pipeline.model, trainer.pipeline.datamanager
+    camera, batch = next(
+        (cam, data) for cam, data in (datamanager.next_train(0) for _ in range(20)) if "semantics" not in data
+    )
+    height, width = batch["image"].shape[:2]
+    pseudo = torch.randint(0, model.num_classes, (height, width), dtype=torch.uint8)  # [H, W]
+    batch = {**batch, "pseudo_semantics": pseudo, "boundary_mask": torch.ones(height, width, dtype=torch.bool)}
+    config = model.config
+    saved = (config.pseudo_trains_head, config.pseudo_weight_by_agreement, config.pseudo_weight_by_label_support)
+    model.train()
+
+    def pseudo_gradients() -> Dict[str, float]:
+        model.zero_grad(set_to_none=True)
+        loss = model.get_loss_dict(model.get_outputs(camera), batch)["pseudo_loss"]
+        loss.backward()
+        head = sum(float(p.grad.abs().sum()) for p in model.transfer_head.parameters() if p.grad is not None)
+        features = model.semantic_features.grad
+        return {"head": head, "features": 0.0 if features is None else float(features.abs().sum())}
+
+    try:
+        config.pseudo_weight_by_label_support = False
+        config.pseudo_weight_by_agreement = False
+        config.pseudo_trains_head = True
+        trains_head = pseudo_gradients()
+        config.pseudo_trains_head = False
+        frozen_head = pseudo_gradients()
+        config.pseudo_trains_head = True
+        config.pseudo_weight_by_agreement = True
+        outputs = model.get_outputs(camera)
+        deferring = model.get_loss_dict(outputs, batch)["pseudo_loss"].detach()
+    finally:
+        config.pseudo_trains_head, config.pseudo_weight_by_agreement, config.pseudo_weight_by_label_support = saved
+        model.zero_grad(set_to_none=True)
+    assert trains_head["head"] > 0 and trains_head["features"] > 0
+    assert frozen_head["head"] == 0.0 and frozen_head["features"] > 0
+    logits = outputs["semantic_logits"].detach()  # [H, W, C]
+    per_pixel = F.cross_entropy(logits.reshape(-1, model.num_classes), pseudo.long().reshape(-1), reduction="none")
+    agreement = L.pseudo_agreement(logits, pseudo)  # [H, W]
+    assert agreement.min() < 0.99, "random pseudo labels: the model disagrees somewhere"
+    expected = config.pseudo_loss_weight * (per_pixel * agreement.reshape(-1)).mean()
+    assert torch.allclose(deferring, expected, rtol=1e-4)
