@@ -18,40 +18,14 @@ mkdir -p $work/results $work/batch $work/scenes
 read -r -a scenes <<< "${1:-townA townB}"
 read -r -a methods <<< "${2:-semsplat-baseline semsplat}"
 steps=${3:-30000}
-say() { echo "$(date +%T) $*" >> $work/status.txt; }
-fresh_copies() {  # fresh_copies NAME: the scenes without any pseudo labels, under $work/scenes/NAME
-  local dest=$work/scenes/$1
-  mkdir -p "$dest"
-  for s in "${scenes[@]}"; do
-    cp -r "${SCENES:-.scenes}/$s" "$dest/$s"
-    rm -rf "$dest/$s/train/pseudo" "$dest/$s/train/boundary" "$dest/$s/train/confidence"
-  done
-}
-batch() {  # batch NAME PRESET THREADS STEPS FLAG...: semsplat-batch over the copies of NAME into $work/batch/NAME
-  local name=$1 preset=$2 threads=$3 n=$4; shift 4
-  local paths=() start=$SECONDS
-  for s in "${scenes[@]}"; do paths+=("$work/scenes/$name/$s"); done
-  semsplat-batch "${paths[@]}" --preset "$preset" --pseudo-backend none --device "${DEVICE:-cuda}" \
-    --max-num-iterations "$n" --threads-per-scene "$threads" --output-dir "$work/batch/$name" \
-    --dashboard-address :0 -- "$@" ${EXTRA_FLAGS:-} > "$work/batch_$name.log" 2>&1
-  say "batch $name rc $? $((SECONDS - start)) s"
-}
-rows() {  # rows NAME METHOD RESULTS CONCURRENT...
-  local name=$1 method=$2 results=$3; shift 3
-  python -m benchmarks.batch_rows --batch "$work/batch/$name" --method "$method" --out "$work/results/$results" \
-    --concurrent "$@" >> "$work/batch_$name.log" 2>&1
-  say "rows $name rc $?"
-}
+source benchmarks/box/lib.sh
 
 say "A: ${methods[*]} at once over ${scenes[*]} ($steps steps)"
 cores=$(nproc)
 per_scene=$(( cores / (${#methods[@]} * ${#scenes[@]}) ))
 [ "$per_scene" -ge 1 ] || per_scene=1
 for m in "${methods[@]}"; do
-  mapfile -t flags < <(python -m benchmarks.methods flags "$m" "$steps")
-  [ ${#flags[@]} -gt 0 ] || { say "$m: no flags"; continue; }
-  fresh_copies "$m"
-  batch "$m" semsplat "$per_scene" "$steps" "${flags[@]}" &
+  method_batch "$m" "$m" "$per_scene" "$steps" &
   sleep 20  # the Dask clusters start one after another
 done
 wait
@@ -62,17 +36,12 @@ for m in "${methods[@]}"; do
 done
 
 say "C: semsplat-fast alone on each GPU"
-fresh_copies fast
-# the preset's own schedule and steps; one checkpoint at the end and no evaluation renders in the loop
-fast_steps=${FAST_STEPS:-$(python -c 'from semsplat_ns.config import FAST_STEPS; print(FAST_STEPS)' | tail -n 1)}
 alone_threads=$(( cores / ${#scenes[@]} ))
-batch fast semsplat-fast "$alone_threads" "$fast_steps" --steps-per-save "$fast_steps" --steps-per-eval-image $((10 * fast_steps))
+fast_batch fast "$alone_threads"
 rows fast semsplat-fast semsplat_fast.json
 
 say "D: semsplat alone on each GPU"
-fresh_copies alone
-mapfile -t flags < <(python -m benchmarks.methods flags semsplat "$steps")
-batch alone semsplat "$alone_threads" "$steps" "${flags[@]}"
+method_batch alone semsplat "$alone_threads" "$steps"
 rows alone semsplat semsplat_prior.json
 say "runner done"
 touch $work/done
