@@ -57,8 +57,9 @@ METHODS: Dict[str, Method] = {
     "semsplat-w0.1": Method("prior", dict(pseudo_loss_weight=0.1)),
     # ... or with class-balanced cross-entropies (1/sqrt of each class's labelled pixels).
     "semsplat-class-balance": Method("prior", dict(class_balance="inverse-sqrt-frequency")),
-    # ... or deferring to the model where it is sure of another class (thin objects no labelled view sees) ...
-    "semsplat-agree": Method("prior", dict(pseudo_weight_by_agreement=True)),
+    # ... without deferring to the model where it is sure of another class (the preset from 7df0b39 to fdc05c2:
+    # rows "semsplat" of 7df0b39; of fdc05c2 "semsplat-no-agree", and "semsplat" measured as semsplat-agree) ...
+    "semsplat-no-agree": Method("prior", dict(pseudo_weight_by_agreement=False)),
     # ... or with the transfer head trained by the labelled views alone (pseudo labels move features only).
     "semsplat-head-gt": Method("prior", dict(pseudo_trains_head=False)),
 }

@@ -9,7 +9,7 @@
 # Every run makes the prior's pseudo labels inside ns-train where its method needs them, as a user's does.
 # Rows: /tmp/work/results/semsplat_prior.json and semsplat_fast.json, made as each chain ends, with
 # jobs_sharing_gpu counted over all batches (batch_rows.py --concurrent; batches on other GPUs do not count).
-#   bash benchmarks/box/launch.sh benchmarks/box/split_rows.sh "townA townB" "semsplat-agree semsplat-head-gt" "semsplat-w0.1"
+#   bash benchmarks/box/launch.sh benchmarks/box/split_rows.sh "townA townB" "semsplat-no-agree semsplat-head-gt" "semsplat-w0.1"
 set -u
 work=${WORK:-/tmp/work}
 mkdir -p $work/results $work/batch $work/scenes

@@ -235,7 +235,10 @@ def test_pseudo_loss_is_weighted_by_support_and_confidence_only_when_asked(train
     model.train()
     preset = model.config.pseudo_weight_by_label_support
     assert preset is True, "the semsplat preset weights pseudo labels by label support"
+    agreement = model.config.pseudo_weight_by_agreement
+    assert agreement is True, "the semsplat preset weights pseudo labels by the model's agreement"
     try:
+        model.config.pseudo_weight_by_agreement = False  # this test checks the support weights alone
         model.config.pseudo_weight_by_label_support = False
         assert "label_support" not in model.get_outputs(camera), "switched off: no extra channel in training"
         plain = model.get_loss_dict(model.get_outputs(camera), batch)["pseudo_loss"]
@@ -244,6 +247,7 @@ def test_pseudo_loss_is_weighted_by_support_and_confidence_only_when_asked(train
         weighted = model.get_loss_dict(outputs, batch)["pseudo_loss"]
     finally:
         model.config.pseudo_weight_by_label_support = preset
+        model.config.pseudo_weight_by_agreement = agreement
         model.zero_grad(set_to_none=True)
     support = outputs["label_support"][..., 0].detach()  # [H, W]
     assert support.max() > 0.01
