@@ -49,6 +49,9 @@ def test_fast_preset_compresses_the_whole_schedule():
             assert scheduler.max_steps == FAST_STEPS, name
     assert fast.pipeline.datamanager.pseudo_prior.unet.steps == FAST_PRIOR_STEPS  # type: ignore[attr-defined]
     assert paper.pipeline.datamanager.pseudo_prior.unet.steps > FAST_PRIOR_STEPS  # type: ignore[attr-defined]
+    # the pseudo-label weights each preset was measured with
+    assert paper_model.pseudo_weight_by_label_support and fast_model.pseudo_weight_by_label_support
+    assert paper_model.pseudo_weight_by_agreement and not fast_model.pseudo_weight_by_agreement
 
 
 def test_compress_schedule_keeps_steps_at_least_one_refinement():
