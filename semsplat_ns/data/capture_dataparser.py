@@ -22,6 +22,7 @@ re-triangulation. Every file a run needs is checked before training; a bad one s
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
@@ -50,6 +51,7 @@ from semsplat_ns.data.capture_sources import (
 from semsplat_ns.data.classes import SceneClasses
 from semsplat_ns.data.irt_dataparser import IRTDataParser, IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
+from semsplat_ns.data.points import MIN_SEED_POINTS, FewPointsWarning
 
 __all__ = ["SemSplatDataParserConfig", "SemSplatDataParser", "capture_layout", "detect_layout", "Layout"]
 
@@ -256,7 +258,8 @@ class SemSplatDataParser(IRTDataParser):
                     self._splits[name] = self._label_split(outputs, with_pseudo=name == "train")
             if self._points is None:
                 points = {k: v for k, v in train.metadata.items() if k.startswith("points3D_")}
-                self._points = points if points or not self.config.load_points else self._capture_points(train)
+                points = points if points or not self.config.load_points else self._capture_points(train)
+                self._points = self._seedable(points)
             self._announce(self._splits["train"], self._splits[eval_split])
         return self._splits[ns_split]
 
@@ -300,7 +303,8 @@ class SemSplatDataParser(IRTDataParser):
         classes, _ = self._read_classes()
         outputs = split.outputs
         none: List[Optional[Path]] = [None] * len(outputs.image_filenames)
-        metadata: Dict = dict(outputs.metadata)
+        # Seed points only as _seedable kept them (nerfstudio's parser put its own in the metadata).
+        metadata: Dict = {k: v for k, v in outputs.metadata.items() if not k.startswith("points3D_")}
         metadata.update(
             {
                 "semantic_filenames": [label.path if label else None for label in split.labels],
@@ -318,6 +322,22 @@ class SemSplatDataParser(IRTDataParser):
         if split is self._splits.get("train") and self._points:
             metadata.update(self._points)
         return replace(outputs, metadata=metadata)
+
+    def _seedable(self, points: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The capture's sparse points, or none (random initialisation, as for an IRT scene whose triangulation
+        gives too few) when they are fewer than :data:`~semsplat_ns.data.points.MIN_SEED_POINTS`; one warning
+        names the file they came from."""
+        xyz = points.get("points3D_xyz")
+        if xyz is None or len(xyz) >= MIN_SEED_POINTS:
+            return points
+        sparse = [f for f in self.camera_files() if f.name.startswith("points3D") or f.suffix.lower() == ".ply"]
+        warnings.warn(
+            f"{sparse[-1] if sparse else self.source}: the capture's sparse model holds {len(xyz)} points (fewer "
+            f"than {MIN_SEED_POINTS}); random initialisation will be used, and pseudo labels get no depth from them.",
+            FewPointsWarning,
+            stacklevel=2,
+        )
+        return {}
 
     def _capture_points(self, outputs: DataparserOutputs) -> Dict[str, torch.Tensor]:
         """Seed points of a transforms.json capture without ply_file_path, from its colmap/sparse/0 model."""

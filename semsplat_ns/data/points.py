@@ -30,6 +30,11 @@ class PointsFileError(UserInputError):
     """A points PLY file that cannot be read as x y z red green blue."""
 
 
+MIN_SEED_POINTS = 100
+"""Fewest sparse points worth seeding splatfacto with, triangulated or a capture's own; below it, random
+initialisation (splatfacto's kNN scale initialisation needs at least 4)."""
+
+
 class FewPointsWarning(UserWarning):
     """Too few points were triangulated: splatfacto falls back to random initialisation."""
 
@@ -145,7 +150,7 @@ def load_or_triangulate_points(
     Ks: np.ndarray,
     c2ws_opencv: np.ndarray,
     cache_path: Path,
-    min_points: int = 100,
+    min_points: int = MIN_SEED_POINTS,
     *,
     options: Optional[TriangulationOptions] = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -109,9 +109,9 @@ def scene_points(scene: TrainSplit) -> np.ndarray:
         return scene.points
     if scene.points_cache is None:
         raise DepthError(
-            f"{scene.scene_dir}: the capture has no sparse points (no points3D in its COLMAP model, no ply_file_path)"
-            " for --depth points; pass depth with --depth-dir DIR (<stem>.npy) or --depth-config a trained run's "
-            "config.yml"
+            f"{scene.scene_dir}: the capture gives no sparse points (no points3D in its COLMAP model, no "
+            "ply_file_path, or fewer than the 100 worth using) for --depth points; pass depth with --depth-dir DIR "
+            "(<stem>.npy) or --depth-config a trained run's config.yml"
         )
     from semsplat_ns.data.points import load_or_triangulate_points
 

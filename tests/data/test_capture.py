@@ -535,7 +535,8 @@ def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> 
       makes that prior tiny);
     * colmap: the same command on the same images as a COLMAP model, with nerfstudio's colmap parser told to
       split as nerfstudio-data does (eval-mode fraction), so both runs train on the same views;
-    * broken: a capture with a label of an unknown image.
+    * broken: a capture with a label of an unknown image;
+    * sparse: a COLMAP model whose sparse model holds a handful of points (too few to seed or give depth).
     """
     root = tmp_path_factory.mktemp("runs")
     command = walkthrough_commands()[1]
@@ -559,6 +560,13 @@ def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> 
     processes["broken"] = _ns_train(
         ["semsplat", "--data", str(broken), *APPENDED[:8], "--output-dir", str(folders["broken"])], root
     )
+    sparse = make_capture("colmap", n_points=2)
+    captures["sparse"], folders["sparse"] = sparse, root / "sparse"
+    processes["sparse"] = _ns_train(
+        ["semsplat", "--data", str(sparse), *APPENDED, "--output-dir", str(folders["sparse"] / "outputs")]
+        + ["--experiment-name", "capture"],
+        root,
+    )
     results = {}
     for name, process in processes.items():
         stdout, stderr = process.communicate(timeout=600)
@@ -569,7 +577,7 @@ def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> 
             stdout=stdout,
             stderr=stderr,
             run_dir=run_dir,
-            untouched=name == "broken"
+            untouched=name in ("broken", "sparse")
             or (_digests(captures[name] / "labels"), _digests(captures[name] / "images")) == before[name],
         )
     return results
@@ -614,6 +622,26 @@ def test_ns_train_bad_capture_is_one_line(runs):
     last = run["stderr"].rstrip("\n").splitlines()[-1]
     label = run["capture"] / "labels" / "000042.png"
     assert last.startswith(f"ns-train: error: {label}: no image of the capture has the stem '000042'"), last
+
+
+@pytest.mark.slow
+def test_ns_train_on_a_capture_with_too_few_sparse_points_trains_from_random_points(runs):
+    run = runs["sparse"]
+    assert run["rc"] == 0, run["stderr"][-3000:]
+    said = " ".join((run["stdout"] + run["stderr"]).split())  # rich and warnings wrap long lines
+    points_file = run["capture"] / "sparse" / "0" / "points3D.txt"
+    count = len([line for line in points_file.read_text().splitlines() if line and not line.startswith("#")])
+    assert count < 100
+    assert (
+        f"{points_file}: the capture's sparse model holds {count} points (fewer than 100); random initialisation "
+        "will be used" in said
+    )
+    # No depth for reprojection either: the automatic prior learns from the labelled images alone.
+    assert "prior: no depth" in said and "the prior trains on the labelled views alone" in said
+    meta = json.loads((run["capture"] / "semsplat_pseudo" / "pseudo" / "meta.json").read_text())
+    assert meta["origin"] == "auto" and meta["counts"]["written"] == 9
+    means = _means(run)[0]
+    assert means.shape[0] >= 100  # splatfacto's random initialisation, not the handful of points
 
 
 @pytest.mark.slow

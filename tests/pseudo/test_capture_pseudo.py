@@ -194,7 +194,7 @@ def test_bad_pseudo_files_of_a_capture_name_the_file(town, depth_dir, tmp_path):
     shutil.copytree(base, bare)
     (bare / "sparse" / "0" / "points3D.txt").unlink()
     shutil.rmtree(bare / "semsplat_pseudo")
-    with pytest.raises(DepthError, match=f"^{bare}: the capture has no sparse points"):
+    with pytest.raises(DepthError, match=f"^{bare}: the capture gives no sparse points"):
         run(PseudoLabelArgs(data=bare, backend="reproject"))
     record = run(PseudoLabelArgs(data=bare, backend="prior", prior=TINY_PRIOR))
     assert "no sparse points" in record["counts"]["depth_error"] and record["counts"]["written"] == len(TARGETS)
