@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 import tyro
 
 from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.console import CONSOLE, progress_bar
+from semsplat_ns.data.capture_labels import has_distortion
 from semsplat_ns.errors import exit_on_user_error
 from semsplat_ns.eval.predict import (
     CONFIDENCE_ENCODING,
     PredictionError,
+    SplitViews,
     check_output_dir,
     class_palette,
     predict_split,
@@ -124,7 +126,7 @@ def run(args: PredictArgs) -> dict:
     summary = {
         "checkpoint": str(checkpoint),
         "step": int(step),
-        "splits": {split: {"views": len(views[split].stems), "stems": views[split].stems} for split in splits},
+        "splits": {split: _split_record(views[split]) for split in splits},
         "class_names": list(model.class_names),
         "class_colors": class_palette(model).tolist(),
         "labels": "uint8 PNG, class id in channel 0 (all three channels equal), as IRT labels",
@@ -137,6 +139,13 @@ def run(args: PredictArgs) -> dict:
         "(<split>/labels, <split>/colormap, <split>/confidence, predict.json)"
     )
     return summary
+
+
+def _split_record(views: SplitViews) -> Dict[str, Any]:
+    """predict.json's entry of a split: its views, and those whose photo has lens distortion (rendered as the
+    undistorted camera nerfstudio trains on, then read back at every photo pixel; 255 where the render ends)."""
+    distorted = [stem for index, stem in enumerate(views.stems) if has_distortion(views.cameras[index : index + 1])]
+    return {"views": len(views.stems), "stems": list(views.stems), "mapped_back_from_undistorted": distorted}
 
 
 def entrypoint() -> None:

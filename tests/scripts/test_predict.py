@@ -88,6 +88,7 @@ def test_predicts_every_view_of_both_splits(run: Dict[str, Path], tmp_path: Path
         for kind in ("labels", "colormap", "confidence"):
             assert sorted(p.stem for p in (out / split / kind).glob("*.png")) == stems, (split, kind)
         assert summary["splits"][split]["views"] == len(stems)
+        assert summary["splits"][split]["mapped_back_from_undistorted"] == []  # IRT cameras are pinhole
         for stem in stems:
             label = _read(out / split / "labels" / f"{stem}.png")  # [H, W, 3]
             colour = _read(out / split / "colormap" / f"{stem}.png")  # [H, W, 3]
@@ -329,6 +330,7 @@ def test_semsplat_predict_on_a_distorted_capture_writes_in_the_photos_frame(
     summary = json.loads((out / "predict.json").read_text())
     stems = summary["splits"]["train"]["stems"]
     assert stems == datamanager.train_dataparser_outputs.metadata["stems"] and summary["splits"]["test"]["views"] == 2
+    assert summary["splits"]["train"]["mapped_back_from_undistorted"] == stems  # every photo has distortion here
     ignored_colour = None
     rows, cols = np.mgrid[0:RESOLUTION, 0:RESOLUTION]  # [48, 48] each
     centres = np.stack([cols, rows], axis=-1).reshape(-1, 2) + 0.5  # [48 * 48, 2]
