@@ -160,6 +160,7 @@ def announce_line(
     evaluation: CaptureSplit,
     points: Optional[np.ndarray],
     load_points: bool,
+    too_few: Optional[int] = None,
 ) -> str:
     """The console line on what a capture holds: layout, split sizes, labelled images, pseudo labels, seed points.
 
@@ -172,6 +173,7 @@ def announce_line(
         evaluation: The evaluation split.
         points: The seed points [P, 3], or None.
         load_points: Whether seed points were asked for.
+        too_few: How many sparse points the capture had when they were too few to seed with (a warning said so).
     """
     labelled_train = [s for s, label in zip(train.stems, train.labels) if label]
     labelled_eval = [s for s, label in zip(evaluation.stems, evaluation.labels) if label]
@@ -204,7 +206,8 @@ def announce_line(
     if not load_points:
         line += f"; seed points off ({FLAG}.load-points False)"
     elif points is None:
-        line += "; no sparse points in the capture: splatfacto starts from random points"
+        had = "no sparse points in the capture" if too_few is None else f"too few sparse points to seed ({too_few})"
+        line += f"; {had}: splatfacto starts from random points"
     else:
         line += f"; {len(points)} seed points from the capture's sparse model"
     return line

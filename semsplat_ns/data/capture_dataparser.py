@@ -15,13 +15,15 @@ A capture's labels are ``<capture>/labels/<image stem>.png`` for a few images, w
 ``...dataparser.colmap.eval-mode``, default interval); segmentation metrics use the eval images that have a
 label, and a console line says when none does. Seed points come from the capture's own sparse model
 (transforms.json's ``ply_file_path``, else ``colmap/sparse/0``; a COLMAP model's ``points3D``), never from
-re-triangulation. Every file a run needs is checked before training; a bad one stops parsing with one
-:class:`~semsplat_ns.data.irt_io.IRTDataError` naming it.
+re-triangulation; fewer than the IRT path's :data:`~semsplat_ns.data.points.MIN_SEED_POINTS` (a missing or empty
+points file counting as 0) seed nothing, so splatfacto starts from random points, and one
+:class:`~semsplat_ns.data.points.FewPointsWarning` names the file and the count. Every file a run needs is
+checked before training; a bad one stops parsing with one :class:`~semsplat_ns.data.irt_io.IRTDataError` naming
+it.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 import numpy as np
 import torch
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataparserOutputs
-from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParser, ColmapDataParserConfig
+from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParserConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
 from semsplat_ns.console import CONSOLE
@@ -40,12 +42,15 @@ from semsplat_ns.data.capture_labels import LABELS_DIR, PreparedLabel, list_labe
 from semsplat_ns.data.capture_sources import (
     COLMAP_MODEL_DIRS,
     FLAG,
+    ColmapCapture,
     Layout,
     NerfstudioCapture,
     capture_layout,
+    colmap_points_file,
     detect_layout,
     has_colmap_model,
     model_files,
+    named_ply,
     nerfstudio_errors,
 )
 from semsplat_ns.data.classes import SceneClasses
@@ -118,6 +123,7 @@ class SemSplatDataParser(IRTDataParser):
         self._splits: Dict[str, CaptureSplit] = {}
         self._capture_classes: Optional[Tuple[SceneClasses, Dict[Path, np.ndarray]]] = None
         self._points: Optional[Dict[str, torch.Tensor]] = None
+        self._too_few: Optional[int] = None  # how many sparse points there were when too few to seed
         self._label_files: Optional[Dict[str, Path]] = None
         self._announced = False
         self.announce = True
@@ -151,11 +157,8 @@ class SemSplatDataParser(IRTDataParser):
             delegate = self._delegate_parser()
             return model_files(self.scene_dir / delegate.config.colmap_path)  # type: ignore[attr-defined]
         files = [source, *model_files(self.scene_dir / "colmap" / "sparse" / "0")]
-        try:
-            ply = json.loads(source.read_text()).get("ply_file_path")
-        except (OSError, ValueError, AttributeError):
-            ply = None
-        return files + ([source.parent / ply] if isinstance(ply, str) and (source.parent / ply).is_file() else [])
+        ply = named_ply(source)
+        return files + ([ply] if ply is not None and ply.is_file() else [])
 
     def _detection(self) -> Tuple[Layout, Path]:
         if self._detected is None:
@@ -217,7 +220,7 @@ class SemSplatDataParser(IRTDataParser):
                     colmap_path=colmap_path,
                     load_3D_points=self.config.load_points and has_points,
                 )
-                self._delegate = ColmapDataParser(colmap_config)
+                self._delegate = ColmapCapture(colmap_config)
         return self._delegate
 
     def _source_name(self) -> Tuple[Path, str]:
@@ -257,9 +260,7 @@ class SemSplatDataParser(IRTDataParser):
                 if name not in self._splits:
                     self._splits[name] = self._label_split(outputs, with_pseudo=name == "train")
             if self._points is None:
-                points = {k: v for k, v in train.metadata.items() if k.startswith("points3D_")}
-                points = points if points or not self.config.load_points else self._capture_points(train)
-                self._points = self._seedable(points)
+                self._points = self._seed_points(train) if self.config.load_points else {}
             self._announce(self._splits["train"], self._splits[eval_split])
         return self._splits[ns_split]
 
@@ -323,34 +324,57 @@ class SemSplatDataParser(IRTDataParser):
             metadata.update(self._points)
         return replace(outputs, metadata=metadata)
 
-    def _seedable(self, points: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The capture's sparse points, or none (random initialisation, as for an IRT scene whose triangulation
-        gives too few) when they are fewer than :data:`~semsplat_ns.data.points.MIN_SEED_POINTS`; one warning
-        names the file they came from."""
-        xyz = points.get("points3D_xyz")
-        if xyz is None or len(xyz) >= MIN_SEED_POINTS:
+    def _points_file(self) -> Optional[Path]:
+        """Where the capture's seed points come from: the file transforms.json's ``ply_file_path`` names, else the
+        ``points3D`` file of the COLMAP model (the model's folder when it has none); None without a sparse model."""
+        layout, source = self._detection()
+        if layout == "colmap":
+            model = self.scene_dir / self._delegate_parser().config.colmap_path  # type: ignore[attr-defined]
+            return colmap_points_file(model) or model
+        ply = named_ply(source)
+        if ply is not None:
+            return ply
+        model = self.scene_dir / "colmap" / "sparse" / "0"
+        return colmap_points_file(model) or (model if has_colmap_model(model) else None)
+
+    def _seed_points(self, train: DataparserOutputs) -> Dict[str, torch.Tensor]:
+        """The capture's sparse points (training frame), or none when they are fewer than
+        :data:`~semsplat_ns.data.points.MIN_SEED_POINTS`, the IRT path's threshold (random initialisation, as for an
+        IRT scene whose triangulation gives too few): a missing or empty points file counts as 0 points, and one
+        :class:`~semsplat_ns.data.points.FewPointsWarning` names the file and the count. A capture without any
+        sparse model gets no warning (the console line says splatfacto starts from random points)."""
+        points_file = self._points_file()
+        if points_file is None:
+            return {}
+        # nerfstudio's parser read ply_file_path or the COLMAP model's points; semsplat reads colmap/sparse/0 of a
+        # transforms.json capture that names no ply (see _delegate_parser).
+        points = {k: v for k, v in train.metadata.items() if k.startswith("points3D_")}
+        if self.layout == "nerfstudio" and named_ply(self.source) is None and points_file.is_file():
+            points = self._capture_points(train, points_file)
+        count = len(points["points3D_xyz"]) if "points3D_xyz" in points else 0
+        if count >= MIN_SEED_POINTS:
             return points
-        sparse = [f for f in self.camera_files() if f.name.startswith("points3D") or f.suffix.lower() == ".ply"]
+        self._too_few = count
+        if points_file.is_file():
+            what = f"the capture's sparse model holds {count} points"
+        elif points_file.is_dir():
+            what = "no points3D.bin or .txt in this COLMAP model, so the capture's sparse model holds 0 points"
+        else:
+            what = "no such file (transforms.json's ply_file_path), so the capture's sparse model holds 0 points"
         warnings.warn(
-            f"{sparse[-1] if sparse else self.source}: the capture's sparse model holds {len(xyz)} points (fewer "
-            f"than {MIN_SEED_POINTS}); random initialisation will be used, and pseudo labels get no depth from them.",
+            f"{points_file}: {what} (fewer than {MIN_SEED_POINTS}); random initialisation will be used, and pseudo "
+            "labels get no depth from them.",
             FewPointsWarning,
             stacklevel=2,
         )
         return {}
 
-    def _capture_points(self, outputs: DataparserOutputs) -> Dict[str, torch.Tensor]:
+    def _capture_points(self, outputs: DataparserOutputs, points_file: Path) -> Dict[str, torch.Tensor]:
         """Seed points of a transforms.json capture without ply_file_path, from its colmap/sparse/0 model."""
-        model = self.scene_dir / "colmap" / "sparse" / "0"
-        points_file = next(
-            (model / f"points3D{e}" for e in (".bin", ".txt") if (model / f"points3D{e}").is_file()), None
-        )
-        if self.layout != "nerfstudio" or points_file is None:
-            return {}
-        reader = ColmapDataParser(ColmapDataParserConfig(data=self.scene_dir, max_2D_matches_per_3D_point=0))
+        reader = ColmapCapture(ColmapDataParserConfig(data=self.scene_dir, max_2D_matches_per_3D_point=0))
         transform = outputs.dataparser_transform.float()  # [3, 4] COLMAP world -> training frame
         with nerfstudio_errors(points_file, "colmap"):
-            points = reader._load_3D_points(model, transform, float(outputs.dataparser_scale))
+            points = reader._load_3D_points(points_file.parent, transform, float(outputs.dataparser_scale))
         return {"points3D_xyz": points["points3D_xyz"], "points3D_rgb": points["points3D_rgb"]}
 
     def _announce(self, train: CaptureSplit, evaluation: CaptureSplit) -> None:
@@ -366,7 +390,15 @@ class SemSplatDataParser(IRTDataParser):
         points = (self._points or {}).get("points3D_xyz")
         points_array = None if points is None else points.numpy()
         line = announce_line(
-            self.scene_dir, layout, source, eval_mode, train, evaluation, points_array, self.config.load_points
+            self.scene_dir,
+            layout,
+            source,
+            eval_mode,
+            train,
+            evaluation,
+            points_array,
+            self.config.load_points,
+            too_few=self._too_few,
         )
         CONSOLE.print(line, markup=False, highlight=False, soft_wrap=True)
 

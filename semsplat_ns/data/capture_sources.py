@@ -9,15 +9,19 @@ line naming the file (:func:`nerfstudio_errors`).
 from __future__ import annotations
 
 import contextlib
+import json
+import struct
 from pathlib import Path
-from typing import Iterator, Literal, Tuple, Union
+from typing import Iterator, Literal, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from nerfstudio.cameras.cameras import CameraType
+from nerfstudio.data.dataparsers.colmap_dataparser import ColmapDataParser
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio
 
 from semsplat_ns.data.irt_io import IRTDataError, resolve_scene_dir
+from semsplat_ns.data.points import PointsFileError
 from semsplat_ns.errors import UserInputError
 
 Layout = Literal["irt", "nerfstudio", "colmap"]
@@ -42,6 +46,33 @@ def model_files(folder: Path) -> list[Path]:
     """A COLMAP model's files that exist (cameras, images, points3D; .bin or .txt)."""
     names = [folder / f"{name}{ext}" for name in ("cameras", "images", "points3D") for ext in (".bin", ".txt")]
     return [path for path in names if path.is_file()]
+
+
+def colmap_points_file(folder: Path) -> Optional[Path]:
+    """A COLMAP model's ``points3D.bin`` or else ``points3D.txt`` (the order nerfstudio reads them in), or None."""
+    return next((folder / f"points3D{ext}" for ext in (".bin", ".txt") if (folder / f"points3D{ext}").is_file()), None)
+
+
+def holds_no_points(points_file: Path) -> bool:
+    """Whether a COLMAP ``points3D.bin|txt`` holds no point (an empty file, a zero count, comments alone), read
+    without parsing the points: nerfstudio's reader fails on such a model."""
+    if points_file.suffix.lower() != ".bin":
+        with open(points_file, encoding="utf-8", errors="replace") as stream:
+            return not any(line.strip() and not line.lstrip().startswith("#") for line in stream)
+    with open(points_file, "rb") as stream:
+        head = stream.read(8)
+    if 0 < len(head) < 8:
+        raise IRTDataError(f"{points_file}: truncated ({len(head)} bytes, shorter than a COLMAP point count)")
+    return not head or struct.unpack("<Q", head)[0] == 0
+
+
+def named_ply(transforms: Path) -> Optional[Path]:
+    """The point cloud a transforms.json names in ``ply_file_path`` (whether or not it exists), or None."""
+    try:
+        ply = json.loads(transforms.read_text()).get("ply_file_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return transforms.parent / ply if isinstance(ply, str) and ply else None
 
 
 def detect_layout(data: Path) -> Tuple[Layout, Path]:
@@ -95,9 +126,19 @@ class NerfstudioCapture(Nerfstudio):
     """
 
     def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
-        from plyfile import PlyData
+        """The points, or None (no seed points) when the file is missing, empty or holds no vertex; a file that
+        is not a PLY stops parsing with one line naming it."""
+        from plyfile import PlyData, PlyParseError
 
-        vertex = PlyData.read(str(ply_file_path))["vertex"]
+        if not ply_file_path.is_file() or ply_file_path.stat().st_size == 0:
+            return None  # the dataparser's warning names the file
+        try:
+            ply = PlyData.read(str(ply_file_path))
+        except (PlyParseError, ValueError, EOFError) as error:
+            raise PointsFileError(f"{ply_file_path}: not a readable PLY file ({error})") from None
+        if "vertex" not in [element.name for element in ply.elements]:
+            raise PointsFileError(f"{ply_file_path}: PLY has no 'vertex' element")
+        vertex = ply["vertex"]
         if vertex.count == 0:
             return None
         xyz = torch.from_numpy(np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=-1).astype(np.float32))  # [P, 3]
@@ -109,6 +150,17 @@ class NerfstudioCapture(Nerfstudio):
         # nerfstudio's own formula: the ply is in transforms.json's frame, so only transform_matrix applies.
         points = torch.cat((xyz, torch.ones_like(xyz[..., :1])), -1) @ transform_matrix.T  # [P, 3]
         return {"points3D_xyz": points * scale_factor, "points3D_rgb": torch.from_numpy(rgb)}
+
+
+class ColmapCapture(ColmapDataParser):
+    """nerfstudio's COLMAP parser, reading a model whose points3D file holds no point as no points (nerfstudio's
+    own reader fails on it); the dataparser then warns and splatfacto starts from random points."""
+
+    def _load_3D_points(self, colmap_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
+        points_file = colmap_points_file(colmap_path)
+        if points_file is not None and holds_no_points(points_file):
+            return {"points3D_xyz": torch.zeros((0, 3)), "points3D_rgb": torch.zeros((0, 3), dtype=torch.uint8)}
+        return super()._load_3D_points(colmap_path, transform_matrix, scale_factor)
 
 
 @contextlib.contextmanager
