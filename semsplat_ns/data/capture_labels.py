@@ -13,6 +13,10 @@ way, ids never interpolated:
   coefficients (and crops it to the valid region). The label goes through the same function,
   ``_undistort_image`` of ``nerfstudio.data.datamanagers.full_images_datamanager``, applied to a map of pixel
   coordinates, then is sampled at the nearest pixel; pixels that map outside the label become 255.
+  FISHEYE624 cameras: nerfstudio 1.1.5's ``_undistort_image`` swaps x and y in its remap, which is right only
+  for a lens symmetric about the image diagonal (square photo, fx = fy, cx = cy, ...); a FISHEYE624 camera
+  whose picture it misplaces by more than :data:`FISHEYE624_TOLERANCE_PX` (measured against nerfstudio's own
+  ``fisheye624_project``) is refused (:func:`check_undistortion`).
 
 Such prepared labels are written to ``<capture>/semsplat_labels/<variant>/<stem>.png`` (class ids, 1 channel),
 rewritten by every run that parses the capture.
@@ -26,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from PIL import Image
 
 from semsplat_ns.data import irt_io
@@ -105,6 +109,74 @@ def has_distortion(camera: Cameras) -> bool:
     return params is not None and not bool(torch.all(params == 0))
 
 
+FISHEYE624_TOLERANCE_PX = 0.1
+"""Largest distance (px) between where nerfstudio's undistorted picture of a FISHEYE624 photo reads the photo
+and where nerfstudio's FISHEYE624 model projects that picture pixel's ray, for a camera semsplat accepts."""
+_FISHEYE624_ERRORS: Dict[Tuple[float, ...], float] = {}
+"""Measured misplacement (px) per FISHEYE624 lens (intrinsics, size, crop radius, coefficients)."""
+
+
+def _coordinate_grid(height: int, width: int) -> np.ndarray:
+    """float32 [H, W, 3]: each pixel's (x, y, 1), x and y its integer column and row."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)  # [H, W] each
+    return np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # [H, W, 3]
+
+
+def check_undistortion(camera: Cameras, source: Optional[Path] = None) -> None:
+    """Refuses a FISHEYE624 camera (shape []) whose photo nerfstudio cannot undistort (see the module docstring).
+
+    nerfstudio's undistorted picture of the photo is made of a map of pixel coordinates (as for labels) and
+    compared, at every picture pixel it reads from inside the photo, with nerfstudio's ``fisheye624_project`` of
+    that pixel's ray (the picture's K, integer pixel centres as ``cv2.remap`` takes them). Other camera types
+    pass.
+
+    Args:
+        camera: One camera (shape []).
+        source: The photo (or file) the camera belongs to, named in the error.
+
+    Raises:
+        IRTDataError: One line naming ``source`` and the camera model.
+    """
+    if int(camera.camera_type.item()) != CameraType.FISHEYE624.value or not has_distortion(camera):
+        return
+    from nerfstudio.cameras.camera_utils import fisheye624_project
+    from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
+
+    where = f"{source}: " if source is not None else ""
+    radius = (camera.metadata or {}).get("fisheye_crop_radius")
+    if not isinstance(radius, float):
+        raise IRTDataError(
+            f"{where}camera model FISHEYE624 without a fisheye_crop_radius (transforms.json); nerfstudio needs it "
+            "to undistort FISHEYE624 photos"
+        )
+    params = camera.distortion_params
+    assert params is not None
+    intrinsics = torch.cat([camera.fx, camera.fy, camera.cx, camera.cy]).double()  # [4]
+    key = tuple(intrinsics.tolist()) + (float(camera.width.item()), float(camera.height.item()), radius)
+    key += tuple(params.reshape(-1).tolist())
+    error = _FISHEYE624_ERRORS.get(key)
+    if error is None:
+        height, width = int(camera.height.item()), int(camera.width.item())
+        K = camera.get_intrinsics_matrices().numpy().copy()  # [3, 3]
+        new_K, warped, _ = _undistort_image(camera, params.numpy().copy(), {}, _coordinate_grid(height, width), K)
+        rows, cols = np.mgrid[0 : warped.shape[0], 0 : warped.shape[1]].astype(np.float64)  # [h, w] each
+        new_K = np.asarray(new_K, dtype=np.float64)
+        rays = np.stack(
+            [(cols - new_K[0, 2]) / new_K[0, 0], (rows - new_K[1, 2]) / new_K[1, 1], np.ones_like(cols)], axis=-1
+        )  # [h, w, 3]
+        lens = torch.cat([intrinsics, params.reshape(-1).double()])[None]  # [1, 16]
+        projected = fisheye624_project(torch.from_numpy(rays.reshape(1, -1, 3)), lens)[0].numpy()  # [h * w, 2]
+        inside = warped[..., 2].reshape(-1) > 0.999  # [h * w]
+        offsets = np.linalg.norm(warped[..., :2].reshape(-1, 2) - projected, axis=-1)[inside]  # [n]
+        error = _FISHEYE624_ERRORS[key] = float(offsets.max()) if offsets.size else 0.0
+    if error > FISHEYE624_TOLERANCE_PX:
+        raise IRTDataError(
+            f"{where}camera model FISHEYE624: nerfstudio's undistortion of FISHEYE624 photos (_undistort_image) "
+            f"swaps x and y, and misplaces this camera's photo by up to {error:.2f} px (it is exact only for a "
+            "square photo with fx = fy, cx = cy and p0 = p1, s0 = s2, s1 = s3); semsplat cannot train on it"
+        )
+
+
 def downscale_label(ids: np.ndarray, width: int, height: int) -> np.ndarray:
     """Class ids [H, W] resized to ``width`` x ``height`` by nearest neighbour (ids are never blended)."""
     return np.asarray(Image.fromarray(ids).resize((width, height), resample=Image.Resampling.NEAREST))  # [h, w]
@@ -127,9 +199,9 @@ def undistort_label(ids: np.ndarray, camera: Cameras) -> np.ndarray:
     """
     from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
 
+    check_undistortion(camera)
     height, width = ids.shape
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)  # [H, W] each
-    grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)  # [H, W, 3]
+    grid = _coordinate_grid(height, width)  # [H, W, 3]
     K = camera.get_intrinsics_matrices().numpy().astype(np.float64)  # [3, 3]
     params = camera.distortion_params
     assert params is not None
@@ -145,6 +217,7 @@ def _nerfstudio_undistort(camera: Cameras, image: np.ndarray) -> Tuple[np.ndarra
     parameters of the camera, no mask): the undistorted (cropped) image and its K [3, 3]."""
     from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
 
+    check_undistortion(camera)
     K = camera.get_intrinsics_matrices().numpy().copy()  # [3, 3]
     params = camera.distortion_params
     assert params is not None
@@ -236,6 +309,7 @@ def prepare_label(
         ids = downscale_label(ids, width, height)
         steps.append("downscaled")
     if has_distortion(camera):
+        check_undistortion(camera, photo_path)
         ids = undistort_label(ids, camera)
         steps.append("undistorted")
     if not steps:

@@ -15,8 +15,12 @@ correspondingly finer (at most twice), so neighbouring photo pixels do not share
 whose ray misses the undistorted picture (the rim nerfstudio crops away, rays behind the pinhole plane) get a
 fill value: 255, the "no label" id of the IRT label format, for class ids.
 
-Tested for nerfstudio's perspective (OPENCV: k1, k2, k3, p1, p2; nerfstudio refuses k4 when it undistorts) and
-fisheye (OPENCV_FISHEYE) cameras. FISHEYE624 cameras go through the same calls, untested.
+Tested for nerfstudio's perspective (OPENCV: k1, k2, k3, p1, p2; nerfstudio refuses k4 when it undistorts),
+fisheye (OPENCV_FISHEYE) and FISHEYE624 cameras (k0..k5, p0, p1, s0..s3, with transforms.json's
+``fisheye_crop_radius``), the last against nerfstudio's ``fisheye624_unproject_helper`` / ``fisheye624_project``.
+nerfstudio undistorts FISHEYE624 photos with integer pixel centres (``cv2.remap``'s), which the lookup follows,
+and swaps x and y doing so: only a lens symmetric about the image diagonal comes out right, and other FISHEYE624
+cameras are refused (:func:`~semsplat_ns.data.capture_labels.check_undistortion`, tested on a 64x48 photo).
 """
 
 from __future__ import annotations
@@ -90,7 +94,8 @@ def distorted_pixel_positions(camera: Cameras, target: Cameras) -> torch.Tensor:
     Returns:
         float32 [H, W, 2]: (x, y) in ``target``'s pixels, pixel centres at +0.5 (the pixel (col, row) covers
         [col, col + 1) x [row, row + 1)); NaN where the ray points away from ``target``'s image plane. H and W
-        are ``camera``'s height and width.
+        are ``camera``'s height and width. For a FISHEYE624 ``camera``, ``target``'s K is taken with integer
+        pixel centres, as nerfstudio's undistortion makes it (see the comment below).
     """
     one, pinhole = _one_camera(camera), _one_camera(target)
     local = Cameras(
@@ -105,7 +110,11 @@ def distorted_pixel_positions(camera: Cameras, target: Cameras) -> torch.Tensor:
         camera_type=one.camera_type,
         metadata=one.metadata,
     )
-    coords = local.get_image_coords()  # [H, W, 2] (y, x) pixel centres
+    # nerfstudio undistorts a FISHEYE624 photo with cv2.remap, pixel centres at integers in the photo and in
+    # the picture (whose K it centres at (w - 1) / 2), not at +0.5 as generate_rays takes them: such a photo
+    # pixel's ray goes through its integer coordinate, and lands half a pixel further in +0.5-centred pixels.
+    offset = 0.0 if int(one.camera_type.item()) == CameraType.FISHEYE624.value else 0.5
+    coords = local.get_image_coords(pixel_offset=offset)  # [H, W, 2] (y, x) pixel centres
     height, width = coords.shape[:2]
     rows_per_chunk = max(1, _RAYS_PER_CHUNK // max(width, 1))
     with warnings.catch_warnings():
@@ -120,8 +129,8 @@ def distorted_pixel_positions(camera: Cameras, target: Cameras) -> torch.Tensor:
     depth = -directions[..., 2]  # [H, W] along the viewing axis
     ahead = depth > 1e-6  # [H, W]
     safe = torch.where(ahead, depth, torch.ones_like(depth))  # [H, W]
-    x = pinhole.fx * (directions[..., 0] / safe) + pinhole.cx  # [H, W]
-    y = pinhole.fy * (-directions[..., 1] / safe) + pinhole.cy  # [H, W] image rows grow downwards
+    x = pinhole.fx * (directions[..., 0] / safe) + pinhole.cx + (0.5 - offset)  # [H, W]
+    y = pinhole.fy * (-directions[..., 1] / safe) + pinhole.cy + (0.5 - offset)  # [H, W] rows grow downwards
     positions = torch.stack([x, y], dim=-1).float()  # [H, W, 2]
     return torch.where(ahead[..., None], positions, torch.full_like(positions, float("nan")))
 
@@ -206,11 +215,14 @@ def distorted_frame(camera: Cameras, max_supersample: float = 2.0) -> DistortedF
 
 
 def lens_key(camera: Cameras) -> Tuple[float, ...]:
-    """What a :class:`DistortedFrame` depends on: the camera's type, intrinsics, size and distortion (not its pose)."""
+    """What a :class:`DistortedFrame` depends on: the camera's type, intrinsics, size, distortion and FISHEYE624
+    crop radius (not its pose)."""
     one = _one_camera(camera)
     params = one.distortion_params
     values = [one.camera_type, one.fx, one.fy, one.cx, one.cy, one.width, one.height]
-    return tuple(float(v.item()) for v in values) + (() if params is None else tuple(params.reshape(-1).tolist()))
+    radius = (one.metadata or {}).get("fisheye_crop_radius")  # FISHEYE624: the undistorted picture's size
+    key = tuple(float(v.item()) for v in values) + (() if params is None else tuple(params.reshape(-1).tolist()))
+    return key + ((float(radius),) if isinstance(radius, float) else ())
 
 
 class DistortedFrames:

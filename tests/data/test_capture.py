@@ -13,6 +13,7 @@ semsplat-predict runs as written, and the runs export and evaluate in the captur
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -381,9 +382,39 @@ def test_labels_are_undistorted_as_nerfstudio_undistorts_the_photos(make_capture
 # ------------------------------------------------- predictions brought back to the distorted photo (inverse)
 
 
+FISHEYE624_RADIAL = [0.03, -0.01, 0.004, -0.001, 0.0005, -0.0001]
+"""Small FISHEYE624 radial coefficients k0..k5 (on the ray's angle)."""
+FISHEYE624_SYMMETRIC = FISHEYE624_RADIAL + [0.0004, 0.0004, 0.0003, -0.0001, 0.0003, -0.0001]
+"""... with tangential p0 = p1 and thin prism s0 = s2, s1 = s3: a lens symmetric about the image diagonal, the
+one kind whose photo nerfstudio 1.1.5 undistorts right (its remap swaps x and y)."""
+FISHEYE624_CROP_RADIUS = 24.0
+"""The photo's valid circle (px; transforms.json's ``fisheye_crop_radius``), nerfstudio's mask of the undistorted
+picture, which is 48x48 (twice the radius)."""
+LENS_KINDS = ["perspective", "fisheye", "fisheye624"]
+
+
+def _fisheye624_camera(params: List[float], fx: float, fy: float, cx: float, cy: float, width: int) -> Cameras:
+    """A FISHEYE624 camera 48 pixels high with the crop radius nerfstudio's undistortion needs in its metadata."""
+    return Cameras(
+        camera_to_worlds=torch.eye(4)[:3],
+        fx=fx,
+        fy=fy,
+        cx=cx,
+        cy=cy,
+        width=width,
+        height=48,
+        distortion_params=torch.tensor(params),
+        camera_type=CameraType.FISHEYE624,
+        metadata={"fisheye_crop_radius": FISHEYE624_CROP_RADIUS},
+    )
+
+
 def _lens_camera(kind: str) -> Cameras:
     """A 64x48 camera with an off-centre principal point and strong distortion: perspective (k1, k2, k3, p1, p2)
-    or fisheye (OpenCV's k1..k4)."""
+    or fisheye (OpenCV's k1..k4); or fisheye624, 48x48 with its principal point off-centre along the diagonal and
+    :data:`FISHEYE624_SYMMETRIC` (the lens nerfstudio can undistort)."""
+    if kind == "fisheye624":
+        return _fisheye624_camera(FISHEYE624_SYMMETRIC, fx=50.0, fy=50.0, cx=24.3, cy=24.3, width=48)
     if kind == "perspective":
         params, camera_type = (
             get_distortion_params(k1=-0.3, k2=0.08, k3=0.01, p1=0.002, p2=-0.001),
@@ -404,7 +435,7 @@ def _lens_camera(kind: str) -> Cameras:
     )
 
 
-@pytest.mark.parametrize("kind", ["perspective", "fisheye"])
+@pytest.mark.parametrize("kind", LENS_KINDS)
 def test_distorted_pixels_land_where_nerfstudio_undistorts_them(kind: str):
     """The inverse of nerfstudio's undistortion: a map of where each photo pixel lands in the undistorted picture,
     undistorted by nerfstudio's own ``_undistort_image`` like a photo, puts every undistorted pixel on its own
@@ -420,16 +451,49 @@ def test_distorted_pixels_land_where_nerfstudio_undistorts_them(kind: str):
     picture = np.concatenate([positions, np.ones_like(positions[..., :1])], axis=-1)  # [48, 64, 3]
     K = camera.get_intrinsics_matrices().numpy()  # [3, 3]
     assert camera.distortion_params is not None
-    _, moved, _ = _undistort_image(camera, camera.distortion_params.numpy().copy(), {}, picture, K)  # [h, w, 3]
+    _, moved, mask = _undistort_image(camera, camera.distortion_params.numpy().copy(), {}, picture, K)  # [h, w, 3]
     assert moved.shape[:2] == (height, width)
     centres = np.stack(np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5), axis=-1)  # [h, w, 2]
     covered = moved[..., 2] > 0.999  # [h, w] nerfstudio read this pixel from inside the photo
     error = np.linalg.norm(moved[..., :2] - centres, axis=-1)  # [h, w] pixels
-    assert covered.mean() > 0.95
+    # fisheye624: nerfstudio's square picture around the photo's valid circle; its mask [h, w, 1] is that circle
+    valid = np.ones_like(covered) if mask is None else mask[..., 0].numpy()  # [h, w]
+    assert valid.mean() > 0.7
+    assert covered[valid].mean() > 0.95
     assert error[covered].max() < 0.1, f"{kind}: worst {error[covered].max():.3f} px"
+    if kind == "fisheye624":
+        _assert_fisheye624_positions_follow_its_projection(camera, positions)
 
 
-@pytest.mark.parametrize("kind", ["perspective", "fisheye"])
+def _assert_fisheye624_positions_follow_its_projection(camera: Cameras, positions: np.ndarray) -> None:
+    """Ground truth independent of semsplat's mapping, from nerfstudio's FISHEYE624 model
+    (``fisheye624_unproject_helper``, checked against ``fisheye624_project``): nerfstudio's undistortion reads
+    the photo with ``cv2.remap``, whose pixel (col, row) is centred on the integer (col, row), through the
+    undistorted picture's K of centre ((w - 1) / 2, (h - 1) / 2), also integer-centred; so the photo pixel
+    (col, row) lands at K @ unproject(col, row) there, + 0.5 in the +0.5-centred pixels semsplat returns."""
+    from nerfstudio.cameras.camera_utils import fisheye624_project, fisheye624_unproject_helper
+
+    from semsplat_ns.data.capture_labels import training_geometry
+
+    K, (height, width) = training_geometry(camera.reshape(()))  # float64 [3, 3]
+    assert (height, width) == (int(2 * FISHEYE624_CROP_RADIUS),) * 2
+    assert camera.distortion_params is not None
+    intrinsics = [float(v.item()) for v in (camera.fx, camera.fy, camera.cx, camera.cy)]
+    params = torch.tensor([*intrinsics, *camera.distortion_params.tolist()], dtype=torch.float64)[None]  # [1, 16]
+    photo_h, photo_w = positions.shape[:2]
+    rows, cols = np.mgrid[0:photo_h, 0:photo_w]  # [H, W] each
+    uv = torch.from_numpy(np.stack([cols, rows], axis=-1).reshape(1, -1, 2).astype(np.float64))  # [1, N, 2]
+    rays = fisheye624_unproject_helper(uv, params, max_iters=20)  # [1, N, 3], z = 1
+    assert (fisheye624_project(rays, params) - uv).abs().max() < 1e-6  # an exact inverse
+    rays = rays[0].numpy()  # [N, 3]
+    truth = (rays[:, :2] * np.diag(K)[:2] + K[:2, 2] + 0.5).reshape(photo_h, photo_w, 2)  # [H, W, 2]
+    seen = (truth[..., 0] >= 0) & (truth[..., 0] < width) & (truth[..., 1] >= 0) & (truth[..., 1] < height)
+    assert seen.mean() > 0.7
+    error = np.linalg.norm(positions - truth, axis=-1)  # [H, W] px
+    assert error[seen].max() < 0.01, f"fisheye624: worst {error[seen].max():.3f} px off nerfstudio's projection"
+
+
+@pytest.mark.parametrize("kind", LENS_KINDS)
 def test_label_pattern_undistorted_then_brought_back_lands_within_one_pixel(kind: str):
     """A label pattern drawn on the distorted photo, undistorted as training undistorts labels, then read back at
     every photo pixel as semsplat-predict reads its render: each pixel gets the id of a pixel at most 1 px away.
@@ -437,36 +501,96 @@ def test_label_pattern_undistorted_then_brought_back_lands_within_one_pixel(kind
     from semsplat_ns.eval.distorted import distorted_frame
 
     camera = _lens_camera(kind)
-    rows, cols = np.mgrid[0:48, 0:64]  # [48, 64] each
-    pattern = (cols // 4 + 16 * (rows // 4)).astype(np.uint8)  # [48, 64] one id per 4x4 block, all below 255
+    H, W = int(camera.height.item()), int(camera.width.item())  # 48, 64 (fisheye624: 48)
+    rows, cols = np.mgrid[0:H, 0:W]  # [H, W] each
+    pattern = (cols // 4 + 16 * (rows // 4)).astype(np.uint8)  # [H, W] one id per 4x4 block, all below 255
     undistorted = undistort_label(pattern, camera.reshape(()))  # [h, w] what training sees
     frame = distorted_frame(camera, max_supersample=1.0)  # read nerfstudio's picture itself
-    back = frame.sample(torch.from_numpy(undistorted), irt_io.IGNORE_ID).numpy()  # [48, 64]
+    back = frame.sample(torch.from_numpy(undistorted), irt_io.IGNORE_ID).numpy()  # [H, W]
 
     def within_one_pixel(ids: np.ndarray) -> np.ndarray:
-        """Whether each pixel's id is the pattern's id at that pixel or one of its 8 neighbours [48, 64]."""
-        padded = np.pad(pattern.astype(np.int64), 1, constant_values=-1)  # [50, 66]
+        """Whether each pixel's id is the pattern's id at that pixel or one of its 8 neighbours [H, W]."""
+        padded = np.pad(pattern.astype(np.int64), 1, constant_values=-1)  # [H + 2, W + 2]
         near = np.zeros(ids.shape, dtype=bool)
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
-                near |= ids == padded[dy : dy + 48, dx : dx + 64]
+                near |= ids == padded[dy : dy + H, dx : dx + W]
         return near
 
-    defined = back != irt_io.IGNORE_ID  # [48, 64]
-    assert np.array_equal(defined, frame.inside.numpy())
+    defined = back != irt_io.IGNORE_ID  # [H, W]
+    inside = frame.inside.numpy()  # [H, W]
+    if kind == "fisheye624":
+        # nerfstudio's square picture around the valid circle has pixels that read across the photo's edge
+        # (blended with black, 255 in the label): the photo's border pixels that land on them stay undefined
+        assert not (defined & ~inside).any()
+        border = np.minimum(np.minimum(rows, H - 1 - rows), np.minimum(cols, W - 1 - cols))  # [H, W] px to the edge
+        assert (border[inside & ~defined] == 0).all() and (inside & ~defined).mean() < 0.02
+    else:
+        assert np.array_equal(defined, inside)
     assert defined.mean() > 0.8  # only the rim nerfstudio's picture leaves out
     assert within_one_pixel(back)[defined].all()
     assert (back == pattern)[defined].mean() > 0.85
 
     # Before: the undistorted picture rendered as a pinhole camera with the photo's own K and size.
     K, Ku = camera.get_intrinsics_matrices().numpy(), frame.camera.get_intrinsics_matrices()[0].numpy()  # [3, 3]
-    x = Ku[0, 0] * (cols + 0.5 - K[0, 2]) / K[0, 0] + Ku[0, 2]  # [48, 64] same ray, undistorted picture
-    y = Ku[1, 1] * (rows + 0.5 - K[1, 2]) / K[1, 1] + Ku[1, 2]  # [48, 64]
+    x = Ku[0, 0] * (cols + 0.5 - K[0, 2]) / K[0, 0] + Ku[0, 2]  # [H, W] same ray, undistorted picture
+    y = Ku[1, 1] * (rows + 0.5 - K[1, 2]) / K[1, 1] + Ku[1, 2]  # [H, W]
     h, w = undistorted.shape
-    seen = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # [48, 64]
+    seen = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # [H, W]
     pinhole = undistorted[np.floor(y).clip(0, h - 1).astype(int), np.floor(x).clip(0, w - 1).astype(int)]
-    # measured: 16-17 % of the pixels more than 1 px off (perspective, fisheye), against none above
-    assert within_one_pixel(pinhole)[seen].mean() < 0.9
+    # measured: 16-17 % of the pixels more than 1 px off (perspective, fisheye), 4 % (fisheye624's milder lens),
+    # against none above
+    assert within_one_pixel(pinhole)[seen].mean() < (0.97 if kind == "fisheye624" else 0.9)
+
+
+def test_fisheye624_lens_nerfstudio_undistorts_wrongly_is_refused_naming_the_photo(tmp_path: Path):
+    """nerfstudio 1.1.5's ``_undistort_image`` swaps x and y for FISHEYE624 photos: for a 64x48 photo with
+    fx != fy, cx != cy and asymmetric tangential / thin-prism terms its picture reads the photo pixels away from
+    where nerfstudio's own ``fisheye624_project`` puts each ray. Preparing a label, the picture's geometry and
+    the predict lookup refuse the camera with one line naming the photo and the camera model; without the crop
+    radius nerfstudio needs, likewise."""
+    from nerfstudio.cameras.camera_utils import fisheye624_project
+    from nerfstudio.data.datamanagers.full_images_datamanager import _undistort_image
+
+    from semsplat_ns.data.capture_labels import prepare_label, training_geometry
+    from semsplat_ns.eval.distorted import distorted_frame
+
+    asymmetric = FISHEYE624_RADIAL + [0.0005, -0.0003, 0.0004, -0.0001, -0.0002, 5e-5]
+    camera = _fisheye624_camera(asymmetric, fx=50.0, fy=52.0, cx=32.7, cy=23.6, width=64).reshape(())
+    # Independent of semsplat: the photo pixel nerfstudio's picture reads at its centre vs the projected ray.
+    rows, cols = np.mgrid[0:48, 0:64].astype(np.float32)  # [48, 64] each
+    grid = np.stack([cols, rows, np.ones_like(cols)], axis=-1)  # [48, 64, 3]
+    assert camera.distortion_params is not None
+    K = camera.get_intrinsics_matrices().numpy()  # [3, 3]
+    new_K, warped, _ = _undistort_image(camera, camera.distortion_params.numpy().copy(), {}, grid, K)  # [48, 48, 3]
+    centre = torch.tensor([[[(warped.shape[1] - 1) / 2 - new_K[0, 2], (warped.shape[0] - 1) / 2 - new_K[1, 2], 1.0]]])
+    lens = torch.tensor([[50.0, 52.0, 32.7, 23.6, *asymmetric]], dtype=torch.float64)  # [1, 16]
+    truth = fisheye624_project(centre.double(), lens)[0, 0].numpy()  # [2] the principal point (32.7, 23.6)
+    read = warped[warped.shape[0] // 2, warped.shape[1] // 2, :2]  # [2] what nerfstudio read there
+    assert np.linalg.norm(read - truth) > 5.0  # swapped: about (cy, cx)
+
+    photo = tmp_path / "images" / "frame_00001.jpg"
+    label = tmp_path / "labels" / "frame_00001.png"
+    ids = np.zeros((48, 64), dtype=np.uint8)
+    with pytest.raises(IRTDataError) as refused:
+        prepare_label(tmp_path, label, ids, photo, (64, 48), camera)
+    message = str(refused.value)
+    assert (
+        "\n" not in message and message.startswith(f"{photo}: camera model FISHEYE624") and "swaps x and y" in message
+    )
+    for call in (
+        lambda: training_geometry(camera),
+        lambda: undistort_label(ids, camera),
+        lambda: distorted_frame(camera),
+    ):
+        with pytest.raises(IRTDataError, match="camera model FISHEYE624"):
+            call()
+    assert not (tmp_path / PREPARED_DIR).exists()
+
+    no_radius = copy.deepcopy(_lens_camera("fisheye624")).reshape(())
+    no_radius.metadata = {}
+    with pytest.raises(IRTDataError, match=r"frame_00001.jpg: camera model FISHEYE624 without a fisheye_crop_radius"):
+        prepare_label(tmp_path, label, np.zeros((48, 48), dtype=np.uint8), photo, (48, 48), no_radius)
 
 
 # --------------------------------------------------------------- ns-train, the README walkthrough, export
