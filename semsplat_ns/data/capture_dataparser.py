@@ -260,7 +260,7 @@ class SemSplatDataParser(IRTDataParser):
                 if name not in self._splits:
                     self._splits[name] = self._label_split(outputs, with_pseudo=name == "train")
             if self._points is None:
-                self._points = self._seed_points(train) if self.config.load_points else {}
+                self._points = self._capture_seed_points(train) if self.config.load_points else {}
             self._announce(self._splits["train"], self._splits[eval_split])
         return self._splits[ns_split]
 
@@ -337,7 +337,7 @@ class SemSplatDataParser(IRTDataParser):
         model = self.scene_dir / "colmap" / "sparse" / "0"
         return colmap_points_file(model) or (model if has_colmap_model(model) else None)
 
-    def _seed_points(self, train: DataparserOutputs) -> Dict[str, torch.Tensor]:
+    def _capture_seed_points(self, train: DataparserOutputs) -> Dict[str, torch.Tensor]:
         """The capture's sparse points (training frame), or none when they are fewer than
         :data:`~semsplat_ns.data.points.MIN_SEED_POINTS`, the IRT path's threshold (random initialisation, as for an
         IRT scene whose triangulation gives too few): a missing or empty points file counts as 0 points, and one
