@@ -212,6 +212,19 @@ def test_cli_with_points_depth_writes_resumes_and_overwrites(scene96, tmp_path, 
     assert _tree_digest(scene / "train" / "rgb") == labels_before
 
 
+def test_depth_from_points_in_worker_processes_equals_one_process(scene96):
+    from semsplat_ns.pseudo.depths import compute_depths
+    from semsplat_ns.pseudo.scene import read_scene
+
+    scene = read_scene(scene96)
+    views = sorted(scene.targets)[:9]  # three tasks of VIEWS_PER_DEPTH_TASK views, the last one short
+    alone = compute_depths(scene, views, "points", depth_workers=1)
+    workers = compute_depths(scene, views, "points", depth_workers=2)
+    assert list(workers) == views == list(alone)
+    assert all(torch.equal(workers[i], alone[i]) for i in views)
+    assert all(alone[i].shape == (96, 96) and (alone[i] > 0).any() for i in views)
+
+
 def test_sam2_backend_with_random_weights(base, tmp_path):
     scene, depth_dir = _copy(base[0], tmp_path), base[1]
     labels_before = _tree_digest(scene / "train" / "rgb")
