@@ -29,6 +29,9 @@ class Method:
     """Overrides of the preset's ``SemSplatModelConfig`` fields."""
     datamanager: Mapping[str, Any] = field(default_factory=dict)
     """Overrides of the preset's ``SemSplatDataManagerConfig`` fields (plain values, e.g. auto_pseudo_labels)."""
+    prior: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the automatic prior's Unet recipe (``pseudo_prior.unet`` fields, e.g. steps; their ns-train
+    flags are ``--pipeline.datamanager.pseudo-prior.<field>``)."""
 
 
 METHODS: Dict[str, Method] = {
@@ -60,8 +63,11 @@ METHODS: Dict[str, Method] = {
     # ... without deferring to the model where it is sure of another class (the preset from 7df0b39 to fdc05c2:
     # rows "semsplat" of 7df0b39; of fdc05c2 "semsplat-no-agree", and "semsplat" measured as semsplat-agree) ...
     "semsplat-no-agree": Method("prior", dict(pseudo_weight_by_agreement=False)),
-    # ... or with the transfer head trained by the labelled views alone (pseudo labels move features only).
+    # ... or with the transfer head trained by the labelled views alone (pseudo labels move features only) ...
     "semsplat-head-gt": Method("prior", dict(pseudo_trains_head=False)),
+    # ... or with semsplat-fast's 2000-step prior (semsplat-fast scored above the 30k preset: its prior or its
+    # schedule? The preset at 7000 steps is the other half of that question).
+    "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
 }
 """Benchmark method name -> its settings. ``bench_semsplat.py --method`` and ``semsplat-batch`` runs share it."""
 
@@ -87,6 +93,7 @@ def _normal(value: Any) -> Any:
 
 MODEL_PREFIX = "--pipeline.model."
 DATAMANAGER_PREFIX = "--pipeline.datamanager."
+PRIOR_PREFIX = DATAMANAGER_PREFIX + "pseudo-prior."
 
 
 def model_flag(name: str) -> str:
@@ -111,6 +118,8 @@ def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[
         flags += [model_flag(name), _flag_value(value)]
     for name, value in spec.datamanager.items():
         flags += [DATAMANAGER_PREFIX + name.replace("_", "-"), _flag_value(value)]
+    for name, value in spec.prior.items():
+        flags += [PRIOR_PREFIX + name.replace("_", "-"), _flag_value(value)]
     if steps != PAPER_STEPS:
         if schedule_defaults is None:
             raise ValueError(f"{steps} steps: the preset's schedule fields are needed to scale it")
@@ -157,12 +166,18 @@ def method_of(settings: Mapping[str, Any]) -> str:
     overrides = {
         name: _normal(value) for name, value in _overrides(args, MODEL_PREFIX).items() if name not in SCHEDULE_FIELDS
     }
-    datamanager = {name: _normal(value) for name, value in _overrides(args, DATAMANAGER_PREFIX).items()}
+    prior = {name: _normal(value) for name, value in _overrides(args, PRIOR_PREFIX).items()}
+    datamanager = {
+        name: _normal(value)
+        for name, value in _overrides(args, DATAMANAGER_PREFIX).items()
+        if not name.startswith("pseudo_prior.")
+    }
     backend = settings.get("pseudo_backend")
     for name, spec in METHODS.items():
         wanted = {key: _normal(value) for key, value in spec.model.items()}
         wanted_datamanager = {key: _normal(value) for key, value in spec.datamanager.items()}
-        if spec.pseudo_backend == backend and overrides == wanted and datamanager == wanted_datamanager:
+        wanted_prior = {key: _normal(value) for key, value in spec.prior.items()}
+        if (spec.pseudo_backend, overrides, datamanager, prior) == (backend, wanted, wanted_datamanager, wanted_prior):
             return name
     flags = shlex.join(settings.get("method_args") or [])
     raise UnknownMethodError(
