@@ -304,7 +304,7 @@ class SemSplatDataParser(IRTDataParser):
         classes, _ = self._read_classes()
         outputs = split.outputs
         none: List[Optional[Path]] = [None] * len(outputs.image_filenames)
-        # Seed points only as _seedable kept them (nerfstudio's parser put its own in the metadata).
+        # Seed points only as _capture_seed_points kept them (nerfstudio's parser put its own in the metadata).
         metadata: Dict = {k: v for k, v in outputs.metadata.items() if not k.startswith("points3D_")}
         metadata.update(
             {

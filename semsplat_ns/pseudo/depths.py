@@ -33,6 +33,9 @@ VIEWS_PER_DEPTH_TASK = 4
 DepthView = Tuple[int, np.ndarray, np.ndarray, int, int]
 """One view's (index, K [3, 3], c2w [4, 4], height, width)."""
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""What OpenMP and BLAS libraries read for their thread count when they load."""
+
 
 def select_depth_source(depth: DepthSource, depth_config: Optional[Path], depth_dir: Optional[Path]) -> DepthSource:
     """The depth source the flags select: ``--depth-config`` or ``--depth-dir`` when given, else ``--depth``.
@@ -104,14 +107,14 @@ def compute_depths(
             for task in tasks:
                 depths.update(_depth_task(points, settings, task))
                 progress.advance(bar, len(task))
-            return {i: torch.from_numpy(depths[i]) for i in indices}
-        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or threads
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            with _single_threaded_children():  # the workers start at these submissions
-                running = {pool.submit(_depth_task, points, settings, task): len(task) for task in tasks}
-            for done in as_completed(running):
-                depths.update(done.result())
-                progress.advance(bar, running[done])
+        else:
+            context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or threads
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                with _single_threaded_children():  # the workers start at these submissions
+                    running = {pool.submit(_depth_task, points, settings, task): len(task) for task in tasks}
+                for done in as_completed(running):
+                    depths.update(done.result())
+                    progress.advance(bar, running[done])
     return {i: torch.from_numpy(depths[i]) for i in indices}
 
 
@@ -130,9 +133,6 @@ def _single_threaded_children() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _depth_task(points: np.ndarray, settings: PointsDepthSettings, views: Sequence[DepthView]) -> Dict[int, np.ndarray]:
