@@ -32,6 +32,7 @@ from semsplat_ns.schedule import PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule  
 ABLATIONS = {name: dict(method.model) for name, method in METHODS.items()}
 DATAMANAGER_OVERRIDES = {name: dict(method.datamanager) for name, method in METHODS.items()}
 PRIOR_OVERRIDES = {name: dict(method.prior) for name, method in METHODS.items()}
+REPROJECT_OVERRIDES = {name: dict(method.reproject) for name, method in METHODS.items()}
 
 
 def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_overrides: dict):
@@ -52,8 +53,12 @@ def build_config(scene: Path, method: str, steps: int, output_dir: Path, model_o
         setattr(config.pipeline.model, name, value)
     for name, value in DATAMANAGER_OVERRIDES[method].items():
         setattr(config.pipeline.datamanager, name, value)
+    prior = config.pipeline.datamanager.pseudo_prior  # type: ignore[attr-defined]
     for name, value in PRIOR_OVERRIDES[method].items():
-        setattr(config.pipeline.datamanager.pseudo_prior.unet, name, value)  # type: ignore[attr-defined]
+        # The prior's own settings (threshold, margin) or, as their shared flags do, its Unet recipe's.
+        setattr(prior if hasattr(prior, name) else prior.unet, name, value)
+    for name, value in REPROJECT_OVERRIDES[method].items():
+        setattr(config.pipeline.datamanager.pseudo_reproject, name, value)  # type: ignore[attr-defined]
     if steps != PAPER_STEPS:  # keep the paper's schedule proportional for shorter runs
         model = config.pipeline.model
         assert isinstance(model, SemSplatModelConfig), "the semsplat preset builds a SemSplatModelConfig"

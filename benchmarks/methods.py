@@ -30,8 +30,11 @@ class Method:
     datamanager: Mapping[str, Any] = field(default_factory=dict)
     """Overrides of the preset's ``SemSplatDataManagerConfig`` fields (plain values, e.g. auto_pseudo_labels)."""
     prior: Mapping[str, Any] = field(default_factory=dict)
-    """Overrides of the automatic prior's Unet recipe (``pseudo_prior.unet`` fields, e.g. steps; their ns-train
-    flags are ``--pipeline.datamanager.pseudo-prior.<field>``)."""
+    """Overrides of the automatic prior's settings (``pseudo_prior`` fields such as threshold or margin, or its Unet
+    recipe's such as steps; their ns-train flags are ``--pipeline.datamanager.pseudo-prior.<field>``)."""
+    reproject: Mapping[str, Any] = field(default_factory=dict)
+    """Overrides of the automatic pseudo labels' reprojection (``pseudo_reproject`` fields, e.g. color_tolerance;
+    flags ``--pipeline.datamanager.pseudo-reproject.<field>``)."""
 
 
 METHODS: Dict[str, Method] = {
@@ -68,6 +71,19 @@ METHODS: Dict[str, Method] = {
     # ... or with semsplat-fast's 2000-step prior (semsplat-fast scored above the 30k preset: its prior or its
     # schedule? The preset at 7000 steps is the other half of that question).
     "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
+    # Thin objects (pole, light, sign) under the pseudo labels: half of townA's pole pixels get one, 1 % of them
+    # right (BENCHMARKS.md). Fewer wrong ones: a tighter colour test for the carried labels (townA, CPU: the share
+    # of pole pixels given a wrong carried label 16 -> 10 -> 5 % at tolerance 20 -> 10 -> 5, coverage 41 -> 36 -> 30 %),
+    "semsplat-color10": Method("prior", reproject=dict(color_tolerance=10.0)),
+    "semsplat-color5": Method("prior", reproject=dict(color_tolerance=5.0)),
+    # ... a prior trained with class-balanced cross-entropy (less sure of the big class over thin objects) ...
+    "semsplat-prior-balance": Method("prior", prior=dict(class_balance="inverse-sqrt-frequency")),
+    # ... no prior label within 2 pixels of the prior's own class edges ...
+    "semsplat-prior-margin2": Method("prior", prior=dict(margin=2)),
+    # ... or all three.
+    "semsplat-thin": Method(
+        "prior", prior=dict(class_balance="inverse-sqrt-frequency", margin=2), reproject=dict(color_tolerance=10.0)
+    ),
 }
 """Benchmark method name -> its settings. ``bench_semsplat.py --method`` and ``semsplat-batch`` runs share it."""
 
@@ -94,6 +110,7 @@ def _normal(value: Any) -> Any:
 MODEL_PREFIX = "--pipeline.model."
 DATAMANAGER_PREFIX = "--pipeline.datamanager."
 PRIOR_PREFIX = DATAMANAGER_PREFIX + "pseudo-prior."
+REPROJECT_PREFIX = DATAMANAGER_PREFIX + "pseudo-reproject."
 
 
 def model_flag(name: str) -> str:
@@ -120,6 +137,8 @@ def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[
         flags += [DATAMANAGER_PREFIX + name.replace("_", "-"), _flag_value(value)]
     for name, value in spec.prior.items():
         flags += [PRIOR_PREFIX + name.replace("_", "-"), _flag_value(value)]
+    for name, value in spec.reproject.items():
+        flags += [REPROJECT_PREFIX + name.replace("_", "-"), _flag_value(value)]
     if steps != PAPER_STEPS:
         if schedule_defaults is None:
             raise ValueError(f"{steps} steps: the preset's schedule fields are needed to scale it")
@@ -167,17 +186,20 @@ def method_of(settings: Mapping[str, Any]) -> str:
         name: _normal(value) for name, value in _overrides(args, MODEL_PREFIX).items() if name not in SCHEDULE_FIELDS
     }
     prior = {name: _normal(value) for name, value in _overrides(args, PRIOR_PREFIX).items()}
+    reproject = {name: _normal(value) for name, value in _overrides(args, REPROJECT_PREFIX).items()}
     datamanager = {
         name: _normal(value)
         for name, value in _overrides(args, DATAMANAGER_PREFIX).items()
-        if not name.startswith("pseudo_prior.")
+        if not name.startswith(("pseudo_prior.", "pseudo_reproject."))
     }
     backend = settings.get("pseudo_backend")
     for name, spec in METHODS.items():
         wanted = {key: _normal(value) for key, value in spec.model.items()}
         wanted_datamanager = {key: _normal(value) for key, value in spec.datamanager.items()}
         wanted_prior = {key: _normal(value) for key, value in spec.prior.items()}
-        if (spec.pseudo_backend, overrides, datamanager, prior) == (backend, wanted, wanted_datamanager, wanted_prior):
+        wanted_reproject = {key: _normal(value) for key, value in spec.reproject.items()}
+        found = (backend, overrides, datamanager, prior, reproject)
+        if found == (spec.pseudo_backend, wanted, wanted_datamanager, wanted_prior, wanted_reproject):
             return name
     flags = shlex.join(settings.get("method_args") or [])
     raise UnknownMethodError(

@@ -27,6 +27,7 @@ from PIL import Image
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY, IRTDataParserConfig, resolve_scene_dir
+from semsplat_ns.geometry.visibility import ReprojectSettings
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.store import read_confidence
 
@@ -115,6 +116,9 @@ class SemSplatDataManagerConfig(FullImageDatamanagerConfig):
     are kept. off: use what is there, if anything."""
     pseudo_prior: PriorSettings = field(default_factory=PriorSettings)
     """The prior of the automatic pseudo labels (steps, crop, width, threshold, seed, device)."""
+    pseudo_reproject: ReprojectSettings = field(default_factory=ReprojectSettings)
+    """The reprojection of the automatic pseudo labels (depth and colour tolerances, label margin): which labelled
+    pixels are carried into the other views, as semsplat-pseudo-labels' flags of the same names."""
 
 
 class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
@@ -162,7 +166,9 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
             data = resolve_scene_dir(data)
         # A capture is read with the run's own options (nerfstudio's split, downscaled or undistorted pictures).
         parser = replace(config.dataparser, data=data)
-        ensure_pseudo_labels(data, config.pseudo_prior, device=str(device), dataparser=parser)
+        ensure_pseudo_labels(
+            data, config.pseudo_prior, device=str(device), dataparser=parser, reproject=config.pseudo_reproject
+        )
 
     def sample_train_cameras(self) -> List[int]:
         """One pass over the training views: each non-labelled view once, a labelled view every

@@ -5,11 +5,12 @@ and they are made once, then cached in the scene's store (``train/pseudo/`` of a
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from semsplat_ns.console import CONSOLE
+from semsplat_ns.geometry.visibility import ReprojectSettings
 from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, output_files, run
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.scene import read_scene
@@ -30,7 +31,11 @@ def _writable(root: Path) -> bool:
 
 
 def ensure_pseudo_labels(
-    scene_dir: Path, settings: PriorSettings, device: Optional[str] = None, dataparser: Optional[Any] = None
+    scene_dir: Path,
+    settings: PriorSettings,
+    device: Optional[str] = None,
+    dataparser: Optional[Any] = None,
+    reproject: Optional[ReprojectSettings] = None,
 ) -> Literal["made", "reused", "rebuilt", "kept", "skipped"]:
     """The datamanager's automatic pseudo labels: prior pseudo labels made before training when the scene
     has none, cached under train/pseudo with their parameters and input digest in meta.json.
@@ -48,13 +53,18 @@ def ensure_pseudo_labels(
         settings: The prior's recipe and threshold.
         device: Device of the prior when ``settings.device`` is unset (e.g. the trainer's).
         dataparser: The run's ``semsplat-data`` options (a capture is read with them: its split and pictures).
+        reproject: The reprojection's tolerances (part of the cache key); None: semsplat-pseudo-labels' defaults.
 
     Returns:
         What was done.
     """
     scene_dir = Path(scene_dir)
     args = PseudoLabelArgs(
-        data=scene_dir, backend="prior", prior=replace(settings, device=settings.device or device), overwrite=True
+        data=scene_dir,
+        backend="prior",
+        prior=replace(settings, device=settings.device or device),
+        overwrite=True,
+        **asdict(reproject or ReprojectSettings()),
     )
     scene = read_scene(scene_dir, dataparser)
     root = scene.root

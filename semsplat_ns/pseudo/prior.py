@@ -8,7 +8,8 @@ reprojected labels of every other training view (each step: ``labelled_batch`` c
 every unlabelled training view. The pseudo label of a pixel is
 
     the reprojected class where reprojection gives one (confidence 1),
-    else the prior's most likely class where its softmax probability p >= ``threshold`` (confidence p),
+    else the prior's most likely class where its softmax probability p >= ``threshold`` (and, with ``margin``,
+        the prior's class is the same all around the pixel) (confidence p),
     else none (255, confidence 0).
 """
 
@@ -29,6 +30,7 @@ from semsplat_ns.atomic import atomic_open
 from semsplat_ns.console import CONSOLE, progress_bar
 from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.errors import UserInputError
+from semsplat_ns.geometry.visibility import uniform_labels
 from semsplat_ns.pseudo.scene import TrainSplit
 from semsplat_ns.pseudo.unet import (
     CropSampler,
@@ -59,6 +61,10 @@ class PriorSettings:
     threshold: float = 0.9
     """Where reprojection gives no class, the prior's class is kept where its softmax probability is at least
     this; below it the pixel gets no pseudo label (255)."""
+    margin: int = 0
+    """Where the prior gives the class, keep it only if the prior's class is the same within this many pixels
+    (a (2 margin + 1)^2 window): no pseudo label on the prior's class edges, where thin objects it half sees
+    (poles, signs, lights) lie. 0: no such test."""
     device: Optional[str] = None
     """Torch device of the prior (cuda, cuda:1, cpu); default: CUDA when available, else the CPU."""
     save_weights: Optional[Path] = None
@@ -76,6 +82,8 @@ def check_settings(settings: PriorSettings) -> None:
         problems.append(f"--prior.pseudo-batch must be at least 0, got {settings.pseudo_batch}")
     if not 0.0 <= settings.threshold <= 1.0:
         problems.append(f"--prior.threshold must lie in [0, 1], got {settings.threshold}")
+    if settings.margin < 0:
+        problems.append(f"--prior.margin must be at least 0, got {settings.margin}")
     if problems:
         raise PriorError("; ".join(problems))
 
@@ -199,7 +207,7 @@ def predict_prior(
 
 
 def fuse(
-    carried: np.ndarray, prior_ids: np.ndarray, prior_probability: np.ndarray, threshold: float
+    carried: np.ndarray, prior_ids: np.ndarray, prior_probability: np.ndarray, threshold: float, margin: int = 0
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Pseudo labels from reprojection and the prior (see the module docstring).
 
@@ -208,6 +216,7 @@ def fuse(
         prior_ids: uint8 [H, W] the prior's most likely class.
         prior_probability: float [H, W] its softmax probability.
         threshold: Smallest probability at which the prior's class is kept.
+        margin: The prior's class is kept only where it is uniform within this many pixels (0: everywhere).
 
     Returns:
         uint8 [H, W] pseudo ids (255 = none) and float32 [H, W] confidence in [0, 1]: 1 where reprojected,
@@ -215,6 +224,9 @@ def fuse(
     """
     reprojected = carried != IGNORE_ID  # [H, W]
     trusted = ~reprojected & (prior_probability >= threshold)  # [H, W]
+    if margin > 0:
+        uniform = uniform_labels(torch.from_numpy(np.ascontiguousarray(prior_ids)), margin).numpy()  # [H, W]
+        trusted &= uniform != IGNORE_ID
     labels = np.where(reprojected, carried, np.where(trusted, prior_ids, IGNORE_ID)).astype(np.uint8)  # [H, W]
     confidence = np.where(reprojected, 1.0, np.where(trusted, prior_probability, 0.0)).astype(np.float32)
     return labels, confidence
@@ -284,7 +296,7 @@ def prior_pseudo_labels(
         for i in pending:
             ids, probability = predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
             carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
-            pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold)
+            pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
             kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
             progress.advance(task)
         times["prior_predict"] = time.perf_counter() - started

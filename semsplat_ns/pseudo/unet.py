@@ -16,7 +16,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from semsplat_ns.data.irt_io import IGNORE_ID
+from semsplat_ns.model.losses import inverse_sqrt_frequency_weights
 
 # ImageNet statistics: a fixed, data-independent input normalisation.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -60,6 +61,10 @@ class UnetRecipe:
     (False lets cuDNN pick its fastest, possibly non-deterministic, kernels)."""
     seed: int = 0
     """Seed of the initial weights and of every crop draw."""
+    class_balance: Literal["none", "inverse-sqrt-frequency"] = "none"
+    """Class weights of the cross-entropy: none, or 1/sqrt of each class's labelled pixels in the training views
+    (every pool: labelled views and reprojected labels), mean 1 over the classes seen. Thin, rare classes (pole,
+    sign, light) then weigh more, so the network paints the big class around them over them less surely."""
 
 
 class ConvBlock(nn.Sequential):
@@ -265,8 +270,9 @@ class CropSampler:
         return images, targets
 
 
-def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over the pixels that have a label (255 = none); 0 when none has.
+def masked_cross_entropy(logits: Tensor, targets: Tensor, class_weights: Optional[Tensor] = None) -> Tensor:
+    """Mean cross-entropy over the pixels that have a label (255 = none); 0 when none has. With class weights,
+    the weighted mean (each pixel counts its class's weight, as ``F.cross_entropy(weight=...)``).
 
     Written with a class comparison instead of ``F.cross_entropy``: its CUDA backward scatters with atomic
     adds, which would make training depend on thread timing, and a batch without any label would give NaN.
@@ -274,6 +280,7 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     Args:
         logits: ``[B, C, H, W]`` class logits.
         targets: ``[B, H, W]`` int64 class ids, 255 = no label.
+        class_weights: ``[C]`` weight per class; None weighs every pixel 1.
 
     Returns:
         Scalar float32 loss.
@@ -281,9 +288,24 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     log_probs = logits.float().log_softmax(dim=1)  # [B, C, H, W]
     classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)  # [1, C, 1, 1]
     # 255 matches no class, so unlabelled pixels pick nothing and add 0.
-    picked = torch.where(targets[:, None] == classes, log_probs, torch.zeros_like(log_probs)).sum(dim=1)  # [B, H, W]
-    labelled = (targets != IGNORE_ID).sum().clamp(min=1)
-    return -picked.sum() / labelled
+    chosen = targets[:, None] == classes  # [B, C, H, W]
+    if class_weights is None:
+        picked = torch.where(chosen, log_probs, torch.zeros_like(log_probs)).sum(dim=1)  # [B, H, W]
+        labelled = (targets != IGNORE_ID).sum().clamp(min=1)
+        return -picked.sum() / labelled
+    weights = class_weights.to(log_probs).view(1, -1, 1, 1)  # [1, C, 1, 1]
+    picked = torch.where(chosen, log_probs * weights, torch.zeros_like(log_probs)).sum(dim=1)  # [B, H, W]
+    weight_sum = torch.where(chosen, weights, torch.zeros_like(log_probs)).sum()
+    return -picked.sum() / weight_sum.clamp(min=1e-12)
+
+
+def class_pixel_counts(pools: Sequence[Tuple[CropSampler, int]], num_classes: int) -> Tensor:
+    """Labelled pixels per class over every view of the pools (255 and out-of-range ids not counted), int64 [C]."""
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    for sampler, _ in pools:
+        ids = sampler.targets.reshape(-1).long()  # [V*Hm*Wm], padding is 255
+        counts += torch.bincount(ids[ids < num_classes], minlength=num_classes).cpu()
+    return counts
 
 
 def synchronize(device: torch.device) -> None:
@@ -351,6 +373,9 @@ def train_unet(
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
     generator = torch.Generator().manual_seed(recipe.seed)
+    class_weights = None
+    if recipe.class_balance == "inverse-sqrt-frequency":
+        class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes)).to(device)  # [C]
     task = progress.add_task(description, total=recipe.steps) if progress is not None else None
 
     with _cudnn_deterministic(recipe.deterministic and device.type == "cuda"):
@@ -363,7 +388,7 @@ def train_unet(
             targets = torch.cat([labels for _, labels in drawn])  # [B, S, S]
             with autocast(device, recipe.bf16):
                 logits = model(batch)  # [B, C, S, S]
-            loss = masked_cross_entropy(logits, targets)
+            loss = masked_cross_entropy(logits, targets, class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -110,6 +110,13 @@ def test_method_flags_parse_into_the_config_ns_train_builds():
     )
     assert short_prior.pipeline.datamanager.pseudo_prior.unet.steps == 2000  # type: ignore[attr-defined]
     assert semsplat.config.pipeline.datamanager.pseudo_prior.unet.steps == 6000  # type: ignore[attr-defined]
+    thin = tyro.cli(
+        tyro.conf.FlagConversionOff[TrainerConfig],
+        default=semsplat.config,
+        args=ns_train_flags("semsplat-thin", PAPER_STEPS),
+    ).pipeline.datamanager
+    assert (thin.pseudo_prior.unet.class_balance, thin.pseudo_prior.margin) == ("inverse-sqrt-frequency", 2)  # type: ignore[attr-defined]
+    assert thin.pseudo_reproject.color_tolerance == 10.0  # type: ignore[attr-defined]
     assert baseline.pipeline.model.pseudo_loss_weight == 0.0  # type: ignore[attr-defined]
     assert {name: getattr(model, name) for name in SCHEDULE_FIELDS} == scaled_schedule(preset_schedule(), 15000)
     for key in ("means", "transfer_head", "camera_opt"):

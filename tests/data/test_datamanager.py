@@ -7,7 +7,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import pytest
@@ -24,6 +24,7 @@ from semsplat_ns.data.datamanager import (
 )
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError
+from semsplat_ns.geometry.visibility import ReprojectSettings
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.store import confidence_path
@@ -171,10 +172,17 @@ def _with_steps(steps: int) -> PriorSettings:
     return replace(TINY_PRIOR, unet=replace(TINY_PRIOR.unet, steps=steps))
 
 
-def _auto(scene: Path, prior: PriorSettings = TINY_PRIOR, mode: Literal["prior", "off"] = "prior"):
+def _auto(
+    scene: Path,
+    prior: PriorSettings = TINY_PRIOR,
+    mode: Literal["prior", "off"] = "prior",
+    reproject: Optional[ReprojectSettings] = None,
+):
     config = SemSplatDataManagerConfig(
         dataparser=IRTDataParserConfig(data=scene, load_points=False), auto_pseudo_labels=mode, pseudo_prior=prior
     )
+    if reproject is not None:
+        config.pseudo_reproject = reproject
     return config.setup(device="cpu")
 
 
@@ -234,6 +242,11 @@ def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatc
     assert "rebuilding" in out and "prior.steps" in out
     assert all(_stamps(town)[p] != stamps[p] for p in stamps)
     assert json.loads((town / "train" / "pseudo" / "meta.json").read_text())["cache_key"]["prior"]["steps"] == 41
+
+    # So does another reprojection tolerance (--pipeline.datamanager.pseudo-reproject.*).
+    _auto(town, _with_steps(41), reproject=ReprojectSettings(color_tolerance=7.0))
+    assert "color_tolerance" in capsys.readouterr().out
+    assert json.loads((town / "train" / "pseudo" / "meta.json").read_text())["cache_key"]["color_tolerance"] == 7.0
 
     # A changed input (a photo) rebuilds them too.
     photo = next((town / "train" / "color").glob(f"{targets[0]}.*"))

@@ -24,6 +24,7 @@ from semsplat_ns.pseudo.unet import (
     CropSampler,
     Unet,
     UnetRecipe,
+    class_pixel_counts,
     masked_cross_entropy,
     predict_probabilities,
     train_unet,
@@ -198,6 +199,21 @@ def test_fuse_prefers_reprojection_then_confident_prior():
     assert store.encode_confidence(np.array([0.0, 0.5, 1.0, 1.2])).tolist() == [0, 128, 255, 255]
 
 
+def test_fuse_margin_keeps_no_prior_label_beside_a_prior_class_edge():
+    # A 1-pixel stripe of class 2 in class 0: with margin 1 the stripe and its neighbours get no prior label,
+    # pixels two columns away keep class 0, and a reprojected label beside the stripe stays.
+    prior_ids = np.zeros((5, 7), dtype=np.uint8)
+    prior_ids[:, 3] = 2
+    carried = np.full((5, 7), IGNORE_ID, dtype=np.uint8)
+    carried[0, 2] = 4
+    probability = np.full((5, 7), 0.99, dtype=np.float32)
+    labels, confidence = fuse(carried, prior_ids, probability, threshold=0.9, margin=1)
+    assert labels[2].tolist() == [0, 0, IGNORE_ID, IGNORE_ID, IGNORE_ID, 0, 0]
+    assert labels[0, 2] == 4 and confidence[0, 2] == 1.0 and confidence[2, 3] == 0.0
+    unchanged, _ = fuse(carried, prior_ids, probability, threshold=0.9)
+    assert unchanged[2].tolist() == [0, 0, 0, 2, 0, 0, 0]
+
+
 def test_confidence_file_round_trip_and_bad_files(tmp_path):
     probability = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     path = tmp_path / "train" / "confidence" / "a.png"
@@ -215,6 +231,7 @@ def test_bad_settings_fail_before_any_work(town_with_depth, tmp_path):
     scene = _copy(town_with_depth[0], tmp_path)
     for settings, message in (
         (PriorSettings(threshold=1.5), "--prior.threshold"),
+        (PriorSettings(margin=-1), "--prior.margin"),
         (PriorSettings(unet=UnetRecipe(crop=40)), "--prior.crop must be a positive multiple of 16"),
         (PriorSettings(unet=UnetRecipe(steps=0)), "--prior.steps"),
     ):
@@ -252,7 +269,7 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
     assert (baseline.unet.steps, baseline.unet.labelled_batch, baseline.unet.bf16) == (9, 3, True)
     assert UnetBaselineConfig(data=[]).unet == UnetRecipe(steps=3000, labelled_batch=8, bf16=False, deterministic=False)
     key = cache_fields(PriorSettings())
-    assert set(key) == recipe_names | {"pseudo_batch", "threshold"}  # device and save_weights are not in it
+    assert set(key) == recipe_names | {"pseudo_batch", "threshold", "margin"}  # device and save_weights are not
     for name in recipe_names:
         changed = PriorSettings(unet=replace(UnetRecipe(), **{name: _another(getattr(UnetRecipe(), name))}))
         args = PseudoLabelArgs(data=Path("x"), backend="prior", prior=changed)
@@ -262,7 +279,9 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
 
 
 def _another(value):
-    """A different value of the same type."""
+    """A different value of the same type (a Literal string: the recipe's other choice)."""
+    if isinstance(value, str):
+        return {"none": "inverse-sqrt-frequency"}.get(value, "none")
     return (not value) if isinstance(value, bool) else value * 2 + 1
 
 
@@ -279,6 +298,27 @@ def test_masked_cross_entropy_matches_torch_and_ignores_unlabelled_pixels():
     assert torch.allclose(grad_ours, grad_reference, atol=1e-7)
     nothing = masked_cross_entropy(logits, torch.full_like(targets, IGNORE_ID))
     assert float(nothing) == 0.0  # not NaN
+
+
+def test_class_weighted_cross_entropy_matches_torch_and_counts_every_pool():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 3, 3, generator=generator, requires_grad=True)  # [B, C, H, W]
+    targets = torch.randint(0, 4, (2, 3, 3), generator=generator)  # [B, H, W]
+    targets[1, 0] = IGNORE_ID
+    weights = torch.tensor([0.5, 2.0, 1.0, 3.0])  # [C]
+    ours = masked_cross_entropy(logits, targets, weights)
+    reference = F.cross_entropy(logits, targets, weight=weights, ignore_index=IGNORE_ID)
+    assert float(ours) == pytest.approx(float(reference), rel=1e-6)
+    (grad_ours,) = torch.autograd.grad(ours, logits)
+    (grad_reference,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(grad_ours, grad_reference, atol=1e-7)
+    photo = np.zeros((4, 4, 3), dtype=np.uint8)
+    first = np.full((4, 4), IGNORE_ID, dtype=np.uint8)
+    first[0] = 1
+    second = np.full((4, 4), 3, dtype=np.uint8)
+    pools = [(CropSampler([photo], [first], 4, 0.0, torch.device("cpu")), 1)]
+    pools.append((CropSampler([photo, photo], [second, first], 4, 0.0, torch.device("cpu")), 1))
+    assert class_pixel_counts(pools, 5).tolist() == [0, 8, 0, 16, 0]
 
 
 def test_crop_sampler_keeps_no_label_pixels():
