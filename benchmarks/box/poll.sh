@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU box: wait up to SECONDS for the detached runner (launch.sh), then bring back its status, rows, the
-# semsplat-batch summaries and each scene's result.json and evaluation figures in $OUT.
+# semsplat-batch summaries and each scene's result.json, evaluation figures and predicted test labels in $OUT.
 #   bash benchmarks/box/poll.sh SECONDS
 work=/tmp/work
 end=$((SECONDS + $1))
@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 cp $work/results/*.json $work/status.txt "$OUT"/ 2>/dev/null
 (cd $work 2>/dev/null && find batch speedup scenes \( -name 'summary.*' -o -name result.json -o -name attempts.json \
   -o -path '*/eval/*.json' -o -name confusion_matrix.png -o -name per_class_iou.png -o -path '*/logs/*.log' \
-  -o -name stage_times.json -o -path '*/train/pseudo/meta.json' \) \
+  -o -name stage_times.json -o -path '*/train/pseudo/meta.json' -o -path '*/predict/test/labels/*' \) \
   2>/dev/null | tar -czf "$OUT"/batch_records.tgz -T - 2>/dev/null)
 # The live state of running batches: the last stage line of each scene's newest log.
 for log in $work/batch/*/*/logs/*.log $work/speedup/*/*/logs/*.log; do
