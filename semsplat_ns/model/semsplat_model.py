@@ -7,7 +7,8 @@ splatfacto's own rasterization call (see :mod:`semsplat_ns.model.splatfacto_rast
 transfer head, the semantic losses of the paper, semantic outputs for the viewer, semantic metrics and
 a cap on the Gaussian count (:class:`CappedDefaultStrategy`) and the label support of each Gaussian
 (:mod:`semsplat_ns.model.label_support`). L3D's neighbour sampling is :mod:`~semsplat_ns.model.neighbour_pool`,
-the pictures :mod:`~semsplat_ns.model.visuals`.
+the pictures :mod:`~semsplat_ns.model.visuals`. Evaluation code (``render_labels``, ``render_semantics``) gets the
+semantic channels alone, rendered in a pass of their own.
 """
 
 from __future__ import annotations
@@ -117,6 +118,80 @@ def _transfer_head(semantic_dim: int, hidden_dim: int, num_classes: int) -> nn.M
     if hidden_dim <= 0:
         return nn.Linear(semantic_dim, num_classes)
     return nn.Sequential(nn.Linear(semantic_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, num_classes))
+
+
+NEAR_PLANE, FAR_PLANE = 0.01, 1e10
+"""Camera-depth range of a render, as splatfacto's ``get_outputs`` passes it to the rasterizer."""
+
+EVAL_CHANNEL_CHUNK = 32
+"""Channels per rasterization kernel outside training (see ``SemSplatModelConfig.channel_chunk``)."""
+
+
+def world_to_camera(camera_to_worlds: torch.Tensor) -> torch.Tensor:
+    """World-to-camera transforms in OpenCV axes of nerfstudio poses, on the poses' device.
+
+    The rigid inverse of each pose after turning its y and z axes (OpenGL: y up, z back) into OpenCV's (y down,
+    z forward), the transform splatfacto's ``get_viewmat`` gives, computed without a host-to-device copy (it
+    copies its axis flip from the host on every call, which waits for the device).
+
+    Args:
+        camera_to_worlds: Camera-to-world poses [C, 3, 4].
+
+    Returns:
+        World-to-camera transforms [C, 4, 4].
+    """
+    rotation = camera_to_worlds[..., :3]  # [C, 3, 3], columns: the camera's axes in world coordinates
+    rotation = torch.cat([rotation[..., :1], -rotation[..., 1:]], dim=-1)  # [C, 3, 3] OpenCV axes
+    inverse = rotation.transpose(1, 2)  # [C, 3, 3]
+    translation = -torch.bmm(inverse, camera_to_worlds[..., 3:])  # [C, 3, 1]
+    bottom = torch.zeros_like(camera_to_worlds[:, :1, :])  # [C, 1, 4]
+    bottom[..., 3] = 1.0
+    return torch.cat([torch.cat([inverse, translation], dim=-1), bottom], dim=1)  # [C, 4, 4]
+
+
+def intrinsics(camera: Cameras) -> torch.Tensor:
+    """Pinhole intrinsics of one camera [1, 3, 3] (float32), built on the camera's device.
+
+    The values of nerfstudio's ``Cameras.get_intrinsics_matrices``, which fills a CPU tensor: from a camera on
+    the GPU that is one device-to-host copy per value, each waiting for the device.
+
+    Args:
+        camera: One camera (shape [1] or []).
+    """
+    fx, fy, cx, cy = (value.reshape(1, 1).float() for value in (camera.fx, camera.fy, camera.cx, camera.cy))
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)  # [1, 1]
+    return torch.cat([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(1, 3, 3)  # [1, 3, 3]
+
+
+def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The transfer head's class logits of rendered features, in fewer kernels than calling the module.
+
+    For the head of :func:`_transfer_head` with a hidden layer, the ReLU runs as the epilogue of the hidden
+    layer's matmul (``torch._addmm_activation``: one kernel where ``nn.Sequential`` launches the matmul and then
+    the ReLU over [P, hidden]); the arithmetic is the module's (the same matmuls and biases, max(0, x) exactly).
+    Any other head is called as it is.
+
+    Args:
+        head: The transfer head.
+        features: Features [P, S], contiguous.
+
+    Returns:
+        Logits [P, C].
+    """
+    layers = list(head.children()) if isinstance(head, nn.Sequential) else []
+    first, activation, last = layers if len(layers) == 3 else (None, None, None)
+    if (
+        isinstance(first, nn.Linear)
+        and isinstance(activation, nn.ReLU)
+        and isinstance(last, nn.Linear)
+        and first.bias is not None
+        and last.bias is not None
+    ):
+        # a private torch function (cuBLASLt's bias + ReLU epilogue on CUDA); torch's stubs do not export it
+        addmm_relu = torch._addmm_activation  # pyright: ignore[reportPrivateImportUsage]
+        hidden = addmm_relu(first.bias, features, first.weight.t())  # [P, hidden], ReLU applied
+        return torch.addmm(last.bias, hidden, last.weight.t())  # [P, C]
+    return head(features)  # [P, C]
 
 
 class SemSplatModel(ResumableSplatfacto):
@@ -293,7 +368,7 @@ class SemSplatModel(ResumableSplatfacto):
         widths = [value.shape[-1] for value in extras.values()]
         extra_colors = torch.cat(list(extras.values()), dim=-1)  # [M, E]
         n_extra = extra_colors.shape[-1]
-        kwargs["channel_chunk"] = self.config.channel_chunk if self.training else 32
+        kwargs["channel_chunk"] = self.config.channel_chunk if self.training else EVAL_CHANNEL_CHUNK
         if self.config.semantic_grad_to_geometry:
             render, alpha, info = rasterization(colors=torch.cat([rgb, extra_colors], dim=-1), **kwargs)
             probe_channel = 3 + n_extra - 1
@@ -400,28 +475,94 @@ class SemSplatModel(ResumableSplatfacto):
         outputs.update(self.semantic_visuals(outputs["semantic_logits"], outputs["semantic_features"]))
         return outputs
 
-    @torch.no_grad()
+    # -- evaluation renders: the semantic channels alone ----------------------------------------------
+    def _raster_semantic_features(self, camera: Cameras) -> torch.Tensor:
+        """The rendered semantic features of one camera at full resolution [H, W, S], and nothing else.
+
+        The evaluation path's single raster pass: the S feature channels of every Gaussian (no crop box),
+        with the Gaussians, camera and raster settings of splatfacto's evaluation render (:meth:`get_outputs`
+        out of training), but no colour channels, SH evaluation, label support or depth. The image size is the
+        only value this method reads back to the host (one transfer, before any work is queued); the camera's
+        transforms are built on the device.
+
+        Args:
+            camera: One camera (shape [1] or []), on any device.
+
+        Returns:
+            Features [H, W, S] on the model's device, equal to :meth:`get_outputs`' "semantic_features" in
+            evaluation (alpha blending treats each channel on its own).
+        """
+        device = self.device
+        camera_to_worlds = camera.camera_to_worlds.reshape(-1, 3, 4)  # [1, 3, 4]
+        if camera_to_worlds.shape[0] != 1:
+            raise ValueError(f"renders one camera at a time, got {camera_to_worlds.shape[0]}")
+        width, height = torch.cat([camera.width.reshape(-1), camera.height.reshape(-1)]).tolist()
+        render, _, _ = rasterization(
+            means=self.means,  # [N, 3]
+            quats=self.quats,  # [N, 4]; normalised by the rasterizer
+            scales=torch.exp(self.scales),  # [N, 3]
+            opacities=torch.sigmoid(self.opacities).squeeze(-1),  # [N]
+            colors=self.semantic_features,  # [N, S]
+            viewmats=world_to_camera(camera_to_worlds.to(device)),  # [1, 4, 4]
+            Ks=intrinsics(camera).to(device),  # [1, 3, 3]
+            width=int(width),
+            height=int(height),
+            near_plane=NEAR_PLANE,
+            far_plane=FAR_PLANE,
+            packed=False,
+            render_mode="RGB",
+            rasterize_mode=self.config.rasterize_mode,
+            channel_chunk=EVAL_CHANNEL_CHUNK,
+        )  # [1, H, W, S]
+        return render[0]
+
+    @torch.inference_mode()
+    def render_semantic_features(self, camera: Cameras) -> torch.Tensor:
+        """Rendered semantic features of one camera at full resolution [H, W, S] (for evaluation code).
+
+        Args:
+            camera: One camera (shape [1] or []), on any device.
+
+        Returns:
+            Features [H, W, S] on the model's device, an inference tensor (read-only outside inference mode).
+        """
+        return self._raster_semantic_features(camera)
+
+    @torch.inference_mode()
     def render_semantics(self, camera: Cameras) -> torch.Tensor:
         """Class logits of one camera at full resolution [H, W, C] (for evaluation code).
 
-        Renders RGB and semantics (one pass) but not the viewer pictures: splatfacto's
-        ``get_outputs_for_camera``, without this class's additions.
+        Renders the semantic features alone (:meth:`render_semantic_features`) and runs the transfer head: the
+        logits of :meth:`get_outputs` in evaluation, without its colours, depth and label support.
 
         Args:
-            camera: One camera.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            with renders_run_eagerly():
-                return super().get_outputs_for_camera(camera)["semantic_logits"]
-        finally:
-            self.train(was_training)
+            camera: One camera (shape [1] or []), on any device.
 
-    @torch.no_grad()
+        Returns:
+            Logits [H, W, C] on the model's device, an inference tensor (read-only outside inference mode).
+        """
+        features = self._raster_semantic_features(camera)  # [H, W, S]
+        logits = head_logits(self.transfer_head, features.reshape(-1, features.shape[-1]))  # [H*W, C]
+        return logits.reshape(*features.shape[:2], -1)  # [H, W, C]
+
+    @torch.inference_mode()
     def render_labels(self, camera: Cameras) -> torch.Tensor:
-        """Predicted class id of every pixel [H, W] (long)."""
-        return self.render_semantics(camera).argmax(dim=-1)
+        """Predicted class id of every pixel [H, W] (long): the argmax of :meth:`render_semantics`' logits.
+
+        The path the timing protocol times (:mod:`semsplat_ns.eval.timing`): one raster pass of the feature
+        channels, the head with its ReLU fused into the first matmul, the argmax over the logits (no softmax);
+        the result stays on the model's device. The host waits for the device twice: to read the image size and
+        inside gsplat (its count of tile intersections).
+
+        Args:
+            camera: One camera (shape [1] or []), on any device.
+
+        Returns:
+            Class ids [H, W] on the model's device, an inference tensor (read-only outside inference mode).
+        """
+        features = self._raster_semantic_features(camera)  # [H, W, S]
+        logits = head_logits(self.transfer_head, features.reshape(-1, features.shape[-1]))  # [H*W, C]
+        return logits.argmax(dim=-1).reshape(features.shape[:2])  # [H, W]
 
     # -- losses ---------------------------------------------------------------------------------
     def _labels_at(self, batch: Dict, key: str, height: int, width: int) -> Optional[torch.Tensor]:
