@@ -80,6 +80,11 @@ METHODS: Dict[str, Method] = {
     "semsplat-prior-balance": Method("prior", prior=dict(class_balance="inverse-sqrt-frequency")),
     # ... no prior label within 2 pixels of the prior's own class edges ...
     "semsplat-prior-margin2": Method("prior", prior=dict(margin=2)),
+    # ... the balanced prior with either of the other two ...
+    "semsplat-balance-color5": Method(
+        "prior", prior=dict(class_balance="inverse-sqrt-frequency"), reproject=dict(color_tolerance=5.0)
+    ),
+    "semsplat-balance-margin2": Method("prior", prior=dict(class_balance="inverse-sqrt-frequency", margin=2)),
     # ... or all three.
     "semsplat-thin": Method(
         "prior", prior=dict(class_balance="inverse-sqrt-frequency", margin=2), reproject=dict(color_tolerance=10.0)
