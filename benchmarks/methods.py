@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from semsplat_ns.schedule import PAPER_STEPS, SCHEDULE_FIELDS, scaled_schedule
+from semsplat_ns.schedule import PRESET_STEPS, SCHEDULE_FIELDS, scaled_schedule
 
 SCHEDULER_KEYS = ("means", "transfer_head", "camera_opt")
 """Optimiser groups of the preset whose learning-rate scheduler decays over ``max_steps``."""
@@ -71,24 +71,16 @@ METHODS: Dict[str, Method] = {
     # ... or with semsplat-fast's 2000-step prior (semsplat-fast scored above the 30k preset: its prior or its
     # schedule? The preset at 7000 steps is the other half of that question).
     "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
-    # Thin objects (pole, light, sign) under the pseudo labels: half of townA's pole pixels get one, 1 % of them
-    # right (BENCHMARKS.md). Fewer wrong ones: a tighter colour test for the carried labels (townA, CPU: the share
-    # of pole pixels given a wrong carried label 16 -> 10 -> 5 % at tolerance 20 -> 10 -> 5, coverage 41 -> 36 -> 30 %),
-    "semsplat-color10": Method("prior", reproject=dict(color_tolerance=10.0)),
-    "semsplat-color5": Method("prior", reproject=dict(color_tolerance=5.0)),
-    # ... a prior trained with class-balanced cross-entropy (less sure of the big class over thin objects) ...
-    "semsplat-prior-balance": Method("prior", prior=dict(class_balance="inverse-sqrt-frequency")),
-    # ... no prior label within 2 pixels of the prior's own class edges ...
+    # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
+    # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
+    # 2026-11-27 tolerates 5 and balances the prior's classes; these take either back (rows at 4ceca9a / a9a18bf
+    # were named by the settings of then: "semsplat-prior-balance-7k" is today's semsplat-color20) ...
+    "semsplat-color20": Method("prior", reproject=dict(color_tolerance=20.0)),
+    "semsplat-prior-unbalanced": Method("prior", prior=dict(class_balance="none")),
+    # ... or both (the preset from 3b374e3 to a9a18bf; its 7000-step rows: "semsplat-7k") ...
+    "semsplat-no-thin": Method("prior", prior=dict(class_balance="none"), reproject=dict(color_tolerance=20.0)),
+    # ... or add no prior label within 2 pixels of the prior's own class edges (measured lower: 68.28 / 55.02).
     "semsplat-prior-margin2": Method("prior", prior=dict(margin=2)),
-    # ... the balanced prior with either of the other two ...
-    "semsplat-balance-color5": Method(
-        "prior", prior=dict(class_balance="inverse-sqrt-frequency"), reproject=dict(color_tolerance=5.0)
-    ),
-    "semsplat-balance-margin2": Method("prior", prior=dict(class_balance="inverse-sqrt-frequency", margin=2)),
-    # ... or all three.
-    "semsplat-thin": Method(
-        "prior", prior=dict(class_balance="inverse-sqrt-frequency", margin=2), reproject=dict(color_tolerance=10.0)
-    ),
 }
 """Benchmark method name -> its settings. ``bench_semsplat.py --method`` and ``semsplat-batch`` runs share it."""
 
@@ -128,8 +120,10 @@ def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[
 
     Args:
         method: A key of :data:`METHODS`.
-        steps: Training steps; other than 30k, the preset's schedule is scaled to them as ``bench_semsplat.py`` does.
-        schedule_defaults: The preset's :data:`SCHEDULE_FIELDS` values; needed when ``steps`` is not 30k.
+        steps: Training steps; other than the preset's (:data:`PRESET_STEPS`), the paper's schedule is scaled to
+            them as ``bench_semsplat.py`` does (at 30k: the paper's values themselves).
+        schedule_defaults: The paper's :data:`SCHEDULE_FIELDS` values (:func:`preset_schedule`); needed when
+            ``steps`` is not the preset's.
 
     Raises:
         UnknownMethodError: ``method`` is not a benchmark method.
@@ -144,10 +138,13 @@ def ns_train_flags(method: str, steps: int, schedule_defaults: Optional[Mapping[
         flags += [PRIOR_PREFIX + name.replace("_", "-"), _flag_value(value)]
     for name, value in spec.reproject.items():
         flags += [REPROJECT_PREFIX + name.replace("_", "-"), _flag_value(value)]
-    if steps != PAPER_STEPS:
+    if steps != PRESET_STEPS:
         if schedule_defaults is None:
-            raise ValueError(f"{steps} steps: the preset's schedule fields are needed to scale it")
-        for name, value in scaled_schedule(schedule_defaults, steps).items():
+            raise ValueError(f"{steps} steps: the paper's schedule fields are needed to scale them")
+        schedule = scaled_schedule(schedule_defaults, steps) or {
+            name: schedule_defaults[name] for name in SCHEDULE_FIELDS
+        }
+        for name, value in schedule.items():
             flags += [model_flag(name), str(value)]
         for key in SCHEDULER_KEYS:
             flags += [f"--optimizers.{key.replace('_', '-')}.scheduler.max-steps", str(steps)]
@@ -214,7 +211,8 @@ def method_of(settings: Mapping[str, Any]) -> str:
 
 
 def preset_schedule() -> Dict[str, int]:
-    """The registered preset's :data:`SCHEDULE_FIELDS` values (imports the model config, and with it torch)."""
+    """The paper's :data:`SCHEDULE_FIELDS` values, the model config's defaults, which the registered presets
+    compress (imports the model config, and with it torch)."""
     from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 
     defaults = SemSplatModelConfig()
@@ -241,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.what == "backend":
             print(method.pseudo_backend)
         else:
-            schedule = preset_schedule() if args.steps != PAPER_STEPS else None
+            schedule = preset_schedule() if args.steps != PRESET_STEPS else None
             print("\n".join(ns_train_flags(args.method, args.steps, schedule)))
     except UnknownMethodError as error:
         print(f"methods: error: {error}", file=sys.stderr)

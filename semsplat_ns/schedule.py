@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Dict, Mapping, Sequence
 
 PAPER_STEPS = 30_000
-"""The preset's schedule is the paper's, for this many steps."""
+"""The model config's schedule fields are the paper's, for this many steps (``semsplat-30k`` trains them as is)."""
+
+PRESET_STEPS = 7_000
+"""Training steps of the ``semsplat`` preset: the paper's schedule compressed to this many steps. With the prior's
+pseudo labels every variant measured so far scored higher at 7000 steps than at 30k (benchmarks/results/
+semsplat_prior.json, 2026-11-27: townA / townB 70.42 / 57.06 against 68.03 / 56.09 for the preset of then; 69.56 /
+56.76 against 67.01 / 55.40 with a 2000-step prior), in a quarter of the training time."""
 
 SCHEDULE_FIELDS = ("stop_split_at", "warmup_length", "resolution_schedule", "sh_degree_interval", "stop_screen_size_at")
 """Model fields counted in steps: scaled with the step count for shorter runs (at least 1 where 0 means off)."""

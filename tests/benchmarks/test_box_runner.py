@@ -18,7 +18,6 @@ from benchmarks.batch_rows import BATCH_METHOD, BatchRecordError, batch_row, sce
 from benchmarks.common import ROW_KEYS
 from benchmarks.methods import (
     METHODS,
-    PAPER_STEPS,
     SCHEDULE_FIELDS,
     UnknownMethodError,
     method_of,
@@ -29,6 +28,7 @@ from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.batch.records import RESULT_FORMAT, RESULT_NAME
 from semsplat_ns.batch.scene_job import STAGES
 from semsplat_ns.batch.summary import build_summary, write_summary
+from semsplat_ns.schedule import PAPER_STEPS, PRESET_STEPS
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULE = {"stop_split_at": 15000, "warmup_length": 500, "resolution_schedule": 3000, "sh_degree_interval": 1000}
@@ -52,12 +52,16 @@ def test_each_method_is_named_back_from_its_batch_settings(method):
 
 
 def test_method_flags_scale_the_schedule_as_bench_semsplat_does():
-    assert ns_train_flags("semsplat", PAPER_STEPS) == ["--steps-per-save", "30000", "--steps-per-eval-image", "300000"]
+    assert ns_train_flags("semsplat", PRESET_STEPS) == ["--steps-per-save", "7000", "--steps-per-eval-image", "70000"]
     flags = ns_train_flags("semsplat-baseline", 15000, SCHEDULE)
     pairs = dict(zip(flags[::2], flags[1::2]))
     assert pairs["--pipeline.model.pseudo-loss-weight"] == "0.0"
     assert pairs["--pipeline.model.stop-split-at"] == "7500" and pairs["--pipeline.model.sh-degree-interval"] == "500"
     assert pairs["--optimizers.transfer-head.scheduler.max-steps"] == "15000"
+    # 30k from the 7000-step preset: the paper's own values, spelled out (the preset's are compressed).
+    paper = dict(zip(*[iter(ns_train_flags("semsplat", PAPER_STEPS, SCHEDULE))] * 2))
+    assert paper["--pipeline.model.stop-split-at"] == "15000" and paper["--pipeline.model.warmup-length"] == "500"
+    assert paper["--optimizers.means.scheduler.max-steps"] == "30000"
     assert scaled_schedule(SCHEDULE, 30) == {**{k: int(v / 1000) for k, v in SCHEDULE.items()}, "warmup_length": 0}
     with pytest.raises(ValueError, match="schedule fields are needed"):
         ns_train_flags("semsplat", 15000)
@@ -100,23 +104,23 @@ def test_method_flags_parse_into_the_config_ns_train_builds():
     baseline = tyro.cli(
         tyro.conf.FlagConversionOff[TrainerConfig],
         default=semsplat.config,
-        args=ns_train_flags("semsplat-baseline", PAPER_STEPS),
+        args=ns_train_flags("semsplat-baseline", PRESET_STEPS),
     )
     assert baseline.pipeline.datamanager.auto_pseudo_labels == "off"  # type: ignore[attr-defined]
     short_prior = tyro.cli(
         tyro.conf.FlagConversionOff[TrainerConfig],
         default=semsplat.config,
-        args=ns_train_flags("semsplat-prior2k", PAPER_STEPS),
+        args=ns_train_flags("semsplat-prior2k", PRESET_STEPS),
     )
     assert short_prior.pipeline.datamanager.pseudo_prior.unet.steps == 2000  # type: ignore[attr-defined]
     assert semsplat.config.pipeline.datamanager.pseudo_prior.unet.steps == 6000  # type: ignore[attr-defined]
-    thin = tyro.cli(
+    before = tyro.cli(
         tyro.conf.FlagConversionOff[TrainerConfig],
         default=semsplat.config,
-        args=ns_train_flags("semsplat-thin", PAPER_STEPS),
+        args=ns_train_flags("semsplat-no-thin", PRESET_STEPS),
     ).pipeline.datamanager
-    assert (thin.pseudo_prior.unet.class_balance, thin.pseudo_prior.margin) == ("inverse-sqrt-frequency", 2)  # type: ignore[attr-defined]
-    assert thin.pseudo_reproject.color_tolerance == 10.0  # type: ignore[attr-defined]
+    assert (before.pseudo_prior.unet.class_balance, before.pseudo_prior.margin) == ("none", 0)  # type: ignore[attr-defined]
+    assert before.pseudo_reproject.color_tolerance == 20.0  # type: ignore[attr-defined]
     assert baseline.pipeline.model.pseudo_loss_weight == 0.0  # type: ignore[attr-defined]
     assert {name: getattr(model, name) for name in SCHEDULE_FIELDS} == scaled_schedule(preset_schedule(), 15000)
     for key in ("means", "transfer_head", "camera_opt"):
