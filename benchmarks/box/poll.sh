@@ -2,12 +2,19 @@
 # GPU box: wait up to SECONDS for the detached runner (launch.sh), then bring back its status, rows, the
 # semsplat-batch summaries and each scene's result.json, evaluation figures and predicted test labels in $OUT.
 #   bash benchmarks/box/poll.sh SECONDS
+# BRING_GSPLAT=1 also brings back gsplat's JIT-built kernels (gsplat_cuda.so, when under 16 MiB): kept in
+# .gsplat_prebuilt/ (ignored) and carried, env.sh loads them and a fresh machine skips the ~3-minute build.
 work=/tmp/work
 end=$((SECONDS + $1))
 while [ $SECONDS -lt $end ] && [ ! -f $work/done ]; do sleep 15; done
 cat $work/status.txt 2>/dev/null; tail -5 $work/run.log 2>/dev/null
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 cp $work/results/*.json $work/status.txt "$OUT"/ 2>/dev/null
+if [ -n "${BRING_GSPLAT:-}" ]; then
+  for so in /root/.cache/torch_extensions/*/gsplat_cuda/gsplat_cuda.so; do
+    [ -f "$so" ] && [ "$(stat -c %s "$so")" -lt 16777216 ] && cp "$so" "$OUT"/ && break
+  done
+fi
 (cd $work 2>/dev/null && find batch speedup scenes \( -name 'summary.*' -o -name result.json -o -name attempts.json \
   -o -path '*/eval/*.json' -o -name confusion_matrix.png -o -name per_class_iou.png -o -path '*/logs/*.log' \
   -o -name stage_times.json -o -path '*/train/pseudo/meta.json' -o -path '*/predict/test/labels/*' \) \
