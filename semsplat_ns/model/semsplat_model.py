@@ -560,9 +560,7 @@ class SemSplatModel(ResumableSplatfacto):
         Returns:
             Class ids [H, W] on the model's device, an inference tensor (read-only outside inference mode).
         """
-        features = self._raster_semantic_features(camera)  # [H, W, S]
-        logits = head_logits(self.transfer_head, features.reshape(-1, features.shape[-1]))  # [H*W, C]
-        return logits.argmax(dim=-1).reshape(features.shape[:2])  # [H, W]
+        return self.render_semantics(camera).argmax(dim=-1)  # [H, W]
 
     # -- losses ---------------------------------------------------------------------------------
     def _labels_at(self, batch: Dict, key: str, height: int, width: int) -> Optional[torch.Tensor]:

@@ -160,13 +160,14 @@ def scene_points(scene: TrainSplit) -> np.ndarray:
                 "config.yml"
             )
         return scene.points
+    from semsplat_ns.data.points import MIN_SEED_POINTS, load_or_triangulate_points
+
     if scene.points_cache is None:
         raise DepthError(
             f"{scene.scene_dir}: the capture gives no sparse points (no points3D in its COLMAP model, no "
-            "ply_file_path, or fewer than the 100 worth using) for --depth points; pass depth with --depth-dir DIR "
-            "(<stem>.npy) or --depth-config a trained run's config.yml"
+            f"ply_file_path, or fewer than the {MIN_SEED_POINTS} worth using) for --depth points; pass depth with "
+            "--depth-dir DIR (<stem>.npy) or --depth-config a trained run's config.yml"
         )
-    from semsplat_ns.data.points import load_or_triangulate_points
 
     # Same inputs as the dataparser's seed points, so both share one cache. A handful of points still
     # gives depth somewhere; the mesh needs 3.
