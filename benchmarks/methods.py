@@ -81,6 +81,15 @@ METHODS: Dict[str, Method] = {
     "semsplat-no-thin": Method("prior", prior=dict(class_balance="none"), reproject=dict(color_tolerance=20.0)),
     # ... or add no prior label within 2 pixels of the prior's own class edges (measured lower: 68.28 / 55.02).
     "semsplat-prior-margin2": Method("prior", prior=dict(margin=2)),
+    # townB's last points (2026-11-27): the two changes that paid, a stricter colour test and a balanced prior,
+    # both trade coverage for precision; these go further that way (a colour tolerance of 3; prior labels only
+    # at a softmax of 0.95) ...
+    "semsplat-color3": Method("prior", reproject=dict(color_tolerance=3.0)),
+    "semsplat-threshold95": Method("prior", prior=dict(threshold=0.95)),
+    # ... or draw the labelled views more often (1 : 4 instead of the paper's 1 : 8), or weigh the pseudo
+    # labels at half the labelled views' weight instead of a quarter.
+    "semsplat-ratio4": Method("prior", datamanager=dict(labelled_to_other_ratio=4)),
+    "semsplat-w0.5": Method("prior", dict(pseudo_loss_weight=0.5)),
 }
 """Benchmark method name -> its settings. ``bench_semsplat.py --method`` and ``semsplat-batch`` runs share it."""
 
