@@ -73,7 +73,7 @@ METHODS: Dict[str, Method] = {
     "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
-    # 2026-11-27 tolerates 5 and balances the prior's classes; these take either back (rows at 4ceca9a / a9a18bf
+    # 2026-11-27 balances the prior's classes and tolerates 5 (3 since the rows of 2bab260); these take either back (rows at 4ceca9a / a9a18bf
     # were named by the settings of then: "semsplat-prior-balance-7k" is today's semsplat-color20) ...
     "semsplat-color20": Method("prior", reproject=dict(color_tolerance=20.0)),
     "semsplat-prior-unbalanced": Method("prior", prior=dict(class_balance="none")),
@@ -82,9 +82,11 @@ METHODS: Dict[str, Method] = {
     # ... or add no prior label within 2 pixels of the prior's own class edges (measured lower: 68.28 / 55.02).
     "semsplat-prior-margin2": Method("prior", prior=dict(margin=2)),
     # townB's last points (2026-11-27): the two changes that paid, a stricter colour test and a balanced prior,
-    # both trade coverage for precision; these go further that way (a colour tolerance of 3; prior labels only
-    # at a softmax of 0.95) ...
-    "semsplat-color3": Method("prior", reproject=dict(color_tolerance=3.0)),
+    # both trade coverage for precision; these went further that way. A colour tolerance of 3 (2bab260's
+    # "semsplat-color3") scored highest and is the preset since; this takes the tolerance of 5 back (rows
+    # "semsplat-color5" and "semsplat-color5-run2"; at 30k "semsplat-color5-30k"). Prior labels only at a softmax
+    # of 0.95 changed nothing beyond the spread ...
+    "semsplat-color5": Method("prior", reproject=dict(color_tolerance=5.0)),
     "semsplat-threshold95": Method("prior", prior=dict(threshold=0.95)),
     # ... or draw the labelled views more often (1 : 4 instead of the paper's 1 : 8), or weigh the pseudo
     # labels at half the labelled views' weight instead of a quarter.

@@ -75,8 +75,9 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> SemSplatTrainerConf
             # each pseudo-labelled pixel counts as much as labelled views do not see it (label support):
             # +1.9 / +0.3 mIoU on townA / townB over the prior's labels unweighted, and as much as the model
             # does not object to it (agreement): +1.1 / +1.0 more (BENCHMARKS.md). The pseudo labels' own defaults
-            # spare thin objects (poles, lights, signs): reprojection's colour tolerance 5 and a class-balanced
-            # prior: 75.22 / 59.75 against 70.42 / 57.06 without them, at 7000 steps.
+            # spare thin objects (poles, lights, signs): a class-balanced prior and reprojection's colour
+            # tolerance 3: 75.85 / 60.70 at 7000 steps, against 74.89 / 59.41 at tolerance 5 (75.22 / 59.75 in an
+            # earlier run) and 70.42 / 57.06 with neither.
             datamanager=SemSplatDataManagerConfig(
                 dataparser=SemSplatDataParserConfig(), cache_images_type="uint8", auto_pseudo_labels="prior"
             ),

@@ -64,7 +64,7 @@ def test_presets_compress_the_whole_schedule():
     assert preset_model.pseudo_weight_by_label_support and preset_model.pseudo_weight_by_agreement
     datamanager = preset.pipeline.datamanager
     assert datamanager.pseudo_prior.unet.class_balance == "inverse-sqrt-frequency"  # type: ignore[attr-defined]
-    assert datamanager.pseudo_reproject.color_tolerance == 5.0  # type: ignore[attr-defined]
+    assert datamanager.pseudo_reproject.color_tolerance == 3.0  # type: ignore[attr-defined]
 
 
 def test_compress_schedule_keeps_steps_at_least_one_refinement():

@@ -11,11 +11,14 @@ mkdir -p $work/results
 read -r -a scenes <<< "${1:-townA townB}"
 source benchmarks/box/lib.sh
 gpus=$(nvidia-smi -L | wc -l)
+# The runs share the CPU: each gets its share of the cores (torch's threads, the depth stage's workers). With
+# every core each, two runs at once on 64 cores had not finished reprojecting after 15 minutes (6 s alone).
+export OMP_NUM_THREADS=$(( $(nproc) / ${#scenes[@]} ))
 k=0
 for s in "${scenes[@]}"; do
   report=()
   [ -d "${GT:-}/$s" ] && report=(--report "$GT/$s")
-  CUDA_VISIBLE_DEVICES=$((k % gpus)) python -m benchmarks.prior --scene "${SCENES:-.scenes}/$s" \
+  CUDA_VISIBLE_DEVICES=$((k % gpus)) timeout ${PRIOR_TIMEOUT:-600} python -m benchmarks.prior --scene "${SCENES:-.scenes}/$s" \
     --out "$work/results/prior_$s.json" "${report[@]}" > "$work/prior_$s.log" 2>&1 &
   k=$((k + 1))
 done
