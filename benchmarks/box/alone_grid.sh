@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# GPU box runner for issue #13's before/after table: single trainings at once, each ALONE on its own GPU with an
+# equal share of the CPU cores (on a 4-GPU machine of 64 cores, each gets the 16 cores of a one-H100 box).
+# Each ENTRY is "GPU PRESET SCENE LABEL [TREE [FLAG ...]]": ns-train PRESET (through semsplat-batch, the pseudo labels
+# made inside ns-train as a user's are) on a fresh copy of SCENE, with the code of TREE (an absolute path to
+# another copy of the repo, e.g. the commit before a change; "-" or none: this copy) and more ns-train FLAGs.
+# Rows: /tmp/work/results/alone_LABEL.json; then the trained run's evaluation label path is timed alone on its GPU
+# (python -m semsplat_ns.eval.label_path_timing) into /tmp/work/results/label_path_timing_LABEL.json.
+#   BEFORE=$PWD/../before bash benchmarks/box/launch.sh benchmarks/box/alone_grid.sh \
+#     "0 semsplat townA after" "1 semsplat townA before $BEFORE" "2 semsplat townB after" "3 semsplat-fast townA fast"
+set -u
+work=${WORK:-/tmp/work}
+mkdir -p "$work/results"
+here=$PWD
+entries=("$@")
+[ ${#entries[@]} -gt 0 ] || { echo "alone_grid.sh: no entry" >&2; exit 2; }
+share=$(( $(nproc) / ${#entries[@]} ))
+[ "$share" -ge 1 ] || share=1
+
+run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
+  local gpu preset scene label tree extra
+  read -r gpu preset scene label tree extra <<< "$1"
+  [ -z "${tree:-}" ] || [ "$tree" = - ] && tree=$here
+  (
+    cd "$tree" || exit 1
+    source benchmarks/box/env.sh > /dev/null || exit 1
+    export CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$share EXTRA_FLAGS=${extra:-}
+    scenes=("$scene")
+    source benchmarks/box/lib.sh
+    n=$(python -c 'from semsplat_ns.schedule import PRESET_STEPS; print(PRESET_STEPS)' | tail -n 1)
+    say "$label: $preset $scene on GPU $gpu, $share cores, code of $tree ${extra:+flags $extra}"
+    fresh_copies "$label"
+    batch "$label" "$preset" "$share" "$n" --steps-per-save "$n" --steps-per-eval-image $((10 * n))
+    rows "$label" "$preset" "alone_$label.json"
+    config=$(find "$work/batch/$label/$scene/train" -name config.yml | head -n 1)
+    [ -n "$config" ] || { say "$label: no trained run to time"; exit 1; }
+    python -m semsplat_ns.eval.label_path_timing --load-config "$config" --repeats 3 \
+      > "$work/results/label_path_timing_$label.json" 2>> "$work/batch_$label.log"
+    say "label path timing $label rc $?"
+  )
+}
+for entry in "${entries[@]}"; do run_entry "$entry" & sleep 10; done  # Dask clusters start one after another
+wait
+say "alone grid done"
+[ -n "${NO_DONE:-}" ] || { say "runner done"; touch "$work/done"; }
