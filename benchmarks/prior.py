@@ -64,6 +64,12 @@ class PriorBenchmarkConfig:
     removed at the end. A cached sparse/points3D.ply is copied with the scene (then triangulation is skipped)."""
     warmup_views: int = 3
     """Untimed test predictions before the per-view timing."""
+    weights: Optional[Path] = None
+    """A prior saved by an earlier run (``--prior.save-weights``, or ns-train's automatic prior with
+    ``--pipeline.datamanager.pseudo-prior.save-weights``): nothing is trained, the saved network is scored alone
+    on the test views (the row has no stage times; ``--prior.*`` should say how it was trained, for the row)."""
+    method: str = METHOD
+    """The row's method name (e.g. ``prior-7k`` for the prior of a run that changed its recipe)."""
 
 
 def _copy_scene(scene: Path, work: Path) -> Path:
@@ -95,6 +101,8 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
     """
     scene_dir = Path(config.scene)
     device = resolve_device(config.prior)
+    if config.weights is not None:
+        return _score_saved(config, device, command)
     temporary = config.work is None
     work = Path(tempfile.mkdtemp(prefix="prior-bench-")) if config.work is None else Path(config.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -127,7 +135,7 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
     times = record["times_s"]
     row = scored_row(
         views.name,
-        METHOD,
+        config.method,
         figures,
         train_s=times.get("prior_train"),
         steps=config.prior.unet.steps,
@@ -168,6 +176,38 @@ def run_benchmark(config: PriorBenchmarkConfig, command: str) -> Dict[str, Any]:
     return row
 
 
+def _score_saved(config: PriorBenchmarkConfig, device: torch.device, command: str) -> Dict[str, Any]:
+    """The row of a saved prior (``--weights``) scored alone on the test views; nothing is trained."""
+    weights = Path(config.weights)  # type: ignore[arg-type]
+    if not weights.is_file():
+        raise SystemExit(f"--weights {weights}: no such file (a prior saved with --prior.save-weights)")
+    views = load_scene(Path(config.scene))
+    model, payload = load_prior(weights, device)
+    if model.num_classes != len(views.class_names):
+        raise SystemExit(
+            f"--weights {weights}: the prior predicts {model.num_classes} classes, {config.scene} has "
+            f"{len(views.class_names)}"
+        )
+    with progress_bar() as progress:
+        figures = evaluate_unet(
+            model, views, device, bf16=bool(payload["bf16"]), warmup_views=config.warmup_views, progress=progress
+        )
+    row = scored_row(
+        views.name,
+        config.method,
+        figures,
+        train_s=None,
+        steps=config.prior.unet.steps,
+        peak_gpu_mem_gb=None,
+        n_gaussians=None,
+        command=command,
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    )
+    row["prior"] = {**cache_fields(config.prior), "weights": weights.name}
+    append_rows(config.out, [row])
+    return row
+
+
 def main(config: PriorBenchmarkConfig) -> Dict[str, Any]:
     """Runs the benchmark and prints its row.
 
@@ -179,6 +219,8 @@ def main(config: PriorBenchmarkConfig) -> Dict[str, Any]:
     """
     row = run_benchmark(config, command_line())
     print_rows([row], f"Prior ({config.prior.unet.steps} steps) -> {config.out}")
+    if "stage_s" not in row:
+        return row  # a saved prior, scored only
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in row["stage_s"].items() if isinstance(v, float))
     CONSOLE.print(f"stages: {stages}")
     pseudo = row["pseudo_labels"]

@@ -64,3 +64,20 @@ def test_prior_benchmark_writes_one_row_and_leaves_the_scene_alone(demo_town, tm
     assert json.loads(out.read_text()) == [row]
     assert _digest(scene) == before  # the scene itself is never written
     assert (work / scene.name / "train" / "confidence").is_dir() and (work / "prior.pt").is_file()
+
+    # The saved network, scored again with --weights (nothing trained), gives the same figures under its own name.
+    again = main(
+        PriorBenchmarkConfig(
+            scene=scene, out=out, prior=prior, weights=work / "prior.pt", method="prior-saved", warmup_views=1
+        )
+    )
+    assert again["method"] == "prior-saved" and again["train_s"] is None and "stage_s" not in again
+    assert (again["miou"], again["acc"], again["per_class_iou"]) == (row["miou"], row["acc"], row["per_class_iou"])
+    assert [r["method"] for r in json.loads(out.read_text())] == ["prior", "prior-saved"]
+
+
+def test_prior_benchmark_refuses_missing_weights(demo_town, tmp_path):
+    scene = demo_town(n_views=8, resolution=32, n_labelled=2, seed=1)
+    config = PriorBenchmarkConfig(scene=scene, out=tmp_path / "prior.json", weights=tmp_path / "none.pt")
+    with pytest.raises(SystemExit, match="none.pt: no such file"):
+        main(config)
