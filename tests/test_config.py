@@ -1,8 +1,9 @@
-"""The registered methods: semsplat (the paper's schedule compressed to 7000 steps), semsplat-fast (the same with a
-shorter prior) and semsplat-30k (the paper's schedule as it is)."""
+"""The registered methods: semsplat (the paper's schedule compressed to 7000 steps), semsplat-fast (compressed
+further, with a shorter prior) and semsplat-30k (the paper's schedule as it is)."""
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import entry_points
 
 import pytest
@@ -40,7 +41,7 @@ def test_presets_compress_the_whole_schedule():
         semsplat_preset_config(),
         semsplat_fast_trainer_config(),
     )
-    assert paper.max_num_iterations == PAPER_STEPS and preset.max_num_iterations == PRESET_STEPS == FAST_STEPS == 7000
+    assert paper.max_num_iterations == PAPER_STEPS and preset.max_num_iterations == PRESET_STEPS == 7000
     ratio = PRESET_STEPS / PAPER_STEPS
     paper_model, preset_model = paper.pipeline.model, preset.pipeline.model
     assert isinstance(paper_model, SemSplatModelConfig) and isinstance(preset_model, SemSplatModelConfig)
@@ -56,8 +57,16 @@ def test_presets_compress_the_whole_schedule():
         for name, group in config.optimizers.items():
             scheduler = group["scheduler"]
             if scheduler is not None:
-                assert scheduler.max_steps == PRESET_STEPS, name
-    assert fast.pipeline.model == preset_model  # semsplat-fast differs in its prior alone
+                assert scheduler.max_steps == config.max_num_iterations, name
+    # semsplat-fast: the same model on a schedule compressed further, and a shorter prior
+    assert fast.max_num_iterations == FAST_STEPS < PRESET_STEPS
+    fast_model = fast.pipeline.model
+    assert isinstance(fast_model, SemSplatModelConfig)
+    assert fast_model.stop_split_at / FAST_STEPS == pytest.approx(paper_model.stop_split_at / PAPER_STEPS, abs=1e-3)
+    schedule = dict(
+        stop_split_at=0, warmup_length=0, resolution_schedule=0, sh_degree_interval=0, stop_screen_size_at=0
+    )
+    assert dataclasses.replace(fast_model, **schedule) == dataclasses.replace(preset_model, **schedule)
     assert fast.pipeline.datamanager.pseudo_prior.unet.steps == FAST_PRIOR_STEPS  # type: ignore[attr-defined]
     assert preset.pipeline.datamanager.pseudo_prior.unet.steps > FAST_PRIOR_STEPS  # type: ignore[attr-defined]
     # the pseudo-label weights and the thin-object settings the preset was measured with

@@ -27,7 +27,7 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
     export CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$share EXTRA_FLAGS=${extra:-}
     scenes=("$scene")
     source benchmarks/box/lib.sh
-    n=$(python -c 'from semsplat_ns.schedule import PRESET_STEPS; print(PRESET_STEPS)' | tail -n 1)
+    n=$(python -c "from semsplat_ns import config; print({'semsplat-fast': config.FAST_STEPS, 'semsplat-30k': config.PAPER_STEPS}.get('$preset', config.PRESET_STEPS))" | tail -n 1)
     say "$label: $preset $scene on GPU $gpu, $share cores, code of $tree ${extra:+flags $extra}"
     fresh_copies "$label"
     batch "$label" "$preset" "$share" "$n" --steps-per-save "$n" --steps-per-eval-image $((10 * n))
