@@ -11,15 +11,18 @@ prior's (:func:`semsplat_ns.pseudo.auto.ensure_pseudo_labels`), made once and ca
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Type, Union
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
@@ -34,6 +37,80 @@ from semsplat_ns.pseudo.store import read_confidence
 # Kinds of view (see SemSplatModel): a labelled view, a view with pseudo labels, a photo only.
 VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED = 0, 1, 2
 SEMANTIC_KEYS = ("semantics", "pseudo_semantics", "boundary_mask", "pseudo_confidence")
+
+
+class TrainViewCamera(Cameras):
+    """One training view's camera as the datamanager hands it to splatfacto every step: the pose on the device,
+    the intrinsics and image size on the host.
+
+    Splatfacto's training render reads the image size with ``.item()``, builds the intrinsics matrix from the
+    camera's values into a host tensor and moves it with ``.cuda()``, and rescales the camera twice for its
+    downscale schedule. On a camera that lives on the GPU each of those waits for the device (about nine times a
+    step, plus one host-to-device copy per field to put the camera there). Here the values splatfacto reads on the
+    host are on the host, the pose (which the render uses on the device) is on the device, and the intrinsics matrix
+    of each resolution is moved to the device once (:meth:`get_intrinsics_matrices`). The values are nerfstudio's:
+    the same numbers, computed by the same operations.
+
+    Build one with :meth:`of_view`; hand out :meth:`for_step` copies (splatfacto's rescaling replaces the copy's
+    fields and leaves the prepared camera as it is).
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # exact intrinsics values [9] -> that matrix on the pose's device [1, 3, 3]; shared by this camera's copies
+        self._device_intrinsics: Dict[Tuple[float, ...], torch.Tensor] = {}
+
+    @classmethod
+    def of_view(cls, cameras: Cameras, index: int, device: Union[torch.device, str]) -> TrainViewCamera:
+        """The prepared camera of one training view.
+
+        Args:
+            cameras: All training cameras (on any device), shape [V].
+            index: The view's index, recorded as ``metadata["cam_idx"]`` as nerfstudio's datamanager does.
+            device: The model's device: where the pose goes.
+        """
+        view = cameras[index : index + 1].to("cpu")  # [1], host tensors (read once per view)
+        camera = cls(**{item.name: getattr(view, item.name) for item in dataclasses.fields(view)})
+        camera.camera_to_worlds = view.camera_to_worlds.to(device)  # [1, 3, 4]; the camera's device from now on
+        camera.metadata = {**(view.metadata or {}), "cam_idx": index}
+        return camera
+
+    def for_step(self) -> TrainViewCamera:
+        """A copy for one training step: its own fields and metadata dict, the same tensors (nothing is copied)."""
+        camera = copy.copy(self)
+        camera.metadata = dict(self.metadata or {})
+        return camera
+
+    def rescale_output_resolution(
+        self,
+        scaling_factor: Union[torch.Tensor, float, int],
+        scale_rounding_mode: str = "floor",
+    ) -> None:
+        """nerfstudio's rescaling, with a number's factor made on the host, where the intrinsics are (nerfstudio makes
+        it on the camera's device, the pose's: a host-to-device copy, and a device mismatch here).
+
+        Args:
+            scaling_factor: The factor, as for :meth:`Cameras.rescale_output_resolution`.
+            scale_rounding_mode: "floor", "round" or "ceil".
+        """
+        if isinstance(scaling_factor, (float, int)):
+            # the tensor nerfstudio builds (same dtype: float32 for a float, int64 for an int), on the host
+            scaling_factor = torch.tensor([scaling_factor]).broadcast_to(self.cx.shape)  # [1, 1]
+        super().rescale_output_resolution(scaling_factor, scale_rounding_mode)
+
+    def get_intrinsics_matrices(self) -> torch.Tensor:
+        """nerfstudio's intrinsics matrix [1, 3, 3] (float32), on the pose's device.
+
+        nerfstudio builds it on the host (here from host values: no wait), and splatfacto then moves it with
+        ``.cuda()``; the matrix of each resolution is moved once and reused (a no-op ``.cuda()`` afterwards). Shared
+        between steps: read it, never change it.
+        """
+        matrices = super().get_intrinsics_matrices()  # [1, 3, 3] on the host
+        key = tuple(matrices.reshape(-1).tolist())  # host values: no wait for the device
+        on_device = self._device_intrinsics.get(key)
+        if on_device is None:
+            on_device = self._device_intrinsics[key] = matrices.to(self.device)
+        return on_device
 
 
 class SemanticIRTDataset(InputDataset):
@@ -191,6 +268,40 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
             order.append(cycle.pop())
             order.extend(others[start : start + ratio])
         return order
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        """The next training view, as nerfstudio's ``next_train`` draws it, from what was prepared once per view.
+
+        nerfstudio slices its camera out of all training cameras and copies it field by field to the device every
+        step (Python work and a wait for the device per field), then splatfacto reads values of it back to the host.
+        Here each view's :class:`TrainViewCamera` is built on its first draw and a step gets a copy of it; the batch is
+        a copy of the view's cached dict (images and label maps already on the device when cached there), as
+        nerfstudio's. Views are drawn in nerfstudio's order: the front of ``train_unseen_cameras``, refilled by
+        :meth:`sample_train_cameras` when empty.
+
+        Args:
+            step: The training step (unused, as in nerfstudio).
+
+        Returns:
+            The view's camera (shape [1], ``metadata["cam_idx"]`` its index) and its batch.
+        """
+        image_idx = self.train_unseen_cameras.pop(0)
+        if not self.train_unseen_cameras:
+            self.train_unseen_cameras = self.sample_train_cameras()
+        camera = self._train_view_cameras.get(image_idx)
+        if camera is None:
+            # the dataset's cameras (host), the values of nerfstudio's train_cameras (which may be their device copy)
+            cameras = self.train_dataset.cameras
+            camera = self._train_view_cameras[image_idx] = TrainViewCamera.of_view(cameras, image_idx, self.device)
+        batch = dict(self.cached_train[image_idx])  # the model must not change the cached dict (nor its tensors)
+        # non_blocking: a photo cached in (pinned) host memory is copied without waiting; on the device already, a no-op
+        batch["image"] = batch["image"].to(self.device, non_blocking=True)
+        return camera.for_step(), batch
+
+    @cached_property
+    def _train_view_cameras(self) -> Dict[int, TrainViewCamera]:
+        """Training view index -> its prepared camera (built on the view's first draw)."""
+        return {}
 
     def _load_images(self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]):
         if cache_images_device == "cpu" and not torch.cuda.is_available():

@@ -5,7 +5,8 @@ Pure functions on tensors; the model decides which views and Gaussians they see.
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,20 @@ _DIRECT_OFFSETS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 _DIAGONAL_OFFSETS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
+@functools.cache
+def _offset_tables(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The direct and diagonal neighbour offsets on ``device`` ([4, 2] each), built once per device.
+
+    Built from Python lists, each table is a host-to-device copy, which waits for the device: once per run
+    instead of twice per training step. Callers only read them (index and concatenate into new tensors).
+
+    Args:
+        device: Where the tables live.
+    """
+    with torch.inference_mode(False):  # ordinary tensors, also when first built inside an inference block
+        return torch.tensor(_DIRECT_OFFSETS, device=device), torch.tensor(_DIAGONAL_OFFSETS, device=device)
+
+
 def pixel_neighbour_offsets(num_samples: int, k: int, generator: Optional[torch.Generator] = None, device=None):
     """Row/column offsets of the k nearest pixels (k <= 8) for each sample.
 
@@ -148,8 +163,7 @@ def pixel_neighbour_offsets(num_samples: int, k: int, generator: Optional[torch.
     """
     if not 1 <= k <= 8:
         raise ValueError(f"agg2d k must be in 1..8 (pixel neighbours), got {k}")
-    direct = torch.tensor(_DIRECT_OFFSETS, device=device)  # [4, 2]
-    diagonal = torch.tensor(_DIAGONAL_OFFSETS, device=device)  # [4, 2]
+    direct, diagonal = _offset_tables(torch.device(device) if device is not None else torch.device("cpu"))  # [4, 2] x2
     if k <= 4:
         order = torch.rand(num_samples, 4, generator=generator, device=device).argsort(dim=1)[:, :k]  # [M, k]
         return direct[order]

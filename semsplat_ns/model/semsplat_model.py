@@ -42,6 +42,7 @@ from semsplat_ns.model.neighbour_pool import NeighbourPool
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
 from semsplat_ns.model.resume import ResumableSplatfacto
 from semsplat_ns.model.splatfacto_raster import rasterization_override
+from semsplat_ns.model.step_cache import DerivedTensors
 from semsplat_ns.model.strategy import CappedDefaultStrategy
 from semsplat_ns.model.visuals import FeaturePCA, class_pictures, error_panel
 
@@ -248,6 +249,11 @@ class SemSplatModel(ResumableSplatfacto):
             self.config.agg3d_knn_refresh_every,
         )
         self._feature_pca = FeaturePCA()
+        # What training steps derive from the datamanager's cached view tensors (the same tensors on every draw of a
+        # view): label maps at each render size, kept while the views live, and the photo as floats at the render's
+        # size, which splatfacto computes twice per step (metrics and losses) from the same image.
+        self._step_label_maps = DerivedTensors()
+        self._step_gt_images = DerivedTensors(capacity=1)
         # Labelled pixels per class seen in training (class_balance); counted again after a resume.
         self.register_buffer("labelled_class_pixels", torch.zeros(self.num_classes), persistent=False)
 
@@ -445,7 +451,9 @@ class SemSplatModel(ResumableSplatfacto):
         """
         if sh_degree is None:
             return colors  # splatfacto applied the sigmoid already (config sh_degree = 0)
-        camera_position = torch.inverse(viewmats)[0, :3, 3]  # [3]
+        # torch.inverse is linalg.inv_ex plus a check of its error codes on the host, which waits for the device
+        # every step; inv_ex alone computes the same inverse (a camera transform is never singular).
+        camera_position = torch.linalg.inv_ex(viewmats).inverse[0, :3, 3]  # [3]
         # Same convention as gsplat's SH path (Inria's +0.5 offset, clamped at 0).
         return torch.clamp_min(spherical_harmonics(sh_degree, means - camera_position, colors) + 0.5, 0.0)
 
@@ -564,11 +572,38 @@ class SemSplatModel(ResumableSplatfacto):
 
     # -- losses ---------------------------------------------------------------------------------
     def _labels_at(self, batch: Dict, key: str, height: int, width: int) -> Optional[torch.Tensor]:
-        """A per-pixel map of the batch (labels, masks, confidence) sampled at the render's size [h, w]."""
+        """A per-pixel map of the batch (labels, masks, confidence) sampled at the render's size [h, w].
+
+        In training the result is kept per map and size (:class:`DerivedTensors`): the datamanager hands out the
+        same map tensor on every draw of a view, so each view's map is sampled once per downscale level instead of
+        once per step. Read it, never change it in place.
+        """
         value = batch.get(key)
         if value is None:
             return None
-        return L.downscale_labels(value.to(self.device), height, width)
+
+        def on_device_at_render_size(source: torch.Tensor) -> torch.Tensor:
+            # non_blocking: a host map (cached in host memory) is copied without waiting for the device; the
+            # datamanager never changes its cached maps, so the copy reads what it would read at once
+            return L.downscale_labels(source.to(self.device, non_blocking=True), height, width)  # [h, w]
+
+        if not self.training:
+            return on_device_at_render_size(value)
+        return self._step_label_maps.get(value, (str(self.device), height, width), on_device_at_render_size)
+
+    def get_gt_img(self, image: torch.Tensor) -> torch.Tensor:
+        """Splatfacto's ground-truth photo at the render's size (floats in [0, 1] on the model's device), computed
+        once per training step rather than twice: splatfacto asks for it in the metrics and again in the losses.
+
+        Args:
+            image: The batch's photo [H, W, 3 or 4] (uint8 or float).
+
+        Returns:
+            The photo at this step's downscale factor [h, w, 3 or 4]; in training a kept tensor (read it only).
+        """
+        if not self.training:
+            return super().get_gt_img(image)
+        return self._step_gt_images.get(image, (str(self.device), self._get_downscale_factor()), super().get_gt_img)
 
     def _pseudo_pixel_weights(self, outputs: Dict, batch: Dict, pseudo: torch.Tensor) -> Optional[torch.Tensor]:
         """The pseudo loss's weight per pixel [H, W]: (1 - label support) x confidence with
