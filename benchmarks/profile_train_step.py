@@ -1,34 +1,47 @@
-"""Where a semsplat training step spends its time: ms/step of a few variants, and a cProfile of one.
+"""Where a semsplat training step spends its time: ms/step of a few variants, a cProfile of one, and its host syncs.
 
-Runs the first ``--iterations`` steps of the 30k schedule (GPU box; works on CPU too, slowly) for each
-variant and prints ms/step over the last half of them; the first variant also runs under cProfile, whose
-top entries go to ``--out``/profile_<variant>.txt. The variants isolate what semsplat adds to
-splatfacto's step:
+Trains the registered ``semsplat`` preset as ``ns-train semsplat`` would (its schedule compressed to
+``semsplat_ns.schedule.PRESET_STEPS`` steps, the automatic pseudo labels made or reused first), stopped after
+``--iterations`` steps, for each variant, and prints ms/step over the last half of them; the first variant also runs
+under cProfile, whose top entries go to ``--out``/profile_<variant>[_<label>].txt. The variants isolate what semsplat
+adds to splatfacto's step:
 
-- ``semsplat``: the paper preset;
+- ``semsplat``: the preset;
 - ``no-agg``: without the 2D/3D aggregation losses;
 - ``rgb-only``: every semantic loss off (splatfacto's work plus rendering 16 more channels).
 
-    python benchmarks/profile_train_step.py --scene .scenes/townA --iterations 1500 --out /tmp/profile
+``--sync-debug`` (CUDA) adds one more run of the first variant with ``torch.cuda.set_sync_debug_mode("warn")`` over
+the second half of its steps: every operation that makes the host wait for the GPU warns, and each warning is
+counted at the source line that caused it (the first frame of its stack outside torch: a line of semsplat,
+nerfstudio, gsplat or this script). ``--out``/syncs[_<label>].json holds ``syncs_per_step`` and the locations, most
+frequent first. That run is not timed (warnings cost host time); the clock's own sync after each step is left out.
+
+    python benchmarks/profile_train_step.py --scene .scenes/townA --iterations 1500 --sync-debug --label after \
+        --out /tmp/profile
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import functools
 import io
 import pstats
 import sys
 import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from types import FrameType
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_semsplat import build_config  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 VARIANTS = {
@@ -36,6 +49,137 @@ VARIANTS = {
     "no-agg": dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
     "rgb-only": dict(semantic_loss_weight=0.0, pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
 }
+
+SYNC_WARNING = "called a synchronizing CUDA operation"
+"""What torch's sync debug mode warns (``torch.cuda.set_sync_debug_mode("warn")``) at each op that waits for the GPU."""
+
+TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+"""Frames in files under this folder are torch's own, skipped when looking for the line that caused a sync."""
+
+_MACHINERY_FILES = ("warnings.py", "_py_warnings.py", "contextlib.py")
+"""File names of the warnings machinery's frames (and context managers'), skipped as well."""
+
+
+@functools.cache
+def _is_cause_file(filename: str) -> bool:
+    if filename[:1] == "<":  # frozen modules (e.g. <frozen importlib._bootstrap>); not <stdin> / <string>
+        return not filename.startswith("<frozen")
+    path = Path(filename).resolve()
+    return not str(path).startswith(TORCH_DIR + "/") and path.name not in _MACHINERY_FILES
+
+
+def outside_torch(frame: FrameType) -> bool:
+    """Whether a frame is a candidate cause of a sync: not torch's code, nor the warnings machinery's.
+
+    Args:
+        frame: A Python stack frame.
+    """
+    return _is_cause_file(frame.f_code.co_filename)
+
+
+def short_path(filename: str) -> str:
+    """A source file's path as the report shows it: from the package folder on (``semsplat_ns/...``,
+    ``nerfstudio/...``, ``gsplat/...``), relative to the repository, or as it is.
+
+    Args:
+        filename: The file's path.
+    """
+    path = Path(filename)
+    parts = path.parts
+    if "site-packages" in parts:
+        return str(Path(*parts[parts.index("site-packages") + 1 :]))
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return filename
+
+
+@dataclass
+class SyncLocations:
+    """Warnings of one kind, counted by the source line that caused each: the first stack frame outside torch.
+
+    Args:
+        message: Text a warning's message contains to be counted (default: torch's sync warning).
+        is_cause: Whether a frame can be the cause (default :func:`outside_torch`); frames closer to the warning
+            that are not are skipped.
+        context_frames: Frames of the stack kept with each location (the cause and its callers), for reading.
+    """
+
+    message: str = SYNC_WARNING
+    is_cause: Callable[[FrameType], bool] = outside_torch
+    context_frames: int = 4
+    counts: Counter = field(default_factory=Counter)
+    """Location "file:line (function)" -> number of warnings."""
+    stacks: Dict[str, List[str]] = field(default_factory=dict)
+    """Location -> the stack at its first warning (the cause first, then its callers)."""
+
+    @property
+    def total(self) -> int:
+        """All warnings counted."""
+        return sum(self.counts.values())
+
+    def record(self, frame: Optional[FrameType]) -> str:
+        """Counts one warning raised with ``frame`` as the innermost frame of its stack.
+
+        Args:
+            frame: The innermost Python frame when the warning was issued (its callers follow ``f_back``).
+
+        Returns:
+            The location it was counted at ("<unknown>" when no frame of the stack is a cause).
+        """
+        while frame is not None and not self.is_cause(frame):
+            frame = frame.f_back
+        if frame is None:
+            location, stack = "<unknown>", []
+        else:
+            location = self._describe(frame)
+            stack, caller = [], frame
+            while caller is not None and len(stack) < self.context_frames:
+                stack.append(self._describe(caller))
+                caller = caller.f_back
+        self.counts[location] += 1
+        self.stacks.setdefault(location, stack)
+        return location
+
+    @staticmethod
+    def _describe(frame: FrameType) -> str:
+        return f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno} ({frame.f_code.co_name})"
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Within the block, warnings whose message contains :attr:`message` are counted (every one of them, not
+        only the first per line) instead of shown; other warnings are shown as usual."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            shown = warnings.showwarning
+
+            def count_or_show(message, category, filename, lineno, file=None, line=None) -> None:
+                if self.message in str(message):
+                    # called by the warnings machinery, inside the call that warned: its caller's frames are live
+                    self.record(sys._getframe(1))
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = count_or_show
+            yield
+
+    def summary(self, steps: int, top: int = 40) -> dict:
+        """The counts as a JSON-ready dict: total, per step and the ``top`` locations, most frequent first.
+
+        Args:
+            steps: Training steps the warnings were counted over.
+            top: Locations listed.
+        """
+        return dict(
+            message=self.message,
+            steps=steps,
+            syncs=self.total,
+            syncs_per_step=self.total / steps if steps else 0.0,
+            locations=[
+                dict(location=where, count=count, per_step=count / steps if steps else 0.0, stack=self.stacks[where])
+                for where, count in self.counts.most_common(top)
+            ],
+        )
 
 
 class StepClock:
@@ -51,22 +195,111 @@ class StepClock:
         self.stamps.append(time.perf_counter())
 
 
-def run_variant(
-    scene: Path, variant: str, iterations: int, output_dir: Path, profile_to: Optional[Path] = None
-) -> dict:
-    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+class SyncDebugWindow:
+    """Training callbacks that turn torch's sync debug mode to "warn" from step ``first`` on, with each warning counted
+    in ``locations``, and off again after the last step (:meth:`close`).
 
-    config = build_config(scene, "semsplat", 30_000, output_dir, VARIANTS[variant])
+    Args:
+        first: First step counted.
+        locations: Where the warnings are counted.
+    """
+
+    def __init__(self, first: int, locations: SyncLocations) -> None:
+        self.first = first
+        self.locations = locations
+        self.steps = 0
+        """Steps counted so far."""
+        self._recording: Optional[contextlib.ExitStack] = None
+
+    def before_step(self, step: int) -> None:
+        """Opens the window at step ``first``."""
+        if step == self.first and self._recording is None:
+            self._recording = contextlib.ExitStack()
+            self._recording.enter_context(self.locations.recording())
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def after_step(self, step: int) -> None:
+        """Counts a step inside the window."""
+        if self._recording is not None:
+            self.steps += 1
+
+    def close(self) -> None:
+        """Closes the window (sync debug mode off)."""
+        if self._recording is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._recording.close()
+            self._recording = None
+
+
+def preset_config(scene: Path, variant: str, iterations: int, output_dir: Path):
+    """The registered ``semsplat`` preset (``ns-train semsplat``'s config) on ``scene``, stopped after ``iterations``
+    steps of its schedule, with the variant's model settings; no checkpoints or evaluation renders inside the loop,
+    tensorboard logging as the benchmarks train.
+
+    Args:
+        scene: The scene folder.
+        variant: A key of :data:`VARIANTS`.
+        iterations: Steps to run (the schedule stays the preset's).
+        output_dir: Where the run's folder goes.
+    """
+    from semsplat_ns.config import semsplat_preset_config
+
+    config = semsplat_preset_config()
+    config.vis = "tensorboard"
+    config.output_dir = output_dir
+    config.experiment_name = f"profile_{scene.name}_{variant}"
+    config.pipeline.datamanager.data = scene
     config.max_num_iterations = iterations
     config.steps_per_save = 10 * iterations
+    config.steps_per_eval_image = 10 * iterations
+    for name, value in VARIANTS[variant].items():
+        setattr(config.pipeline.model, name, value)
+    config.set_timestamp()
+    return config
+
+
+def run_variant(
+    scene: Path,
+    variant: str,
+    iterations: int,
+    output_dir: Path,
+    profile_to: Optional[Path] = None,
+    sync_locations: Optional[SyncLocations] = None,
+) -> dict:
+    """Trains one variant for ``iterations`` steps and returns its row.
+
+    Args:
+        scene: The scene folder.
+        variant: A key of :data:`VARIANTS`.
+        iterations: Steps to run.
+        output_dir: Where the run's folder goes.
+        profile_to: Write a cProfile of the whole loop here (None: no profile).
+        sync_locations: Count the host syncs of the second half of the steps here (CUDA; None: no count). The
+            row's ms/step then includes the warnings' cost.
+    """
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    config = preset_config(scene, variant, iterations, output_dir)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
-    clock = StepClock()
-    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock))
+    window = SyncDebugWindow(iterations // 2, sync_locations) if sync_locations is not None else None
+    if window is not None:
+        # first of the callbacks before a step, last after it: the window holds every other callback's work
+        before = TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], window.before_step)
+        after = TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], window.after_step)
+        trainer.callbacks.insert(0, before)
+        trainer.callbacks.append(after)
+    else:
+        clock = StepClock()
+        trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock))
     profiler = cProfile.Profile() if profile_to is not None else None
     if profiler is not None:
         profiler.enable()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if window is not None:
+            window.close()
     if profiler is not None and profile_to is not None:
         profiler.disable()
         text = io.StringIO()
@@ -74,35 +307,65 @@ def run_variant(
         stats.sort_stats("tottime").print_stats(45)
         stats.sort_stats("cumulative").print_stats(60)
         profile_to.write_text(text.getvalue())
-    half = clock.stamps[len(clock.stamps) // 2 :]
-    ms = 1000 * (half[-1] - half[0]) / max(1, len(half) - 1)
-    return dict(
+    row = dict(
         variant=variant,
         iterations=iterations,
-        ms_per_step_second_half=ms,
         n_gaussians=int(trainer.pipeline.model.num_points),
         profiled=bool(profiler),
     )
+    if window is not None:
+        row.update(sync_debug=True, sync_steps=window.steps)
+    else:
+        half = clock.stamps[len(clock.stamps) // 2 :]
+        row["ms_per_step_second_half"] = 1000 * (half[-1] - half[0]) / max(1, len(half) - 1)
+    return row
+
+
+def labelled(name: str, label: Optional[str], suffix: str) -> str:
+    """A result file's name with the run's label: ``name_label.suffix`` (``name.suffix`` without one)."""
+    return f"{name}_{label}.{suffix}" if label else f"{name}.{suffix}"
 
 
 def main() -> None:
+    from semsplat_ns.schedule import PRESET_STEPS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene", type=Path, required=True)
-    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--iterations", type=int, default=1500, help=f"steps of the {PRESET_STEPS}-step preset")
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="default: all")
     parser.add_argument("--out", type=Path, default=Path("profile-out"))
     parser.add_argument("--output-dir", type=Path, default=Path("/tmp/profile-runs"))
+    parser.add_argument("--label", default=None, help="names this run's files (e.g. before / after) and its rows")
+    parser.add_argument(
+        "--sync-debug", action="store_true", help="also count the first variant's host syncs per step (CUDA only)"
+    )
     args = parser.parse_args()
+    if args.sync_debug and not torch.cuda.is_available():
+        parser.error("--sync-debug needs CUDA (torch's sync debug mode watches CUDA streams)")
     args.out.mkdir(parents=True, exist_ok=True)
+    label = args.label
     rows = []
-    for index, variant in enumerate(args.variant or list(VARIANTS)):
+    variants = args.variant or list(VARIANTS)
+    for index, variant in enumerate(variants):
         for profiled in [True, False] if index == 0 else [False]:
-            target = args.out / f"profile_{variant}.txt" if profiled else None
+            target = args.out / labelled(f"profile_{variant}", label, "txt") if profiled else None
             row = run_variant(args.scene, variant, args.iterations, args.output_dir, target)
             print(row, flush=True)
-            rows.append(row)
+            rows.append({**row, "label": label})
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    write_json_atomic(args.out / "step_times.json", dict(device=device, rows=rows), indent=1)
+    common = dict(device=device, label=label, scene=args.scene.name, preset_steps=PRESET_STEPS)
+    write_json_atomic(args.out / labelled("step_times", label, "json"), dict(**common, rows=rows), indent=1)
+    if args.sync_debug:
+        locations = SyncLocations()
+        row = run_variant(args.scene, variants[0], args.iterations, args.output_dir, sync_locations=locations)
+        print(row, flush=True)
+        summary = locations.summary(row["sync_steps"])
+        write_json_atomic(
+            args.out / labelled("syncs", label, "json"), dict(**common, variant=variants[0], **summary), indent=1
+        )
+        print(f"{summary['syncs_per_step']:.2f} host syncs per step; most frequent:", flush=True)
+        for entry in summary["locations"][:15]:
+            print(f"  {entry['per_step']:7.2f}/step  {entry['location']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""benchmarks/profile_train_step.py on the CPU: the warnings it counts by the line that caused them, and the config it
+trains (the registered preset). The sync debug run itself needs CUDA (torch's sync debug mode watches CUDA streams).
+
+The counting is fed real warnings raised inside torch: ``F.softmax`` without ``dim`` warns from torch's own Python
+code (torch/nn/functional.py), as a sync warns from inside torch's call; the count must land on the lines here that
+called it, not on torch's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.profile_train_step import SYNC_WARNING, TORCH_DIR, SyncLocations, outside_torch, preset_config
+
+SOFTMAX_WARNING = "Implicit dimension choice for softmax"
+
+
+def _softmax_without_dim() -> int:
+    """Calls torch in a way that warns inside torch; returns the calling line."""
+    F.softmax(torch.zeros(3))
+    return inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+
+
+def _two_callers():
+    """Warns three times from one line and twice from another (through a helper); returns both lines."""
+    first = second = 0
+    for _ in range(3):
+        F.softmax(torch.zeros(2))
+        first = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+    for _ in range(2):
+        second = _softmax_without_dim()
+    return first, second
+
+
+def test_warnings_counted_at_the_line_outside_torch_that_caused_them():
+    locations = SyncLocations(message=SOFTMAX_WARNING)
+    with locations.recording():
+        first, second = _two_callers()
+    here = "tests/benchmarks/test_profile_train_step.py"
+    assert dict(locations.counts) == {
+        f"{here}:{first} (_two_callers)": 3,
+        f"{here}:{second} (_softmax_without_dim)": 2,
+    }
+    # the stack kept with a location starts at the cause and goes on with its callers
+    stack = locations.stacks[f"{here}:{second} (_softmax_without_dim)"]
+    assert stack[0].endswith("(_softmax_without_dim)")
+    assert stack[1].startswith(f"{here}:") and stack[1].endswith("(_two_callers)")
+    summary = locations.summary(steps=4)
+    assert summary["syncs"] == 5 and summary["syncs_per_step"] == 5 / 4
+    assert [entry["count"] for entry in summary["locations"]] == [3, 2]  # most frequent first
+    assert summary["locations"][0]["per_step"] == 3 / 4
+
+
+def test_other_warnings_pass_through_uncounted():
+    locations = SyncLocations()  # torch's sync warning only
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with locations.recording():
+            F.softmax(torch.zeros(2))
+            warnings.warn(f"not a sync: {SYNC_WARNING[:10]}", stacklevel=1)
+    assert locations.total == 0 and not locations.counts
+    assert len(shown) == 2 and SOFTMAX_WARNING in str(shown[0].message)
+
+
+def test_torch_frames_are_not_causes():
+    frame = inspect.currentframe()
+    assert frame is not None and outside_torch(frame)
+    torch_frames = []
+
+    def hook(grad):
+        caller = inspect.currentframe()
+        while caller is not None:
+            if not outside_torch(caller):
+                torch_frames.append(caller.f_code.co_filename)
+            caller = caller.f_back
+        return grad
+
+    value = torch.zeros(2, requires_grad=True)
+    value.register_hook(hook)
+    value.sum().backward()  # the hook runs under torch's backward (torch/_tensor.py, torch/autograd/__init__.py)
+    assert any("/torch/autograd/" in name for name in torch_frames)
+    assert all(name.startswith(TORCH_DIR) or name.startswith("<frozen") for name in torch_frames)
+
+
+def test_profiles_the_registered_preset(tmp_path):
+    from semsplat_ns.config import semsplat_preset_config
+    from semsplat_ns.schedule import PRESET_STEPS
+
+    config = preset_config(tmp_path / "scene", "no-agg", 40, tmp_path / "runs")
+    preset = semsplat_preset_config()
+    assert config.max_num_iterations == 40 and preset.max_num_iterations == PRESET_STEPS
+    # the schedule stays the preset's: its compressed model fields and learning-rate decays over PRESET_STEPS
+    for name in ("stop_split_at", "warmup_length", "resolution_schedule", "sh_degree_interval", "refine_every"):
+        assert getattr(config.pipeline.model, name) == getattr(preset.pipeline.model, name), name
+    assert config.optimizers["means"]["scheduler"].max_steps == PRESET_STEPS
+    assert config.pipeline.model.agg2d_loss_weight == 0.0 and config.pipeline.model.agg3d_loss_weight == 0.0
+    assert config.pipeline.datamanager.auto_pseudo_labels == preset.pipeline.datamanager.auto_pseudo_labels
+    assert config.steps_per_save > 40 and config.steps_per_eval_image > 40
