@@ -21,6 +21,7 @@ from semsplat_ns.data.datamanager import (
     VIEW_UNLABELLED,
     SemanticIRTDataset,
     SemSplatDataManagerConfig,
+    TrainViewCamera,
 )
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError
@@ -109,6 +110,39 @@ def test_ratio_zero_falls_back_to_plain_random_order(scene):
     dm = _datamanager(scene, ratio=0)
     order = dm.sample_train_cameras()
     assert sorted(order) == list(range(len(dm.train_dataset)))
+
+
+def test_next_train_draws_nerfstudios_views_with_prepared_cameras(scene):
+    """The lean next_train (issue #13) hands out what nerfstudio's does: the same views in the same order, the same
+    batch, and a camera whose values splatfacto reads (intrinsics and size at each downscale, pose) are nerfstudio's
+    to the bit; splatfacto's rescale round trip on one step's camera leaves the prepared camera as it was."""
+    from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager
+
+    lean, reference = _datamanager(scene, ratio=3), _datamanager(scene, ratio=3)
+    width = int(lean.train_dataset.cameras.width[0])
+    for step in range(2 * len(lean.train_dataset)):  # two passes: every view drawn again from its prepared camera
+        camera, batch = lean.next_train(step)
+        expected_camera, expected_batch = FullImageDatamanager.next_train(reference, step)
+        assert isinstance(camera, TrainViewCamera) and camera.metadata == expected_camera.metadata
+        assert batch.keys() == expected_batch.keys()
+        assert all(batch[key] is expected_batch[key] or torch.equal(batch[key], expected_batch[key]) for key in batch)
+        assert torch.equal(camera.camera_to_worlds, expected_camera.camera_to_worlds)
+        # splatfacto's round trip (down for the render, back after reading K and the size); 3 floors 32 to 10, back 30
+        for factor in (4, 2, 1, 3):
+            for cam in (camera, expected_camera):
+                cam.rescale_output_resolution(1 / factor)
+            assert torch.equal(camera.get_intrinsics_matrices().cpu(), expected_camera.get_intrinsics_matrices())
+            assert (int(camera.width.item()), int(camera.height.item())) == (
+                int(expected_camera.width.item()),
+                int(expected_camera.height.item()),
+            )
+            for cam in (camera, expected_camera):
+                cam.rescale_output_resolution(factor)
+        prepared = lean._train_view_cameras[camera.metadata["cam_idx"]]
+        assert int(prepared.width.item()) == width  # the step's copy took the rescaling, not the prepared camera
+    prepared = next(iter(lean._train_view_cameras.values()))
+    # one intrinsics matrix per resolution, reused by later steps
+    assert prepared.get_intrinsics_matrices() is prepared.for_step().get_intrinsics_matrices()
 
 
 def test_labels_are_resized_nearest_with_the_images(scene):
