@@ -46,6 +46,14 @@ def project_points(points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> 
         Pixel coordinates [..., 2] (x right, y down; pixel centres at +0.5) and camera z [...].
         Points with z <= 0 get meaningless coordinates; test z before using them.
     """
+    u, v, z = project_points_uvz(points, K, c2w)  # [...] each
+    return torch.stack([u, v], dim=-1), z
+
+
+def project_points_uvz(
+    points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`project_points` with the pixel coordinates apart (no stacked copy): u [...], v [...], z [...]."""
     K = K.to(torch.float64)
     c2w = c2w.to(torch.float64)
     rotation = c2w[:3, :3]  # [3, 3]
@@ -54,4 +62,4 @@ def project_points(points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> 
     safe_z = torch.where(z > 0, z, torch.ones_like(z))  # [...]
     u = K[0, 0] * points_cam[..., 0] / safe_z + K[0, 2]  # [...]
     v = K[1, 1] * points_cam[..., 1] / safe_z + K[1, 2]  # [...]
-    return torch.stack([u, v], dim=-1), z
+    return u, v, z

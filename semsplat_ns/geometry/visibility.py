@@ -10,14 +10,14 @@ small depth error).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from semsplat_ns.data.irt_io import IGNORE_ID
-from semsplat_ns.geometry.projection import backproject_depth, project_points
+from semsplat_ns.geometry.projection import backproject_depth, project_points_uvz
 
 
 @dataclass
@@ -54,15 +54,41 @@ class ReferenceView:
     """uint8 [H, W] ground-truth class ids (255 = none); needed only to carry labels."""
     photo: Optional[torch.Tensor] = None
     """uint8 [H, W, 3] photo; needed only for the colour test."""
+    _derived: Dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """What every tested view needs of this one, made at the first use (its depth as float64, its 3x3-averaged
+    photo, its uniform labels per margin): once per labelled view instead of once per tested view."""
+
+    def flat_depth(self) -> torch.Tensor:
+        """float64 [H*W] depth."""
+        if "depth" not in self._derived:
+            self._derived["depth"] = self.depth.reshape(-1).to(torch.float64)
+        return self._derived["depth"]
+
+    def flat_box_colors(self) -> torch.Tensor:
+        """float32 [H*W, 3] 3x3 mean of the photo (:func:`_box_mean`)."""
+        if self.photo is None:
+            raise ValueError("reproject_from_references: the colour test needs the labelled views' photos")
+        if "colors" not in self._derived:
+            self._derived["colors"] = _box_mean(self.photo).reshape(-1, 3)
+        return self._derived["colors"]
+
+    def flat_uniform_labels(self, margin: int) -> torch.Tensor:
+        """long [H*W] labels uniform within ``margin`` pixels, else 255 (:func:`uniform_labels`)."""
+        if self.labels is None:
+            raise ValueError("reproject_from_references: a reference view has no labels to carry")
+        key = f"labels{margin}"
+        if key not in self._derived:
+            self._derived[key] = uniform_labels(self.labels, margin).reshape(-1)
+        return self._derived[key]
 
 
 def _pixel_hit(points: torch.Tensor, view: ReferenceView) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixel of ``view`` each world point [N, 3] lands in: inside [N] bool, flat index [N], camera z [N]."""
     height, width = view.depth.shape
-    uv, z = project_points(points, view.K, view.c2w)  # [N, 2], [N]
+    u, v, z = project_points_uvz(points, view.K, view.c2w)  # [N] each
     # The pixel whose square holds the point (centres at +0.5) is the nearest pixel centre.
-    cols = torch.floor(uv[:, 0]).long()  # [N]
-    rows = torch.floor(uv[:, 1]).long()  # [N]
+    cols = torch.floor(u).long()  # [N]
+    rows = torch.floor(v).long()  # [N]
     inside = (z > 0) & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # [N]
     flat = torch.where(inside, rows * width + cols, torch.zeros_like(cols))  # [N]
     return inside, flat, z
@@ -140,20 +166,16 @@ def reproject_from_references(
     votes = None if num_classes is None else torch.zeros(height * width, num_classes, dtype=torch.float32)
     for order, view in enumerate(references):
         inside, flat, z = _pixel_hit(points, view)  # [H*W] each
-        depth_there = view.depth.reshape(-1).to(torch.float64)[flat]  # [H*W]
+        depth_there = view.flat_depth()[flat]  # [H*W]
         seen = valid & inside & (depth_there > 0)
         seen &= (z - depth_there).abs() <= settings.depth_tolerance * depth_there
         if colors is not None:
-            if view.photo is None:
-                raise ValueError("reproject_from_references: the colour test needs the labelled views' photos")
-            colors_there = _box_mean(view.photo).reshape(-1, 3)[flat]  # [H*W, 3]
+            colors_there = view.flat_box_colors()[flat]  # [H*W, 3]
             seen &= (colors - colors_there).abs().mean(dim=1) <= settings.color_tolerance
         seen_any |= seen
         if votes is None or num_classes is None:  # both None together: visibility only
             continue
-        if view.labels is None:
-            raise ValueError("reproject_from_references: a reference view has no labels to carry")
-        labels_there = uniform_labels(view.labels, settings.label_margin).reshape(-1)  # [H*W]
+        labels_there = view.flat_uniform_labels(settings.label_margin)  # [H*W]
         classes = labels_there[flat]  # [H*W]
         counted = seen & (classes < num_classes)  # [H*W]
         for points_off in shifted:

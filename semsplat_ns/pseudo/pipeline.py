@@ -30,9 +30,10 @@ in meta.json, reused or rebuilt.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings, re
 from semsplat_ns.pseudo import prior as prior_lib
 from semsplat_ns.pseudo.depths import DepthSource, compute_depths, select_depth_source
 from semsplat_ns.pseudo.prior import PRIOR_VERSION, PriorSettings, cache_fields, flat_settings
-from semsplat_ns.pseudo.scene import read_labels, read_photos, read_scene
+from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene
 from semsplat_ns.pseudo.store import (
     confidence_file,
     coverage_stats,
@@ -58,6 +59,9 @@ from semsplat_ns.pseudo.store import (
     output_paths,
     read_previous_meta,
 )
+
+WRITE_THREADS = 8
+"""Views written at once (PNG encoding and disk flushes overlap; a few threads saturate a disk)."""
 
 Backend = Literal["sam2", "reproject", "prior"]
 """Name of a pseudo-label backend."""
@@ -212,6 +216,102 @@ def output_files(root: Path, stem: str, spec: BackendSpec) -> List[Path]:
     return paths + [confidence_file(root, stem)] if spec.writes_confidence else paths
 
 
+def reproject_views(
+    scene: TrainSplit,
+    indices: Sequence[int],
+    depths: Optional[Dict[int, torch.Tensor]],
+    references: Sequence[ReferenceView],
+    photos: Optional[Dict[int, np.ndarray]],
+    num_classes: Optional[int],
+    settings: ReprojectSettings,
+) -> Tuple[Dict[int, np.ndarray], Dict[int, np.ndarray]]:
+    """Visibility from the labelled views (B = unseen) and the classes they carry, per view
+    (:func:`~semsplat_ns.geometry.visibility.reproject_from_references`).
+
+    Args:
+        scene: The training split (cameras, sizes).
+        indices: Views to reproject.
+        depths: float32 [H, W] z-depth per view; None: no depth, so every pixel is unseen and nothing is carried.
+        references: The labelled views. What each tested view needs of them is made once, at the first view.
+        photos: uint8 [H, W, 3] photo per view for the colour test; None skips it.
+        num_classes: Number of classes to carry labels; None computes visibility only.
+        settings: The tests' tolerances.
+
+    Returns:
+        bool [H, W] unseen mask per view, and uint8 [H, W] carried ids (255 = none) per view (empty when
+        ``num_classes`` is None or without depth).
+    """
+    unseen_of: Dict[int, np.ndarray] = {}
+    carried_of: Dict[int, np.ndarray] = {}
+    with _progress() as progress:
+        task = progress.add_task("Reprojecting the labelled views", total=len(indices))
+        for i in indices:
+            height, width = scene.sizes[i]
+            if depths is None:
+                unseen_of[i] = np.ones((height, width), dtype=bool)
+            else:
+                seen, carried = reproject_from_references(
+                    depths[i],
+                    torch.from_numpy(scene.Ks[i]),
+                    torch.from_numpy(scene.c2ws[i]),
+                    references,
+                    num_classes,
+                    settings,
+                    torch.from_numpy(photos[i]) if photos is not None else None,
+                )  # [H, W], [H, W] | None
+                unseen_of[i] = (~seen).numpy()  # [H, W]
+                if carried is not None:
+                    carried_of[i] = carried.numpy()  # [H, W]
+            progress.advance(task)
+    return unseen_of, carried_of
+
+
+def _write_view(
+    root: Path, stem: str, pseudo: np.ndarray, boundary: np.ndarray, confidence: Optional[np.ndarray]
+) -> None:
+    """One view's files: boundary mask, confidence (or removal of a stale one), pseudo label last (a view counts as
+    done once all exist, so an interrupted view is remade)."""
+    pseudo_path, boundary_path = output_paths(root, stem)
+    irt_io.atomic_write_png(boundary_path, boundary)
+    conf_path = confidence_file(root, stem)
+    if confidence is not None:
+        irt_io.atomic_write_png(conf_path, encode_confidence(confidence))
+    else:
+        # A confidence map of an earlier prior run would no longer describe this pseudo label.
+        conf_path.unlink(missing_ok=True)
+    irt_io.atomic_write_png(pseudo_path, np.ascontiguousarray(pseudo, dtype=np.uint8))
+
+
+def write_views(
+    root: Path,
+    stems: Sequence[str],
+    pseudo: Sequence[np.ndarray],
+    boundary: Sequence[np.ndarray],
+    confidence: Optional[Sequence[np.ndarray]],
+) -> None:
+    """Writes pseudo labels, boundary masks and (given) confidence maps of views into the store ``root``, each file
+    atomically, several views at once: PNG encoding (zlib) and the flush to disk of each atomic write release the
+    GIL, so threads overlap them.
+
+    Args:
+        root: The store root.
+        stems: View names.
+        pseudo: uint8 [H, W] pseudo ids (255 = none) per view.
+        boundary: bool [H, W] B per view.
+        confidence: float [H, W] confidence in [0, 1] per view; None writes none and removes stale ones.
+    """
+    workers = max(1, min(WRITE_THREADS, len(stems)))
+    with _progress() as progress, ThreadPoolExecutor(workers) as pool:
+        task = progress.add_task("Writing pseudo labels", total=len(stems))
+        running = [
+            pool.submit(_write_view, root, stem, pseudo[k], boundary[k], None if confidence is None else confidence[k])
+            for k, stem in enumerate(stems)
+        ]
+        for done in as_completed(running):
+            done.result()  # re-raises a failed write
+            progress.advance(task)
+
+
 def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparser: Optional[Any] = None) -> dict:
     """Writes pseudo labels and boundary masks of the unlabelled training views; see the module docstring.
 
@@ -325,28 +425,15 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
 
         # Visibility (B) and carried classes of every view that needs them.
         started = time.perf_counter()
-        unseen_of: Dict[int, np.ndarray] = {}
-        carried_of: Dict[int, np.ndarray] = {}
-        with _progress() as progress:
-            task = progress.add_task("Reprojecting the labelled views", total=len(reprojected))
-            for i in reprojected:
-                height, width = scene.sizes[i]
-                if needs_depth:
-                    seen, carried = reproject_from_references(
-                        depths[i],
-                        torch.from_numpy(scene.Ks[i]),
-                        torch.from_numpy(scene.c2ws[i]),
-                        references,
-                        scene.num_classes if spec.carries_labels else None,
-                        reproject_settings,
-                        torch.from_numpy(photos[i]) if use_color else None,
-                    )  # [H, W], [H, W] | None
-                    unseen_of[i] = (~seen).numpy()  # [H, W]
-                    if carried is not None:
-                        carried_of[i] = carried.numpy()  # [H, W]
-                else:
-                    unseen_of[i] = np.ones((height, width), dtype=bool)
-                progress.advance(task)
+        unseen_of, carried_of = reproject_views(
+            scene,
+            reprojected,
+            depths if needs_depth else None,
+            references,
+            photos if use_color else None,
+            scene.num_classes if spec.carries_labels else None,
+            reproject_settings,
+        )
         times["reproject"] = time.perf_counter() - started
 
         confidence_of: Dict[int, np.ndarray] = {}
@@ -359,37 +446,35 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
             counts["prior_reprojected_views"] = prior_record["reprojected_views"]
 
         started = time.perf_counter()
-        with _progress() as progress:
-            task = progress.add_task("Writing pseudo labels", total=len(pending))
-            for i in pending:
-                height, width = scene.sizes[i]
-                unseen = unseen_of[i]  # [H, W]
-                if args.backend == "reproject":
-                    pseudo = carried_of.get(i, np.full((height, width), IGNORE_ID, np.uint8))  # [H, W]
-                elif args.backend == "prior":
-                    pseudo = prior_labels_of[i]  # [H, W]
-                else:
-                    frame = sam2_frames.get(i)
-                    pseudo = frame.labels if frame is not None else np.full((height, width), IGNORE_ID, np.uint8)
-                    if frame is not None and boundary_mode == "unseen":
-                        from semsplat_ns.pseudo.sam2 import grow_boundary_to_masks
+        pseudo_of: Dict[int, np.ndarray] = {}
+        boundary_of: Dict[int, np.ndarray] = {}
+        for i in pending:
+            height, width = scene.sizes[i]
+            unseen = unseen_of[i]  # [H, W]
+            if args.backend == "reproject":
+                pseudo_of[i] = carried_of.get(i, np.full((height, width), IGNORE_ID, np.uint8))  # [H, W]
+            elif args.backend == "prior":
+                pseudo_of[i] = prior_labels_of[i]  # [H, W]
+            else:
+                frame = sam2_frames.get(i)
+                pseudo_of[i] = frame.labels if frame is not None else np.full((height, width), IGNORE_ID, np.uint8)
+                if frame is not None and boundary_mode == "unseen":
+                    from semsplat_ns.pseudo.sam2 import grow_boundary_to_masks
 
-                        unseen = grow_boundary_to_masks(unseen, frame.objects)
-                boundary = np.ones((height, width), dtype=bool) if boundary_mode == "all" else unseen  # [H, W]
-                pseudo_path, boundary_path = output_paths(root, stems[i])
-                irt_io.atomic_write_png(boundary_path, boundary)
-                conf_path = confidence_file(root, stems[i])
-                if spec.writes_confidence:
-                    irt_io.atomic_write_png(conf_path, encode_confidence(confidence_of[i]))
-                else:
-                    # A confidence map of an earlier prior run would no longer describe this pseudo label.
-                    conf_path.unlink(missing_ok=True)
-                irt_io.atomic_write_png(pseudo_path, np.ascontiguousarray(pseudo, dtype=np.uint8))
-                stats[stems[i]] = coverage_stats(pseudo, boundary)
-                if i in carried_of:
-                    stats[stems[i]]["reprojected"] = float((carried_of[i] != IGNORE_ID).mean())
-                counts["written"] += 1
-                progress.advance(task)
+                    unseen = grow_boundary_to_masks(unseen, frame.objects)
+            boundary_of[i] = np.ones((height, width), dtype=bool) if boundary_mode == "all" else unseen  # [H, W]
+        write_views(
+            root,
+            [stems[i] for i in pending],
+            [pseudo_of[i] for i in pending],
+            [boundary_of[i] for i in pending],
+            [confidence_of[i] for i in pending] if spec.writes_confidence else None,
+        )
+        for i in pending:
+            stats[stems[i]] = coverage_stats(pseudo_of[i], boundary_of[i])
+            if i in carried_of:
+                stats[stems[i]]["reprojected"] = float((carried_of[i] != IGNORE_ID).mean())
+            counts["written"] += 1
         times["write"] = time.perf_counter() - started
 
     for i in skipped:

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any, Dict, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -52,9 +52,9 @@ class PriorSettings:
 
     unet: Annotated[UnetRecipe, tyro.conf.arg(name="")] = field(default_factory=UnetRecipe)
     """The Unet and its training (steps, crop, width, levels, labelled-batch, peak-lr, weight-decay, brightness,
-    bf16, deterministic, seed); its flags carry no ``unet.`` prefix: ``--prior.steps``. 6000 steps take 68-70 s on
-    one H200, about 75 s on an H100, for 100 views of 512x512. The seed also fixes every crop draw (same seed,
-    same device: same pseudo labels)."""
+    bf16, deterministic, cudnn-benchmark, step-runner, seed); its flags carry no ``unet.`` prefix: ``--prior.steps``.
+    6000 steps take 68-70 s on one H200, about 75 s on an H100, for 100 views of 512x512 (eager step). The seed also
+    fixes every crop draw (same seed, same device: same pseudo labels)."""
     pseudo_batch: int = 4
     """Crops of reprojected (3D-propagated) labels of the other training views per step, besides the
     labelled-batch crops of labelled views."""
@@ -88,9 +88,10 @@ def check_settings(settings: PriorSettings) -> None:
         raise PriorError("; ".join(problems))
 
 
-NOT_CACHED = ("device", "save_weights")
-"""Settings that do not change the pseudo labels (where the prior runs, where its weights go): left out of the
-cache key, so changing them does not rebuild cached pseudo labels."""
+NOT_CACHED = ("device", "save_weights", "step_runner", "cudnn_benchmark")
+"""Settings that say where and how the prior runs, not what it computes (the device, where its weights go, how each
+step is launched, whether cuDNN times its algorithms): left out of the cache key, so changing them does not rebuild
+cached pseudo labels. Like the device, the last two may change the rounding on a GPU, not the recipe."""
 
 
 def flat_settings(settings: PriorSettings) -> Dict[str, Any]:
@@ -139,6 +140,35 @@ def fitting_crop(settings: PriorSettings, sizes: Sequence[Tuple[int, int]]) -> i
     return min(recipe.crop, fits)
 
 
+def prior_pools(
+    labelled: Sequence[Tuple[np.ndarray, np.ndarray]],
+    propagated: Sequence[Tuple[np.ndarray, np.ndarray]],
+    settings: PriorSettings,
+    crop: int,
+    device: torch.device,
+) -> List[Tuple[CropSampler, int]]:
+    """The prior's crop pools: ``labelled_batch`` crops of the labelled views and ``pseudo_batch`` crops of the views
+    with reprojected labels per step (none of those without any).
+
+    Args:
+        labelled: (photo uint8 [H, W, 3], label uint8 [H, W]) of every labelled view.
+        propagated: (photo, reprojected label uint8 [H, W], 255 = none) of views that have some.
+        settings: Batch sizes and brightness jitter.
+        crop: Crop side.
+        device: Where the crops are made.
+
+    Returns:
+        (sampler, crops per step) pairs for :func:`~semsplat_ns.pseudo.unet.train_unet`.
+    """
+    brightness = settings.unet.brightness
+    sampler = CropSampler([p for p, _ in labelled], [lab for _, lab in labelled], crop, brightness, device)
+    pools = [(sampler, settings.unet.labelled_batch)]
+    if propagated and settings.pseudo_batch > 0:
+        sampler = CropSampler([p for p, _ in propagated], [c for _, c in propagated], crop, brightness, device)
+        pools.append((sampler, settings.pseudo_batch))
+    return pools
+
+
 def train_prior(
     num_classes: int,
     labelled: Sequence[Tuple[np.ndarray, np.ndarray]],
@@ -172,11 +202,7 @@ def train_prior(
         f"prior: {recipe.steps} steps on {device}, {len(labelled)} labelled views and {len(propagated)} views "
         "with reprojected labels"
     )
-    sampler = CropSampler([p for p, _ in labelled], [lab for _, lab in labelled], crop, recipe.brightness, device)
-    pools = [(sampler, recipe.labelled_batch)]
-    if propagated and settings.pseudo_batch > 0:
-        sampler = CropSampler([p for p, _ in propagated], [c for _, c in propagated], crop, recipe.brightness, device)
-        pools.append((sampler, settings.pseudo_batch))
+    pools = prior_pools(labelled, propagated, settings, crop, device)
     model, seconds = train_unet(
         pools,
         num_classes,
@@ -256,6 +282,44 @@ def load_prior(path: Path, device: torch.device) -> Tuple[Unet, Dict]:
     return model, payload
 
 
+def predict_views(
+    model: Unet,
+    photos: Dict[int, np.ndarray],
+    carried_of: Dict[int, np.ndarray],
+    pending: Sequence[int],
+    settings: PriorSettings,
+    device: torch.device,
+    progress: Optional[Progress] = None,
+) -> Tuple[Dict[int, np.ndarray], Dict[int, np.ndarray], float]:
+    """The prior's predictions fused with the reprojected labels (:func:`fuse`), per pending view.
+
+    Args:
+        model: The trained prior (eval mode) on ``device``.
+        photos: uint8 [H, W, 3] photo per view.
+        carried_of: uint8 [H, W] reprojected class ids (255 = none) per view; a view without one has none.
+        pending: Views to predict.
+        settings: Threshold, margin, bf16.
+        device: The model's device.
+        progress: Rich progress display; None predicts silently.
+
+    Returns:
+        Pseudo ids and confidence per pending view, and the mean share of pixels whose pseudo label comes from the
+        prior (not from reprojection).
+    """
+    pseudo: Dict[int, np.ndarray] = {}
+    confidence: Dict[int, np.ndarray] = {}
+    kept = 0.0
+    task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending)) if progress else None
+    for i in pending:
+        ids, probability = predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
+        carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
+        pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
+        kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
+        if progress is not None and task is not None:
+            progress.advance(task)
+    return pseudo, confidence, kept / max(len(pending), 1)
+
+
 def prior_pseudo_labels(
     settings: PriorSettings,
     scene: TrainSplit,
@@ -289,16 +353,7 @@ def prior_pseudo_labels(
         if settings.save_weights is not None:
             save_prior(model, settings.save_weights, settings)
         started = time.perf_counter()
-        pseudo: Dict[int, np.ndarray] = {}
-        confidence: Dict[int, np.ndarray] = {}
-        kept = 0.0
-        task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending))
-        for i in pending:
-            ids, probability = predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
-            carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
-            pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
-            kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
-            progress.advance(task)
+        pseudo, confidence, kept = predict_views(model, photos, carried_of, pending, settings, device, progress)
         times["prior_predict"] = time.perf_counter() - started
     del model
     if device.type == "cuda":
@@ -312,6 +367,6 @@ def prior_pseudo_labels(
         "reprojected_views": sum(1 for _, carried in propagated if (carried != IGNORE_ID).any()),
         "train_s": train_s,
         # Share of pixels whose pseudo label comes from the prior (not from reprojection).
-        "coverage_from_prior": kept / max(len(pending), 1),
+        "coverage_from_prior": kept,
     }
     return pseudo, confidence, record

@@ -8,6 +8,7 @@ nerfstudio trains on (``images_<N>/``, undistorted) in nerfstudio's train split.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -18,6 +19,9 @@ from semsplat_ns.console import progress_bar as _progress
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.classes import read_scene_classes
 from semsplat_ns.data.irt_io import IRTDataError
+
+READ_THREADS = 8
+"""Photos decoded at once by :func:`read_photos`."""
 
 
 @dataclass
@@ -142,12 +146,12 @@ def read_photos(
     missing = [i for i in indices if i not in photos]
     if not missing:
         return photos
-    with _progress() as progress:
+    # PNG and JPEG decoding release the GIL: a few threads read several photos at once.
+    with _progress() as progress, ThreadPoolExecutor(max(1, min(READ_THREADS, len(missing)))) as pool:
         task = progress.add_task("Reading training photos", total=len(missing))
-        for i in missing:
-            photo = read_photo(scene, i)  # [H, W, 3]
+        for i, photo in zip(missing, pool.map(lambda index: read_photo(scene, index), missing)):
             if photo.shape[:2] != scene.sizes[i]:
                 raise IRTDataError(f"{scene.photo_paths[i]}: size changed while reading")
-            photos[i] = photo
+            photos[i] = photo  # [H, W, 3]
             progress.advance(task)
     return photos

@@ -8,6 +8,10 @@ Recipe: a 5-level Unet (base width 32, BatchNorm), random square crops (256 px) 
 the square and a +-20 % brightness jitter, AdamW with a one-cycle learning rate peaking at 2e-3, bf16
 autocast on CUDA. Label id 255 means "no label" and is left out of the loss, so partly labelled views
 (reprojected labels) train where they have labels only.
+
+How each optimisation step runs on the device is the recipe's ``step_runner`` (:data:`STEP_RUNNERS`): the plain
+eager step, the whole step captured once as a CUDA graph and replayed, or the network compiled by torch.compile.
+They compute the same step; ``benchmarks/prior_speed.py`` times them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,12 +28,44 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import Tensor, nn
 
+from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.model.losses import inverse_sqrt_frequency_weights
 
 # ImageNet statistics: a fixed, data-independent input normalisation.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
+
+StepRunner = Literal["eager", "cuda-graph", "compiled"]
+"""How an optimisation step runs on the device (:data:`STEP_RUNNERS`)."""
+
+
+@dataclass(frozen=True)
+class StepRunnerSpec:
+    """What a step runner is and what it keeps."""
+
+    cuda_only: bool
+    """Runs on CUDA only; on any other device the eager step runs instead (same results as ``eager`` there)."""
+    same_network_per_seed: bool
+    """With ``deterministic`` (and without ``cudnn_benchmark``) the same seed gives the same network on the same
+    GPU, software and settings."""
+    summary: str
+    """One line on how it runs, for messages."""
+
+
+STEP_RUNNERS: Dict[str, StepRunnerSpec] = {
+    # The step as written: every kernel launched from Python, one step after the other.
+    "eager": StepRunnerSpec(cuda_only=False, same_network_per_seed=True, summary="eager step"),
+    # The crops are drawn as in eager and copied into fixed input buffers; forward, cross-entropy and backward are
+    # one CUDA graph replayed per step, so the CPU no longer launches their hundreds of kernels one by one. AdamW and
+    # the one-cycle schedule run eagerly after it (CudaGraphStep says why). Replays run the eager step's kernels in
+    # the same order: the same network per seed, the eager one's as long as cuDNN picks the same kernels.
+    "cuda-graph": StepRunnerSpec(cuda_only=True, same_network_per_seed=True, summary="CUDA-graph step"),
+    # torch.compile of the network (forward and backward fused by Inductor); the first steps compile (tens of
+    # seconds). Inductor may pick kernel configurations by timing them, so another run may round differently.
+    "compiled": StepRunnerSpec(cuda_only=False, same_network_per_seed=False, summary="torch.compile network"),
+}
+"""The step runners, by name (``UnetRecipe.step_runner``)."""
 
 
 @dataclass
@@ -59,6 +95,16 @@ class UnetRecipe:
     deterministic: bool = True
     """Ask cuDNN for deterministic kernels while training, so a seed gives the same network on the same GPU
     (False lets cuDNN pick its fastest, possibly non-deterministic, kernels)."""
+    cudnn_benchmark: bool = False
+    """Let cuDNN time its convolution algorithms on the first steps (the crop's shapes never change) and keep the
+    fastest; with ``deterministic`` only deterministic ones compete. The choice depends on timings, so another
+    run may pick another algorithm and round differently: the same seed no longer surely gives the same network."""
+    step_runner: StepRunner = "eager"
+    """How each step runs on the device (:data:`STEP_RUNNERS`): eager (every kernel launched from Python),
+    cuda-graph (forward, loss and backward captured once as a CUDA graph and replayed, AdamW eager; CUDA only,
+    eager on the CPU; same network per seed) or compiled (torch.compile of the network; the
+    first steps compile; not surely the same network per seed). The CPU gives the same network with every runner
+    but compiled."""
     seed: int = 0
     """Seed of the initial weights and of every crop draw."""
     class_balance: Literal["none", "inverse-sqrt-frequency"] = "inverse-sqrt-frequency"
@@ -321,17 +367,229 @@ def autocast(device: torch.device, bf16: bool):
 
 
 @contextlib.contextmanager
-def _cudnn_deterministic(enabled: bool) -> Iterator[None]:
-    """cuDNN's deterministic kernels inside the block, the caller's settings restored after it."""
-    if not enabled:
+def cudnn_settings(recipe: UnetRecipe, device: torch.device) -> Iterator[None]:
+    """cuDNN's deterministic and benchmark modes of the recipe inside the block (CUDA only), the caller's settings
+    restored after it."""
+    if device.type != "cuda":
         yield
         return
     before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    if recipe.deterministic:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, recipe.cudnn_benchmark
+    elif recipe.cudnn_benchmark:
+        # Without deterministic kernels the caller's deterministic flag stays as it was (as before this setting).
+        torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
+def effective_step_runner(recipe: UnetRecipe, device: torch.device) -> StepRunner:
+    """The step runner that runs on ``device``: the recipe's, or eager where it needs CUDA and the device is not."""
+    if recipe.step_runner not in STEP_RUNNERS:
+        raise ValueError(f"unknown step runner {recipe.step_runner!r}; one of {', '.join(STEP_RUNNERS)}")
+    if STEP_RUNNERS[recipe.step_runner].cuda_only and device.type != "cuda":
+        return "eager"
+    return recipe.step_runner
+
+
+class EagerStep:
+    """One optimisation step as written: forward under autocast, masked cross-entropy, backward, AdamW and the
+    one-cycle schedule, every kernel launched from Python. Also the ``compiled`` runner, with a compiled network.
+
+    Args:
+        model: The network (train mode, on the device).
+        recipe: Learning rate, weight decay, steps, bf16.
+        class_weights: ``[C]`` weights of the cross-entropy, or None.
+        device: Where the model lives.
+        compiled: Run the network through ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        model: Unet,
+        recipe: UnetRecipe,
+        class_weights: Optional[Tensor],
+        device: torch.device,
+        compiled: bool = False,
+    ) -> None:
+        self.network: Callable[[Tensor], Tensor] = torch.compile(model) if compiled else model
+        self.recipe = recipe
+        self.class_weights = class_weights
+        self.device = device
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps
+        )
+
+    def __call__(self, images: Tensor, targets: Tensor) -> Tensor:
+        """Runs one step on a batch; returns the loss (a device scalar, not read back)."""
+        with autocast(self.device, self.recipe.bf16):
+            logits = self.network(images)  # [B, C, S, S]
+        loss = masked_cross_entropy(logits, targets, self.class_weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return loss
+
+
+class CudaGraphStep:
+    """One optimisation step whose forward, cross-entropy and backward replay from a CUDA graph (see
+    :data:`STEP_RUNNERS`); AdamW and the one-cycle schedule then run eagerly, as in :class:`EagerStep`.
+
+    Why the optimiser stays outside the graph: torch's ``OneCycleLR`` also cycles AdamW's beta1 by replacing a
+    Python float, which a captured step would keep at its capture-time value; AdamW's capturable mode with device
+    tensors for beta1 turns them into host scalars in ``_foreach_pow`` (a device sync, illegal under capture) and
+    rounds its bias corrections differently. Outside the graph the optimiser is the eager one, value for value, at
+    the cost of its ~20 fused multi-tensor launches; the graph removes the hundreds of launches of the network.
+
+    The first :attr:`WARMUP_STEPS` steps run eagerly on a side stream (cuDNN, cuBLAS and the allocator warm up, as
+    capture needs); the next step is captured (capture runs nothing) and replayed, and every later step only copies
+    its crops into the fixed buffers and replays. Every step, warm-up included, is a real step of the schedule, and
+    the kernels are the eager step's, so the network is the eager one's as long as cuDNN picks the same kernels.
+
+    Args:
+        model: The network (train mode, on a CUDA device).
+        recipe: Learning rate, weight decay, steps, bf16.
+        class_weights: ``[C]`` weights of the cross-entropy on the device, or None.
+        device: The CUDA device.
+        batch_shape: (B, S): crops per step and crop side; every batch must have them.
+    """
+
+    WARMUP_STEPS = 3
+    """Eager steps before capture (PyTorch's recipe for whole-network capture uses a few)."""
+
+    def __init__(
+        self,
+        model: Unet,
+        recipe: UnetRecipe,
+        class_weights: Optional[Tensor],
+        device: torch.device,
+        batch_shape: Tuple[int, int],
+    ) -> None:
+        if device.type != "cuda":
+            raise ValueError(f"the cuda-graph step runner needs a CUDA device, got {device}")
+        self.model = model
+        self.recipe = recipe
+        self.class_weights = class_weights
+        self.device = device
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps
+        )
+        batch, crop = batch_shape
+        self.images = torch.zeros(batch, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
+        self.targets = torch.full((batch, crop, crop), IGNORE_ID, dtype=torch.int64, device=device)  # [B, S, S]
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.loss = torch.zeros((), device=device)  # the captured loss, rewritten by every replay
+        self.steps_done = 0
+
+    def _forward_backward(self) -> Tensor:
+        """Loss and gradients of the batch in the fixed buffers."""
+        # Autocast's cast cache must be off under graph capture (PyTorch's CUDA-graph notes); it changes no value.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.recipe.bf16, cache_enabled=False):
+            logits = self.model(self.images)  # [B, C, S, S]
+        loss = masked_cross_entropy(logits, self.targets, self.class_weights)
+        loss.backward()
+        return loss
+
+    def __call__(self, images: Tensor, targets: Tensor) -> Tensor:
+        """Runs one step on a batch; returns the loss (a device scalar, not read back; overwritten next step)."""
+        if images.shape != self.images.shape or targets.shape != self.targets.shape:
+            raise ValueError(
+                f"a CUDA-graph step needs fixed shapes {tuple(self.images.shape)}, got {tuple(images.shape)}"
+            )
+        # On the current stream, so the warm-up's side stream (after its wait) and the replay read this batch.
+        self.images.copy_(images)
+        self.targets.copy_(targets)
+        self.steps_done += 1
+        if self.steps_done <= self.WARMUP_STEPS:
+            current = torch.cuda.current_stream(self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self._forward_backward()
+                self.optimizer.step()
+                self.schedule.step()
+            current.wait_stream(side)
+            return loss
+        if self.graph is None:
+            # Gradients are None at capture, so the captured backward allocates them in the graph's pool and every
+            # replay writes them afresh, as backward does after zero_grad(set_to_none=True); they must never be set
+            # to None again, or AdamW would skip the parameters.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = self._forward_backward()
+        self.graph.replay()
+        self.optimizer.step()
+        self.schedule.step()
+        return self.loss
+
+
+class UnetTraining:
+    """One training run from scratch: the network, its step runner and the crop draws of every step.
+    :func:`train_unet` runs it to the end; ``benchmarks/prior_speed.py`` times its steps.
+
+    Args:
+        pools: (sampler, crops per step) pairs; each step's batch holds that many crops of every pool
+            (e.g. 4 crops of the labelled views and 4 of the reprojected labels).
+        num_classes: Number of classes C.
+        recipe: Steps, crop, width, learning rate, augmentation, bf16, seed, step runner.
+        device: Where to train.
+    """
+
+    def __init__(
+        self, pools: Sequence[Tuple[CropSampler, int]], num_classes: int, recipe: UnetRecipe, device: torch.device
+    ) -> None:
+        if recipe.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {recipe.steps}")
+        check_crop(recipe.crop, recipe.levels)
+        pools = [(sampler, count) for sampler, count in pools if count > 0]
+        if not pools:
+            raise ValueError("train_unet: no crops per step (every pool has a batch size of 0)")
+        for sampler, _ in pools:
+            if sampler.crop != recipe.crop:
+                raise ValueError(
+                    f"train_unet: a sampler makes {sampler.crop}-pixel crops, the recipe wants {recipe.crop}"
+                )
+        self.pools = pools
+        self.recipe = recipe
+        self.device = device
+        # The weights come from the seed without disturbing the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.seed)
+            model = Unet(num_classes, width=recipe.width, levels=recipe.levels)
+        self.model = model.to(device).to(memory_format=torch.channels_last)
+        self.model.train()
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+        class_weights = None
+        if recipe.class_balance == "inverse-sqrt-frequency":
+            class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes)).to(device)  # [C]
+        self.step_runner = effective_step_runner(recipe, device)
+        if self.step_runner != recipe.step_runner:
+            CONSOLE.print(f"[yellow]{recipe.step_runner} step runner needs CUDA; the eager step runs on {device}")
+        self.run_step: Callable[[Tensor, Tensor], Tensor]
+        if self.step_runner == "cuda-graph":
+            batch = sum(count for _, count in pools)
+            self.run_step = CudaGraphStep(self.model, recipe, class_weights, device, (batch, recipe.crop))
+        else:
+            compiled = self.step_runner == "compiled"
+            self.run_step = EagerStep(self.model, recipe, class_weights, device, compiled=compiled)
+
+    def kernel_settings(self) -> contextlib.AbstractContextManager:
+        """The cuDNN settings the steps must run under (:func:`cudnn_settings`)."""
+        return cudnn_settings(self.recipe, self.device)
+
+    def step(self) -> Tensor:
+        """Draws the next batch and runs one step on it; returns the loss (a device scalar, not read back)."""
+        drawn = [sampler.sample(count, self.generator) for sampler, count in self.pools]
+        batch = torch.cat([images for images, _ in drawn]).contiguous(memory_format=torch.channels_last)
+        targets = torch.cat([labels for _, labels in drawn])  # [B, S, S]
+        return self.run_step(batch, targets)
 
 
 def train_unet(
@@ -348,7 +606,7 @@ def train_unet(
         pools: (sampler, crops per step) pairs; each step's batch holds that many crops of every pool
             (e.g. 4 crops of the labelled views and 4 of the reprojected labels).
         num_classes: Number of classes C.
-        recipe: Steps, crop, width, learning rate, augmentation, bf16, seed.
+        recipe: Steps, crop, width, learning rate, augmentation, bf16, seed, step runner.
         device: Where to train.
         progress: Rich progress display to report on; None trains silently.
         description: The progress task's title.
@@ -356,44 +614,14 @@ def train_unet(
     Returns:
         The trained model (in train mode) and the training wall time in seconds.
     """
-    if recipe.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {recipe.steps}")
-    check_crop(recipe.crop, recipe.levels)
-    pools = [(sampler, count) for sampler, count in pools if count > 0]
-    if not pools:
-        raise ValueError("train_unet: no crops per step (every pool has a batch size of 0)")
-    for sampler, _ in pools:
-        if sampler.crop != recipe.crop:
-            raise ValueError(f"train_unet: a sampler makes {sampler.crop}-pixel crops, the recipe wants {recipe.crop}")
-    # The weights come from the seed without disturbing the caller's global random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        model = Unet(num_classes, width=recipe.width, levels=recipe.levels)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    class_weights = None
-    if recipe.class_balance == "inverse-sqrt-frequency":
-        class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes)).to(device)  # [C]
+    training = UnetTraining(pools, num_classes, recipe, device)
     task = progress.add_task(description, total=recipe.steps) if progress is not None else None
-
-    with _cudnn_deterministic(recipe.deterministic and device.type == "cuda"):
+    with training.kernel_settings():
         synchronize(device)
         start = time.perf_counter()
         loss_value = math.nan
         for step in range(recipe.steps):
-            drawn = [sampler.sample(count, generator) for sampler, count in pools]
-            batch = torch.cat([images for images, _ in drawn]).contiguous(memory_format=torch.channels_last)
-            targets = torch.cat([labels for _, labels in drawn])  # [B, S, S]
-            with autocast(device, recipe.bf16):
-                logits = model(batch)  # [B, C, S, S]
-            loss = masked_cross_entropy(logits, targets, class_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            loss = training.step()
             if task is not None and progress is not None:
                 # Reading the loss syncs the device: only now and then.
                 if step % 50 == 0 or step == recipe.steps - 1:
@@ -402,7 +630,7 @@ def train_unet(
                 else:
                     progress.advance(task)
         synchronize(device)
-    return model, time.perf_counter() - start
+    return training.model, time.perf_counter() - start
 
 
 def photo_tensor(photo: np.ndarray, device: torch.device) -> Tensor:

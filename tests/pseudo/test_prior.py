@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import typing
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Tuple
@@ -17,14 +18,20 @@ import tyro
 
 from semsplat_ns.data import irt_io
 from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
+from semsplat_ns.model.losses import inverse_sqrt_frequency_weights
 from semsplat_ns.pseudo import store
 from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, run
 from semsplat_ns.pseudo.prior import PriorError, PriorSettings, fuse, load_prior
 from semsplat_ns.pseudo.unet import (
+    STEP_RUNNERS,
     CropSampler,
+    CudaGraphStep,
+    StepRunner,
     Unet,
     UnetRecipe,
     class_pixel_counts,
+    cudnn_settings,
+    effective_step_runner,
     masked_cross_entropy,
     predict_probabilities,
     train_unet,
@@ -271,8 +278,13 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
     assert UnetBaselineConfig(data=[]).unet == baseline_recipe  # as the baseline's rows were measured
     assert PriorSettings().unet.class_balance == "inverse-sqrt-frequency"  # the prior's own default
     key = cache_fields(PriorSettings())
-    assert set(key) == recipe_names | {"pseudo_batch", "threshold", "margin"}  # device and save_weights are not
-    for name in recipe_names:
+    how_it_runs = {"step_runner", "cudnn_benchmark"}  # like device and save_weights: not in the key
+    assert set(key) == recipe_names - how_it_runs | {"pseudo_batch", "threshold", "margin"}
+    for name in how_it_runs:
+        changed = PriorSettings(unet=replace(UnetRecipe(), **{name: _another(getattr(UnetRecipe(), name))}))
+        args = PseudoLabelArgs(data=Path("x"), backend="prior", prior=changed)
+        assert cache_key(args) == cache_key(PseudoLabelArgs(data=Path("x"), backend="prior")), name
+    for name in recipe_names - how_it_runs:
         changed = PriorSettings(unet=replace(UnetRecipe(), **{name: _another(getattr(UnetRecipe(), name))}))
         args = PseudoLabelArgs(data=Path("x"), backend="prior", prior=changed)
         assert cache_key(args) != cache_key(PseudoLabelArgs(data=Path("x"), backend="prior")), name
@@ -283,7 +295,7 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
 def _another(value):
     """A different value of the same type (a Literal string: the recipe's other choice)."""
     if isinstance(value, str):
-        return {"none": "inverse-sqrt-frequency"}.get(value, "none")
+        return {"none": "inverse-sqrt-frequency", "eager": "cuda-graph"}.get(value, "none")
     return (not value) if isinstance(value, bool) else value * 2 + 1
 
 
@@ -337,3 +349,70 @@ def test_unet_checks_its_arguments():
     with pytest.raises(ValueError, match="at least 2 levels"):
         Unet(3, levels=1)
     assert Unet(3, width=2, levels=3).divisor == 4
+
+
+def _reference_training(pools, num_classes: int, recipe: UnetRecipe) -> Unet:
+    """The eager training loop as it was written before step runners existed (the CPU's results must not move)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        model = Unet(num_classes, width=recipe.width, levels=recipe.levels)
+    model = model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes))  # [C]
+    for _ in range(recipe.steps):
+        drawn = [sampler.sample(count, generator) for sampler, count in pools]
+        batch = torch.cat([images for images, _ in drawn]).contiguous(memory_format=torch.channels_last)
+        targets = torch.cat([labels for _, labels in drawn])  # [B, S, S]
+        loss = masked_cross_entropy(model(batch), targets, class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return model
+
+
+def test_every_step_runner_but_compiled_gives_the_eager_network_on_the_cpu():
+    """Same seed, same network as before step runners existed: eager, and cuda-graph (eager on the CPU), with and
+    without cuDNN's settings (CUDA only); compiled is left out (it compiles for ~20 s here)."""
+    generator = np.random.default_rng(0)
+    photos = [generator.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    labels = [generator.integers(0, 4, (40, 40), dtype=np.uint8) for _ in range(3)]
+    labels[1][:10] = IGNORE_ID
+    cpu = torch.device("cpu")
+    pools = [
+        (CropSampler(photos[:2], labels[:2], 16, 0.2, cpu), 2),
+        (CropSampler(photos[1:], labels[1:], 16, 0.2, cpu), 3),
+    ]
+    recipe = UnetRecipe(steps=12, crop=16, width=4, levels=2, seed=3)
+    reference = _reference_training(pools, 4, recipe).state_dict()
+    assert set(STEP_RUNNERS) == set(typing.get_args(StepRunner))
+    for runner, benchmark in (("eager", False), ("cuda-graph", True)):
+        model, _ = train_unet(pools, 4, replace(recipe, step_runner=runner, cudnn_benchmark=benchmark), cpu)
+        weights = model.state_dict()
+        assert all(torch.equal(weights[name], reference[name]) for name in reference), runner
+    moved = train_unet(pools, 4, replace(recipe, seed=4), cpu)[0].state_dict()
+    assert not all(torch.equal(moved[name], reference[name]) for name in reference)  # the comparison can fail
+
+
+def test_cudnn_settings_follow_the_recipe_and_are_restored():
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cases = [
+        (UnetRecipe(), (True, False)),
+        (UnetRecipe(cudnn_benchmark=True), (True, True)),
+        (UnetRecipe(deterministic=False, cudnn_benchmark=True), (before[0], True)),
+        (UnetRecipe(deterministic=False), before),
+    ]
+    for recipe, inside in cases:
+        with cudnn_settings(recipe, torch.device("cuda")):  # sets flags only; no CUDA call
+            assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == inside, recipe
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
+    with cudnn_settings(UnetRecipe(cudnn_benchmark=True), torch.device("cpu")):
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
+    assert effective_step_runner(UnetRecipe(step_runner="cuda-graph"), torch.device("cpu")) == "eager"
+    assert effective_step_runner(UnetRecipe(step_runner="cuda-graph"), torch.device("cuda")) == "cuda-graph"
+    assert effective_step_runner(UnetRecipe(step_runner="compiled"), torch.device("cpu")) == "compiled"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        CudaGraphStep(Unet(2, width=2, levels=2), UnetRecipe(), None, torch.device("cpu"), (2, 16))
