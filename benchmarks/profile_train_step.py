@@ -307,7 +307,7 @@ def run_variant(
         stats.sort_stats("tottime").print_stats(45)
         stats.sort_stats("cumulative").print_stats(60)
         profile_to.write_text(text.getvalue())
-    row = dict(
+    row: Dict[str, object] = dict(
         variant=variant,
         iterations=iterations,
         n_gaussians=int(trainer.pipeline.model.num_points),

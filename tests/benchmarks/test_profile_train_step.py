@@ -88,15 +88,20 @@ def test_torch_frames_are_not_causes():
 
 def test_profiles_the_registered_preset(tmp_path):
     from semsplat_ns.config import semsplat_preset_config
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
     from semsplat_ns.schedule import PRESET_STEPS
 
     config = preset_config(tmp_path / "scene", "no-agg", 40, tmp_path / "runs")
     preset = semsplat_preset_config()
+    model, datamanager = config.pipeline.model, config.pipeline.datamanager
+    assert isinstance(model, SemSplatModelConfig) and isinstance(datamanager, SemSplatDataManagerConfig)
+    assert isinstance(preset.pipeline.datamanager, SemSplatDataManagerConfig)
     assert config.max_num_iterations == 40 and preset.max_num_iterations == PRESET_STEPS
     # the schedule stays the preset's: its compressed model fields and learning-rate decays over PRESET_STEPS
     for name in ("stop_split_at", "warmup_length", "resolution_schedule", "sh_degree_interval", "refine_every"):
         assert getattr(config.pipeline.model, name) == getattr(preset.pipeline.model, name), name
     assert config.optimizers["means"]["scheduler"].max_steps == PRESET_STEPS
-    assert config.pipeline.model.agg2d_loss_weight == 0.0 and config.pipeline.model.agg3d_loss_weight == 0.0
-    assert config.pipeline.datamanager.auto_pseudo_labels == preset.pipeline.datamanager.auto_pseudo_labels
+    assert model.agg2d_loss_weight == 0.0 and model.agg3d_loss_weight == 0.0
+    assert datamanager.auto_pseudo_labels == preset.pipeline.datamanager.auto_pseudo_labels
     assert config.steps_per_save > 40 and config.steps_per_eval_image > 40

@@ -138,6 +138,7 @@ def test_next_train_draws_nerfstudios_views_with_prepared_cameras(scene):
             )
             for cam in (camera, expected_camera):
                 cam.rescale_output_resolution(factor)
+        assert camera.metadata is not None
         prepared = lean._train_view_cameras[camera.metadata["cam_idx"]]
         assert int(prepared.width.item()) == width  # the step's copy took the rescaling, not the prepared camera
     prepared = next(iter(lean._train_view_cameras.values()))

@@ -21,7 +21,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.models.splatfacto import SplatfactoModel
 from PIL import Image
 
-from semsplat_ns.data.datamanager import SemSplatDataManager, TrainViewCamera
+from semsplat_ns.data.datamanager import SemSplatDataManager, SemSplatDataManagerConfig, TrainViewCamera
 from semsplat_ns.model import losses
 from semsplat_ns.model.semsplat_model import SemSplatModel, SemSplatModelConfig
 from semsplat_ns.model.step_cache import DerivedTensors
@@ -69,7 +69,9 @@ def _train(scene: Path, output_dir: Path) -> Tuple[List[Dict[str, torch.Tensor]]
     model_config.agg3d_knn_refresh_every = 5
     model_config.class_balance = "inverse-sqrt-frequency"
     model_config.num_random = 3000  # the scene triangulates no seed points: a few random Gaussians keep it quick
-    config.pipeline.datamanager.labelled_to_other_ratio = 2  # labelled and pseudo-labelled views in few steps
+    datamanager_config = config.pipeline.datamanager
+    assert isinstance(datamanager_config, SemSplatDataManagerConfig)
+    datamanager_config.labelled_to_other_ratio = 2  # labelled and pseudo-labelled views in few steps
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
