@@ -86,7 +86,8 @@ def test_pseudo_labels_of_captures_equal_the_irt_forms(town, depth_dir, tmp_path
     shutil.copytree(town, irt)
     run(PseudoLabelArgs(data=irt, backend="reproject", depth_dir=depth_dir))
     expected = {s: irt_io.read_pseudo_label(irt / "train" / "pseudo" / f"{s}.png") for s in TARGETS}
-    assert np.mean([(ids != IGNORE_ID).mean() for ids in expected.values()]) > 0.1  # something to compare
+    # Something to compare: 8 % of pixels carry a class at the colour tolerance 3 (the default since 8e073a1).
+    assert np.mean([(ids != IGNORE_ID).mean() for ids in expected.values()]) > 0.05
 
     for layout in ("nerfstudio", "colmap"):
         capture = write_capture(town, tmp_path / layout, layout)  # type: ignore[arg-type]

@@ -99,7 +99,10 @@ def test_projection_round_trip_and_self_reprojection(base):
 
 def test_reproject_with_exact_depth_is_accurate_and_b_is_consistent(base, tmp_path):
     scene, depth_dir = _copy(base[0], tmp_path), base[1]
-    record = run(PseudoLabelArgs(data=scene, backend="reproject", depth_dir=depth_dir, boundary="unseen"))
+    # Colour tolerance 5 (the default was 5 when the coverage bound below was set; at 3 exact depth covers 0.149).
+    record = run(
+        PseudoLabelArgs(data=scene, backend="reproject", depth_dir=depth_dir, boundary="unseen", color_tolerance=5.0)
+    )
     assert record["counts"]["written"] == len(_targets(scene)) == 11
     _check_outputs(scene, 20)
     correct = labelled = total = 0
@@ -116,7 +119,8 @@ def test_reproject_with_exact_depth_is_accurate_and_b_is_consistent(base, tmp_pa
         assert not (boundary & (pseudo != 255)).any()
         # B from the CLI is B recomputed from the same inputs, and pixels without depth (sky) are in B.
         target = _view(scene, depth_dir, stem, labels=False)
-        expected = boundary_mask(target.depth, target.K, target.c2w, references, ReprojectSettings(), target.photo)
+        settings = ReprojectSettings(color_tolerance=5.0)
+        expected = boundary_mask(target.depth, target.K, target.c2w, references, settings, target.photo)
         assert np.array_equal(boundary, expected.numpy())
         assert boundary[target.depth.numpy() == 0].all()
         # Independent check of "outside B = seen": every such pixel lands inside some labelled view on a
@@ -141,7 +145,11 @@ def test_reproject_with_exact_depth_is_accurate_and_b_is_consistent(base, tmp_pa
 
 def test_report_and_reproject_default_boundary_all(base, tmp_path):
     scene, depth_dir = _copy(base[0], tmp_path), base[1]
-    record = run(PseudoLabelArgs(data=scene, backend="reproject", depth_dir=depth_dir, report=scene / "gt_all"))
+    # Colour tolerance 5, as in the test above (its coverage bound was set under that default).
+    args = PseudoLabelArgs(
+        data=scene, backend="reproject", depth_dir=depth_dir, report=scene / "gt_all", color_tolerance=5.0
+    )
+    record = run(args)
     assert record["boundary"] == "all"
     for stem in _targets(scene):
         assert irt_io.read_boundary_mask(scene / "train" / "boundary" / f"{stem}.png").all()
@@ -364,3 +372,67 @@ def test_depth_from_a_trained_model_is_in_scene_units(base, tmp_path):
     record = run(PseudoLabelArgs(data=scene, backend="reproject", depth_config=config_path, boundary="unseen"))
     assert record["depth"] == "config" and record["counts"]["written"] == 11
     _check_outputs(scene, 20)
+
+
+def test_reused_reference_views_give_fresh_results_and_threads_write_and_read_the_same_files(base, tmp_path):
+    """Reprojection keeps what each labelled view derives (depth, box colours, uniform labels per margin) across tested
+    views: the same results as fresh reference views, per margin; writing and reading several views at once gives
+    the files and photos of one at a time; a failed write is raised."""
+    from semsplat_ns.pseudo.pipeline import _write_view, write_views
+    from semsplat_ns.pseudo.scene import read_photo, read_photos, read_scene
+
+    scene_dir, depth_dir = base
+    stems = [p.stem for p in sorted((scene_dir / "train" / "rgb").glob("*.png"))]
+    kept = [_view(scene_dir, depth_dir, stem) for stem in stems]
+    results = {}
+    for margin in (1, 0, 1):
+        settings = ReprojectSettings(label_margin=margin)
+        for stem in _targets(scene_dir)[:3]:
+            target = _view(scene_dir, depth_dir, stem, labels=False)
+            fresh = [_view(scene_dir, depth_dir, s) for s in stems]
+            args = (target.depth, target.K, target.c2w)
+            reused = reproject_from_references(*args, kept, 20, settings, target.photo)
+            alone = reproject_from_references(*args, fresh, 20, settings, target.photo)
+            assert reused[1] is not None and alone[1] is not None
+            assert torch.equal(reused[0], alone[0]) and torch.equal(reused[1], alone[1])
+            results[(margin, stem)] = reused[1]
+    assert any(not torch.equal(results[(0, s)], results[(1, s)]) for s in _targets(scene_dir)[:3])  # margins differ
+
+    scene = read_scene(scene_dir)
+    views = list(range(len(scene.stems)))
+    photos = read_photos(scene, views)
+    assert all(np.array_equal(photos[i], read_photo(scene, i)) for i in views)
+    generator = np.random.default_rng(0)
+    names = ["a", "b", "c"]
+    pseudo = [generator.integers(0, 256, (9, 7), dtype=np.uint8) for _ in names]
+    boundary = [generator.random((9, 7)) > 0.5 for _ in names]
+    confidence = [generator.random((9, 7)).astype(np.float32) for _ in names]
+    write_views(tmp_path / "threads", names, pseudo, boundary, confidence)
+    for k, name in enumerate(names):
+        _write_view(tmp_path / "alone", name, pseudo[k], boundary[k], confidence[k])
+    assert (
+        _tree_digest(tmp_path / "threads") == _tree_digest(tmp_path / "alone")
+        and len(_tree_digest(tmp_path / "alone")) == 9
+    )
+    (tmp_path / "blocked").write_text("a file where the store root should be")
+    with pytest.raises(OSError):
+        write_views(tmp_path / "blocked", names, pseudo, boundary, None)
+
+
+def test_depth_workers_follow_the_usable_cores_not_torchs_threads(monkeypatch):
+    import os
+
+    from semsplat_ns.pseudo import depths
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert depths.usable_cores() == len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert depths.usable_cores() == 16
+    # 93 views on 16 workers: 2 per task (47 tasks, three rounds); on 2 workers the most, 4; never 0.
+    assert (
+        depths.views_per_task(93, 16) == 2 and depths.views_per_task(93, 2) == 4 and depths.views_per_task(1, 16) == 1
+    )
