@@ -14,7 +14,7 @@ mkdir -p "$work/results"
 here=$PWD
 entries=("$@")
 [ ${#entries[@]} -gt 0 ] || { echo "alone_grid.sh: no entry" >&2; exit 2; }
-share=$(( $(nproc) / ${#entries[@]} ))
+share=${SHARE:-$(( $(nproc) / ${#entries[@]} ))}  # SHARE: cores per run when other runners share the machine
 [ "$share" -ge 1 ] || share=1
 
 run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
