@@ -60,19 +60,19 @@ from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_
 from semsplat_ns.pseudo.unet import STEP_RUNNERS, CropSampler, UnetTraining, synchronize  # noqa: E402
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    # The step as the prior runs it today: eager, cuDNN's deterministic kernels picked by its heuristics.
-    "eager": {},
+    # The step as written: every kernel launched from Python, cuDNN's deterministic kernels picked by its heuristics.
+    "eager": {"step_runner": "eager"},
     # cuDNN times its deterministic algorithms on the first steps and keeps the fastest.
-    "eager-cudnn-benchmark": {"cudnn_benchmark": True},
+    "eager-cudnn-benchmark": {"step_runner": "eager", "cudnn_benchmark": True},
     # cuDNN's fastest kernels, deterministic or not.
-    "eager-nondeterministic": {"deterministic": False},
-    # Forward, cross-entropy and backward replayed from one CUDA graph; AdamW and the schedule eager.
+    "eager-nondeterministic": {"step_runner": "eager", "deterministic": False},
+    # Forward, cross-entropy and backward replayed from one CUDA graph; AdamW and the schedule eager (the default).
     "cuda-graph": {"step_runner": "cuda-graph"},
     "cuda-graph-cudnn-benchmark": {"step_runner": "cuda-graph", "cudnn_benchmark": True},
     # torch.compile of the network (Inductor); its first steps compile.
     "compiled": {"step_runner": "compiled"},
 }
-"""Named ways of running the prior's step: changes to the prior's default recipe."""
+"""Named ways of running the prior's step: settings of the prior's recipe."""
 
 
 @dataclass
@@ -304,11 +304,13 @@ def variant_rows(
             row["check_steps"] = config.check_steps
             row["same_network_repeat"] = all(torch.equal(first[k], second[k]) for k in first)
             if eager_weights is None:
-                eager_settings = replace(settings, unet=replace(config.prior.unet, crop=settings.unet.crop))
+                eager_recipe = replace(config.prior.unet, crop=settings.unet.crop, **VARIANTS["eager"])
                 eager_weights = (
                     first
-                    if not VARIANTS[name]
-                    else train_briefly(pools, num_classes, eager_settings, device, config.check_steps)
+                    if name == "eager"
+                    else train_briefly(
+                        pools, num_classes, replace(settings, unet=eager_recipe), device, config.check_steps
+                    )
                 )
             row["max_abs_diff_vs_eager"] = weights_difference(first, eager_weights)
         CONSOLE.print(

@@ -424,6 +424,7 @@ def test_depth_workers_follow_the_usable_cores_not_torchs_threads(monkeypatch):
 
     from semsplat_ns.pseudo import depths
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -431,6 +432,13 @@ def test_depth_workers_follow_the_usable_cores_not_torchs_threads(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert depths.usable_cores() == 16
+    # a run given a share of the machine (OMP_NUM_THREADS, as semsplat-batch gives each scene) keeps to it
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert depths.usable_cores() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert depths.usable_cores() == 16
+    monkeypatch.setenv("OMP_NUM_THREADS", "auto")
     assert depths.usable_cores() == 16
     # 93 views on 16 workers: 2 per task (47 tasks, three rounds); on 2 workers the most, 4; never 0.
     assert (
