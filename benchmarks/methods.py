@@ -73,8 +73,9 @@ METHODS: Dict[str, Method] = {
     "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
-    # 2026-11-27 balances the prior's classes and tolerates 5 (3 since the rows of 2bab260); these take either back (rows at 4ceca9a / a9a18bf
-    # were named by the settings of then: "semsplat-prior-balance-7k" is today's semsplat-color20) ...
+    # 2026-11-27 balances the prior's classes and tolerates 5 (3 since the rows of 2bab260); these take either back
+    # (rows at 4ceca9a / a9a18bf were named by the settings of then: "semsplat-prior-balance-7k" is today's
+    # semsplat-color20) ...
     "semsplat-color20": Method("prior", reproject=dict(color_tolerance=20.0)),
     "semsplat-prior-unbalanced": Method("prior", prior=dict(class_balance="none")),
     # ... or both (the preset from 3b374e3 to a9a18bf; its 7000-step rows: "semsplat-7k") ...

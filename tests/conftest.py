@@ -121,3 +121,15 @@ def irt_scene() -> Callable[[str], Path]:
         return path
 
     return scene
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores (use it with
+    ``pytestmark = pytest.mark.usefixtures("one_cpu_thread")`` in a module of small trainings)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

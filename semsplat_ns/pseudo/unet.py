@@ -394,6 +394,14 @@ def effective_step_runner(recipe: UnetRecipe, device: torch.device) -> StepRunne
     return recipe.step_runner
 
 
+def optimizer_and_schedule(
+    model: Unet, recipe: UnetRecipe
+) -> Tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """The recipe's AdamW over the network and its one-cycle learning-rate schedule (every step runner's)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
+
+
 class EagerStep:
     """One optimisation step as written: forward under autocast, masked cross-entropy, backward, AdamW and the
     one-cycle schedule, every kernel launched from Python. Also the ``compiled`` runner, with a compiled network.
@@ -418,10 +426,7 @@ class EagerStep:
         self.recipe = recipe
         self.class_weights = class_weights
         self.device = device
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps
-        )
+        self.optimizer, self.schedule = optimizer_and_schedule(model, recipe)
 
     def __call__(self, images: Tensor, targets: Tensor) -> Tensor:
         """Runs one step on a batch; returns the loss (a device scalar, not read back)."""
@@ -475,10 +480,7 @@ class CudaGraphStep:
         self.recipe = recipe
         self.class_weights = class_weights
         self.device = device
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps
-        )
+        self.optimizer, self.schedule = optimizer_and_schedule(model, recipe)
         batch, crop = batch_shape
         self.images = torch.zeros(batch, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
         self.targets = torch.full((batch, crop, crop), IGNORE_ID, dtype=torch.int64, device=device)  # [B, S, S]

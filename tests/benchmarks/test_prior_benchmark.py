@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -19,14 +18,7 @@ from benchmarks.prior import PriorBenchmarkConfig, main  # noqa: E402
 from semsplat_ns.pseudo.prior import PriorSettings  # noqa: E402
 from semsplat_ns.pseudo.unet import UnetRecipe  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 def _digest(folder: Path) -> dict:

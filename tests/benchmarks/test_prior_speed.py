@@ -29,13 +29,7 @@ from semsplat_ns.pseudo.unet import CropSampler, UnetRecipe, UnetTraining  # noq
 TINY = PriorSettings(unet=UnetRecipe(steps=100, crop=32, width=4, levels=2))
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 def test_prior_speed_rows_for_every_variant_but_compiled_and_the_stages(demo_town, tmp_path):

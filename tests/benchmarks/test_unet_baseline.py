@@ -34,14 +34,7 @@ from benchmarks.common import ROW_KEYS, ResultsFileError, append_rows, read_rows
 from semsplat_ns.data.irt_io import IRTDataError  # noqa: E402
 from semsplat_ns.pseudo.unet import UnetRecipe  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 # Three classes whose colours are far apart, so that a few steps suffice to tell them apart.

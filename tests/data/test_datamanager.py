@@ -227,15 +227,6 @@ def _stamps(scene: Path) -> dict:
 
 
 @pytest.fixture
-def one_cpu_thread():
-    """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def town(demo_town, tmp_path, one_cpu_thread) -> Path:
     # 48 pixels: too small to triangulate points, so the prior learns from the labelled views alone (the
     # documented fallback) and the test stays fast; reprojection itself is tested in tests/pseudo.
