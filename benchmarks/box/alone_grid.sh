@@ -5,13 +5,16 @@
 # made inside ns-train as a user's are) on a fresh copy of SCENE, with the code of TREE (an absolute path to
 # another copy of the repo, e.g. the commit before a change; "-" or none: this copy) and more ns-train FLAGs.
 # Rows: /tmp/work/results/alone_LABEL.json; then the trained run's evaluation label path is timed alone on its GPU
-# (python -m semsplat_ns.eval.label_path_timing) into /tmp/work/results/label_path_timing_LABEL.json.
+# (python -m semsplat_ns.eval.label_path_timing) into /tmp/work/results/label_path_timing_LABEL.json, and the run's
+# automatic prior (saved under /tmp/work/priors: a saved prior is too large to bring back) is scored alone on the
+# test views, per-class IoU included (python -m benchmarks.prior --weights), into /tmp/work/results/prior_LABEL.json.
 #   BEFORE=$PWD/../before bash benchmarks/box/launch.sh benchmarks/box/alone_grid.sh \
 #     "0 semsplat townA after" "1 semsplat townA before $BEFORE" "2 semsplat townB after" "3 semsplat-fast townA fast"
 set -u
 work=${WORK:-/tmp/work}
-mkdir -p "$work/results"
+mkdir -p "$work/results" "$work/priors"
 here=$PWD
+source benchmarks/box/lib.sh  # say (the entries source their own tree's copy)
 entries=("$@")
 [ ${#entries[@]} -gt 0 ] || { echo "alone_grid.sh: no entry" >&2; exit 2; }
 share=${SHARE:-$(( $(nproc) / ${#entries[@]} ))}  # SHARE: cores per run when other runners share the machine
@@ -24,7 +27,9 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
   (
     cd "$tree" || exit 1
     source benchmarks/box/env.sh > /dev/null || exit 1
-    export CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$share EXTRA_FLAGS=${extra:-}
+    prior=$work/priors/$label.pt
+    export CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$share
+    export EXTRA_FLAGS="--pipeline.datamanager.pseudo-prior.save-weights $prior ${extra:-}"
     scenes=("$scene")
     source benchmarks/box/lib.sh
     n=$(python -c "from semsplat_ns import config; print({'semsplat-fast': config.FAST_STEPS, 'semsplat-30k': config.PAPER_STEPS}.get('$preset', config.PRESET_STEPS))" | tail -n 1)
@@ -35,8 +40,16 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
     config=$(find "$work/batch/$label/$scene/train" -name config.yml | head -n 1)
     [ -n "$config" ] || { say "$label: no trained run to time"; exit 1; }
     python -m semsplat_ns.eval.label_path_timing --load-config "$config" --repeats 3 \
-      > "$work/results/label_path_timing_$label.json" 2>> "$work/batch_$label.log"
+      --out "$work/results/label_path_timing_$label.json" >> "$work/batch_$label.log" 2>&1
     say "label path timing $label rc $?"
+    if [ -f "$prior" ]; then
+      local prior_args=(--method prior)
+      [ "$preset" = semsplat-fast ] && prior_args=(--method prior-fast --prior.steps \
+        "$(python -c 'from semsplat_ns.config import FAST_PRIOR_STEPS; print(FAST_PRIOR_STEPS)' | tail -n 1)")
+      python -m benchmarks.prior --scene "$work/scenes/$label/$scene" --weights "$prior" "${prior_args[@]}" \
+        --out "$work/results/prior_$label.json" >> "$work/batch_$label.log" 2>&1
+      say "prior alone $label rc $?"
+    fi
   )
 }
 for entry in "${entries[@]}"; do run_entry "$entry" & sleep 10; done  # Dask clusters start one after another

@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from semsplat_ns.atomic import write_json_atomic
 from semsplat_ns.eval.timing import PerViewTiming
 
 
@@ -100,6 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--split", default="test", choices=("test", "validation"), help="evaluation split")
     parser.add_argument("--data", type=Path, default=None, help="the scene folder, if not the run's")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path, alternating")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON to this file (atomically)")
     args = parser.parse_args(argv)
 
     from semsplat_ns.eval.run_config import load_run
@@ -118,7 +120,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     datamanager = pipeline.datamanager
     cameras = [camera for camera, _ in datamanager.fixed_indices_eval_dataloader]  # type: ignore[attr-defined]
     result = compare_label_paths(pipeline.model, cameras, repeats=args.repeats)
+    if torch.cuda.is_available() and str(result.get("device", "")).startswith("cuda"):
+        result["device_name"] = torch.cuda.get_device_name()
     print(json.dumps(result, indent=2))
+    if args.out is not None:
+        # the run's loading prints to stdout too: a file of its own holds the JSON alone
+        write_json_atomic(args.out, result, indent=2)
     return result
 
 

@@ -4,6 +4,7 @@ label support + depth) gives: the same features, the same logits and the same cl
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List
 
 import pytest
@@ -148,5 +149,7 @@ def test_label_path_timing_compares_both_paths(trainer):
         assert len(result[name]["ms_per_view_runs"]) == 2 and result[name]["ms_per_view"] > 0
     assert not model.training
     config_path = trainer.config.get_base_dir() / "config.yml"
-    loaded = main(["--load-config", str(config_path), "--repeats", "1"])  # the checkpoint of the run
+    out = config_path.parent / "label_path_timing.json"
+    loaded = main(["--load-config", str(config_path), "--repeats", "1", "--out", str(out)])  # the run's checkpoint
     assert loaded["differing_pixels"] == 0 and loaded["views"] == len(cameras)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(loaded))  # the JSON alone, as printed
