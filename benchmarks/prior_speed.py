@@ -57,7 +57,7 @@ from semsplat_ns.pseudo.prior import (  # noqa: E402
     resolve_device,
 )
 from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene  # noqa: E402
-from semsplat_ns.pseudo.unet import STEP_RUNNERS, CropSampler, UnetTraining, synchronize  # noqa: E402
+from semsplat_ns.pseudo.unet import CropSampler, UnetTraining, effective_step_runner, synchronize  # noqa: E402
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     # The step as written: every kernel launched from Python, cuDNN's deterministic kernels picked by its heuristics.
@@ -281,7 +281,7 @@ def variant_rows(
         pools = scene_pools(data, settings, device)
         settings = replace(settings, unet=replace(recipe, crop=pools[0][0].crop))
         row: Dict[str, Any] = {"scene": scene_name, "variant": name, "settings": VARIANTS[name], **about}
-        if STEP_RUNNERS[recipe.step_runner].cuda_only and device.type != "cuda":
+        if effective_step_runner(recipe, device) != recipe.step_runner:
             row["skipped"] = f"the {recipe.step_runner} step runner needs CUDA; this device is {device}"
             CONSOLE.print(f"[yellow]{name}: skipped ({row['skipped']})")
             rows.append(row)

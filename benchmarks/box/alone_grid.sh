@@ -10,6 +10,7 @@
 # test views, per-class IoU included (python -m benchmarks.prior --weights), into /tmp/work/results/prior_LABEL.json.
 #   BEFORE=$PWD/../before bash benchmarks/box/launch.sh benchmarks/box/alone_grid.sh \
 #     "0 semsplat townA after" "1 semsplat townA before $BEFORE" "2 semsplat townB after" "3 semsplat-fast townA fast"
+# One entry alone has the whole machine (every core): a run alone on the box.
 set -u
 work=${WORK:-/tmp/work}
 mkdir -p "$work/results" "$work/priors"

@@ -45,24 +45,19 @@ class StepRunnerSpec:
 
     cuda_only: bool
     """Runs on CUDA only; on any other device the eager step runs instead (same results as ``eager`` there)."""
-    same_network_per_seed: bool
-    """With ``deterministic`` (and without ``cudnn_benchmark``) the same seed gives the same network on the same
-    GPU, software and settings."""
-    summary: str
-    """One line on how it runs, for messages."""
 
 
 STEP_RUNNERS: Dict[str, StepRunnerSpec] = {
-    # The step as written: every kernel launched from Python, one step after the other.
-    "eager": StepRunnerSpec(cuda_only=False, same_network_per_seed=True, summary="eager step"),
+    # The step as written: every kernel launched from Python, one step after the other. Same network per seed.
+    "eager": StepRunnerSpec(cuda_only=False),
     # The crops are drawn as in eager and copied into fixed input buffers; forward, cross-entropy and backward are
     # one CUDA graph replayed per step, so the CPU no longer launches their hundreds of kernels one by one. AdamW and
     # the one-cycle schedule run eagerly after it (CudaGraphStep says why). Replays run the eager step's kernels in
     # the same order: the same network per seed, the eager one's as long as cuDNN picks the same kernels.
-    "cuda-graph": StepRunnerSpec(cuda_only=True, same_network_per_seed=True, summary="CUDA-graph step"),
+    "cuda-graph": StepRunnerSpec(cuda_only=True),
     # torch.compile of the network (forward and backward fused by Inductor); the first steps compile (tens of
     # seconds). Inductor may pick kernel configurations by timing them, so another run may round differently.
-    "compiled": StepRunnerSpec(cuda_only=False, same_network_per_seed=False, summary="torch.compile network"),
+    "compiled": StepRunnerSpec(cuda_only=False),
 }
 """The step runners, by name (``UnetRecipe.step_runner``)."""
 
@@ -394,14 +389,6 @@ def effective_step_runner(recipe: UnetRecipe, device: torch.device) -> StepRunne
     return recipe.step_runner
 
 
-def optimizer_and_schedule(
-    model: Unet, recipe: UnetRecipe
-) -> Tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
-    """The recipe's AdamW over the network and its one-cycle learning-rate schedule (every step runner's)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
-
-
 class EagerStep:
     """One optimisation step as written: forward under autocast, masked cross-entropy, backward, AdamW and the
     one-cycle schedule, every kernel launched from Python. Also the ``compiled`` runner, with a compiled network.
@@ -426,7 +413,10 @@ class EagerStep:
         self.recipe = recipe
         self.class_weights = class_weights
         self.device = device
-        self.optimizer, self.schedule = optimizer_and_schedule(model, recipe)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_lr, weight_decay=recipe.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps
+        )
 
     def __call__(self, images: Tensor, targets: Tensor) -> Tensor:
         """Runs one step on a batch; returns the loss (a device scalar, not read back)."""
@@ -440,7 +430,7 @@ class EagerStep:
         return loss
 
 
-class CudaGraphStep:
+class CudaGraphStep(EagerStep):
     """One optimisation step whose forward, cross-entropy and backward replay from a CUDA graph (see
     :data:`STEP_RUNNERS`); AdamW and the one-cycle schedule then run eagerly, as in :class:`EagerStep`.
 
@@ -476,11 +466,8 @@ class CudaGraphStep:
     ) -> None:
         if device.type != "cuda":
             raise ValueError(f"the cuda-graph step runner needs a CUDA device, got {device}")
+        super().__init__(model, recipe, class_weights, device)
         self.model = model
-        self.recipe = recipe
-        self.class_weights = class_weights
-        self.device = device
-        self.optimizer, self.schedule = optimizer_and_schedule(model, recipe)
         batch, crop = batch_shape
         self.images = torch.zeros(batch, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
         self.targets = torch.full((batch, crop, crop), IGNORE_ID, dtype=torch.int64, device=device)  # [B, S, S]
