@@ -10,6 +10,11 @@ adds to splatfacto's step:
 - ``no-agg``: without the 2D/3D aggregation losses;
 - ``rgb-only``: every semantic loss off (splatfacto's work plus rendering 16 more channels).
 
+``--kernels N`` (CUDA) adds one more run of the first variant with N steps of its second half under torch's profiler:
+``--out``/kernels[_<label>].json holds the wall ms per step of that window, the GPU's busy ms per step (the CUDA
+kernels' and copies' own time, summed) and the kernels taking most of it; ``kernels[_<label>].txt`` is torch's table.
+GPU busy time well under the wall time says the step waits on the host (Python, launches, syncs), not the GPU.
+
 ``--sync-debug`` (CUDA) adds one more run of the first variant with ``torch.cuda.set_sync_debug_mode("warn")`` over
 the second half of its steps: every operation that makes the host wait for the GPU warns, and each warning is
 counted at the source line that caused it (the first frame of its stack outside torch: a line of semsplat,
@@ -231,6 +236,71 @@ class SyncDebugWindow:
             self._recording = None
 
 
+class KernelWindow:
+    """Training callbacks that run torch's profiler (CPU and CUDA activity) over steps ``first`` to
+    ``first + steps - 1``, and time that window's wall clock (a CUDA sync at each end).
+
+    Args:
+        first: First step profiled.
+        steps: Steps profiled.
+    """
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first = first
+        self.last = first + steps - 1
+        self.profiler: Optional[torch.profiler.profile] = None
+        self.wall_s = 0.0
+        """Wall seconds of the profiled steps (profiler overhead included)."""
+        self.steps = 0
+        """Steps profiled so far."""
+        self._start = 0.0
+
+    def before_step(self, step: int) -> None:
+        """Starts the profiler at step ``first``."""
+        if step == self.first and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            self.profiler = torch.profiler.profile(activities=activities)
+            torch.cuda.synchronize()
+            self.profiler.start()
+            self._start = time.perf_counter()
+
+    def after_step(self, step: int) -> None:
+        """Counts a profiled step; stops the profiler after step ``last``."""
+        if self.profiler is None or self._start == 0.0:
+            return
+        self.steps += 1
+        if step >= self.last:
+            torch.cuda.synchronize()
+            self.wall_s = time.perf_counter() - self._start
+            self.profiler.stop()
+            self._start = 0.0
+
+    def summary(self, top: int = 30) -> dict:
+        """The window's wall and GPU-busy ms per step and its ``top`` kernels by their own GPU time."""
+        assert self.profiler is not None and self.steps > 0, "no step was profiled"
+        events = [e for e in self.profiler.key_averages() if e.self_device_time_total > 0]
+        events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+        busy_us = sum(e.self_device_time_total for e in events)
+        return dict(
+            steps=self.steps,
+            wall_ms_per_step=1000 * self.wall_s / self.steps,
+            gpu_busy_ms_per_step=busy_us / 1000 / self.steps,
+            kernels=[
+                dict(
+                    name=e.key[:160],
+                    calls_per_step=e.count / self.steps,
+                    ms_per_step=e.self_device_time_total / 1000 / self.steps,
+                )
+                for e in events[:top]
+            ],
+        )
+
+    def table(self) -> str:
+        """Torch's table of the window, by own GPU time."""
+        assert self.profiler is not None
+        return self.profiler.key_averages().table(sort_by="self_device_time_total", row_limit=60)
+
+
 def preset_config(scene: Path, variant: str, iterations: int, output_dir: Path):
     """The registered ``semsplat`` preset (``ns-train semsplat``'s config) on ``scene``, stopped after ``iterations``
     steps of its schedule, with the variant's model settings; no checkpoints or evaluation renders inside the loop,
@@ -265,6 +335,7 @@ def run_variant(
     output_dir: Path,
     profile_to: Optional[Path] = None,
     sync_locations: Optional[SyncLocations] = None,
+    kernel_window: Optional[KernelWindow] = None,
 ) -> dict:
     """Trains one variant for ``iterations`` steps and returns its row.
 
@@ -276,13 +347,16 @@ def run_variant(
         profile_to: Write a cProfile of the whole loop here (None: no profile).
         sync_locations: Count the host syncs of the second half of the steps here (CUDA; None: no count). The
             row's ms/step then includes the warnings' cost.
+        kernel_window: Profile these steps with torch's profiler (CUDA; None: none).
     """
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     config = preset_config(scene, variant, iterations, output_dir)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
-    window = SyncDebugWindow(iterations // 2, sync_locations) if sync_locations is not None else None
+    window: Optional[SyncDebugWindow | KernelWindow] = kernel_window
+    if sync_locations is not None:
+        window = SyncDebugWindow(iterations // 2, sync_locations)
     if window is not None:
         # first of the callbacks before a step, last after it: the window holds every other callback's work
         before = TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], window.before_step)
@@ -298,7 +372,7 @@ def run_variant(
     try:
         trainer.train()
     finally:
-        if window is not None:
+        if isinstance(window, SyncDebugWindow):
             window.close()
     if profiler is not None and profile_to is not None:
         profiler.disable()
@@ -313,8 +387,10 @@ def run_variant(
         n_gaussians=int(trainer.pipeline.model.num_points),
         profiled=bool(profiler),
     )
-    if window is not None:
+    if isinstance(window, SyncDebugWindow):
         row.update(sync_debug=True, sync_steps=window.steps)
+    elif window is not None:
+        row.update(kernel_profile=True, profiled_steps=window.steps)
     else:
         half = clock.stamps[len(clock.stamps) // 2 :]
         row["ms_per_step_second_half"] = 1000 * (half[-1] - half[0]) / max(1, len(half) - 1)
@@ -339,7 +415,16 @@ def main() -> None:
     parser.add_argument(
         "--sync-debug", action="store_true", help="also count the first variant's host syncs per step (CUDA only)"
     )
+    parser.add_argument(
+        "--kernels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N steps of the first variant's second half with torch's profiler (CUDA only)",
+    )
     args = parser.parse_args()
+    if args.kernels and not torch.cuda.is_available():
+        parser.error("--kernels needs CUDA (it reads the GPU's kernel times)")
     if args.sync_debug and not torch.cuda.is_available():
         parser.error("--sync-debug needs CUDA (torch's sync debug mode watches CUDA streams)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -355,6 +440,19 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     common = dict(device=device, label=label, scene=args.scene.name, preset_steps=PRESET_STEPS)
     write_json_atomic(args.out / labelled("step_times", label, "json"), dict(**common, rows=rows), indent=1)
+    if args.kernels:
+        kernels = KernelWindow(args.iterations // 2, min(args.kernels, args.iterations - args.iterations // 2))
+        row = run_variant(args.scene, variants[0], args.iterations, args.output_dir, kernel_window=kernels)
+        print(row, flush=True)
+        summary = kernels.summary()
+        write_json_atomic(
+            args.out / labelled("kernels", label, "json"), dict(**common, variant=variants[0], **summary), indent=1
+        )
+        (args.out / labelled("kernels", label, "txt")).write_text(kernels.table())
+        print(
+            f"{summary['wall_ms_per_step']:.2f} ms wall, {summary['gpu_busy_ms_per_step']:.2f} ms GPU busy per step",
+            flush=True,
+        )
     if args.sync_debug:
         locations = SyncLocations()
         row = run_variant(args.scene, variants[0], args.iterations, args.output_dir, sync_locations=locations)
