@@ -43,6 +43,7 @@ from types import FrameType
 from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
+from torch._C._autograd import DeviceType  # the profiler events' device kind (torch.autograd re-exports it privately)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -278,7 +279,10 @@ class KernelWindow:
     def summary(self, top: int = 30) -> dict:
         """The window's wall and GPU-busy ms per step and its ``top`` kernels by their own GPU time."""
         assert self.profiler is not None and self.steps > 0, "no step was profiled"
-        events = [e for e in self.profiler.key_averages() if e.self_device_time_total > 0]
+        # the kernels and copies themselves: an operator's own device time repeats its kernels' (counted twice)
+        events = [
+            e for e in self.profiler.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0
+        ]
         events.sort(key=lambda e: e.self_device_time_total, reverse=True)
         busy_us = sum(e.self_device_time_total for e in events)
         return dict(

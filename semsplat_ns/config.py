@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.configs.base_config import LoggingConfig, MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
@@ -71,6 +71,10 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> SemSplatTrainerConf
         steps_per_eval_all_images=0,
         max_num_iterations=max_steps,
         mixed_precision=False,
+        # Every logged step reads each loss and metric back from the GPU (~28 host syncs) and writes ~60
+        # tensorboard scalars: at nerfstudio's 10 that cost ~0.6 ms a step under cProfile on an H200
+        # (benchmarks/results/profile/cprofile_76868a3.txt).
+        logging=LoggingConfig(steps_per_log=100),
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=VanillaPipelineConfig(
             # The best measured pipeline with no extra step: a scene without pseudo labels gets the prior's,
