@@ -88,6 +88,9 @@ METHODS: Dict[str, Method] = {
     # "semsplat-color5" and "semsplat-color5-run2"; at 30k "semsplat-color5-30k"). Prior labels only at a softmax
     # of 0.95 changed nothing beyond the spread ...
     "semsplat-color5": Method("prior", reproject=dict(color_tolerance=5.0)),
+    # Tolerance 3 costs townA's `Other` (0.15 % of the test pixels) about 2 points against 5 (74.3 / 73.6 / 73.6
+    # against 75.9 / 75.8), under the 7000-step baseline's 77.5 by more than issue #12's 3; 4 lies between.
+    "semsplat-color4": Method("prior", reproject=dict(color_tolerance=4.0)),
     "semsplat-threshold95": Method("prior", prior=dict(threshold=0.95)),
     # ... or draw the labelled views more often (1 : 4 instead of the paper's 1 : 8), or weigh the pseudo
     # labels at half the labelled views' weight instead of a quarter.

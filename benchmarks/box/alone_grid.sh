@@ -10,7 +10,7 @@
 # test views, per-class IoU included (python -m benchmarks.prior --weights), into /tmp/work/results/prior_LABEL.json.
 #   BEFORE=$PWD/../before bash benchmarks/box/launch.sh benchmarks/box/alone_grid.sh \
 #     "0 semsplat townA after" "1 semsplat townA before $BEFORE" "2 semsplat townB after" "3 semsplat-fast townA fast"
-# One entry alone has the whole machine (every core): a run alone on the box.
+# One entry alone has the whole machine (every core): a run alone on the box. ROWS_ONLY=1 stops after the rows.
 set -u
 work=${WORK:-/tmp/work}
 mkdir -p "$work/results" "$work/priors"
@@ -38,6 +38,7 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
     fresh_copies "$label"
     batch "$label" "$preset" "$share" "$n" --steps-per-save "$n" --steps-per-eval-image $((10 * n))
     rows "$label" "$preset" "alone_$label.json"
+    [ -z "${ROWS_ONLY:-}" ] || exit 0  # ROWS_ONLY=1: no label-path timing, no prior scoring (a minute less)
     config=$(find "$work/batch/$label/$scene/train" -name config.yml | head -n 1)
     [ -n "$config" ] || { say "$label: no trained run to time"; exit 1; }
     python -m semsplat_ns.eval.label_path_timing --load-config "$config" --repeats 3 \
