@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.per_class_table import ResultRow, find_row, main, missed_classes, label_shares
+from benchmarks.per_class_table import ResultRow, find_row, label_shares, main, missed_classes
 from semsplat_ns.data.classes import read_scene_classes
 from semsplat_ns.data.irt_io import find_split_stems, read_label
 
