@@ -20,6 +20,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
+from nerfstudio.model_components.lib_bilagrid import total_variation_loss
 from nerfstudio.models.splatfacto import SplatfactoModelConfig
 from torch import nn
 from torch.nn import Parameter
@@ -42,6 +43,7 @@ from semsplat_ns.model.neighbour_pool import NeighbourPool
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
 from semsplat_ns.model.resume import ResumableSplatfacto
 from semsplat_ns.model.splatfacto_raster import rasterization_override
+from semsplat_ns.model.ssim import SSIM
 from semsplat_ns.model.step_cache import DerivedTensors
 from semsplat_ns.model.strategy import CappedDefaultStrategy
 from semsplat_ns.model.visuals import FeaturePCA, class_pictures, error_panel
@@ -237,6 +239,10 @@ class SemSplatModel(ResumableSplatfacto):
         # The module holds no saved state, so checkpoints are unaffected.
         del self.psnr
         self.psnr = L.psnr_unit_range
+        # pytorch_msssim's SSIM copies its window to the device on every call (a host sync per training step) and
+        # filters in ten convolutions; this one gives the same value with the window on the model's device and two
+        # convolutions. Splatfacto's metrics use it too; it holds no saved state either (a non-persistent buffer).
+        self.ssim = SSIM(data_range=1.0, channel=3)
         # splatfacto's DefaultStrategy with the same settings, plus the cap on the Gaussian count.
         self.strategy = CappedDefaultStrategy.from_default(self.strategy, cap_max=self.config.max_gaussians)
         # One label support column per labelled training view (the dataset's semantic files).
@@ -648,8 +654,53 @@ class SemSplatModel(ResumableSplatfacto):
             self.labelled_class_pixels.index_add_(0, ids.clamp(max=self.num_classes - 1), counted)
         return L.inverse_sqrt_frequency_weights(self.labelled_class_pixels)
 
+    def photometric_loss_dict(self, outputs: Dict, batch: Dict) -> Dict[str, torch.Tensor]:
+        """Splatfacto's losses (``SplatfactoModel.get_loss_dict``' dict, the same values) without its host syncs.
+
+        Exists because splatfacto's version waits for the device every training step: on the nine steps in ten
+        without scale regularisation it copies a host zero to the device (``torch.tensor(0.0).to(device)``), and
+        its SSIM copies the filter window to the device on each call. Here the zero is made on the device and the
+        SSIM is :class:`~semsplat_ns.model.ssim.SSIM` (installed as ``self.ssim``). Everything else is splatfacto's
+        own helpers and arithmetic: the photo at the render's size over the background, the optional mask (which
+        blacks out both images), L1 and SSIM mixed by ``ssim_lambda``, the scale regularisation every tenth step,
+        and in training the camera optimiser's losses and the bilateral grid's total variation.
+
+        Args:
+            outputs: This view's outputs ("rgb" [H, W, 3], "background" [3]).
+            batch: This view's batch ("image" [H, W, 3 or 4], optional "mask" [H, W, 1]).
+
+        Returns:
+            "main_loss" and "scale_reg" (0-dim tensors), plus the camera optimiser's losses and "tv_loss" (with
+            the bilateral grid) in training.
+        """
+        gt_img = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])  # [H, W, 3]
+        pred_img = outputs["rgb"]  # [H, W, 3]
+        if "mask" in batch:
+            mask = self._downscale_if_required(batch["mask"]).to(self.device)  # [H, W, 1]
+            assert mask.shape[:2] == gt_img.shape[:2] == pred_img.shape[:2]
+            gt_img = gt_img * mask
+            pred_img = pred_img * mask
+
+        l1 = torch.abs(gt_img - pred_img).mean()
+        ssim = self.ssim(gt_img.permute(2, 0, 1)[None, ...], pred_img.permute(2, 0, 1)[None, ...])  # [1, 3, H, W] each
+        ssim_lambda = self.config.ssim_lambda
+        if self.config.use_scale_regularization and self.step % 10 == 0:
+            scales = torch.exp(self.scales)  # [N, 3]
+            ratio = scales.amax(dim=-1) / scales.amin(dim=-1)  # [N]
+            # clamp_min: splatfacto's maximum against a host scalar tensor, the same values
+            scale_reg = 0.1 * (ratio.clamp_min(self.config.max_gauss_ratio) - self.config.max_gauss_ratio).mean()
+        else:
+            scale_reg = torch.zeros((), device=self.device)
+
+        loss_dict = {"main_loss": (1 - ssim_lambda) * l1 + ssim_lambda * (1 - ssim), "scale_reg": scale_reg}
+        if self.training:
+            self.camera_optimizer.get_loss_dict(loss_dict)
+            if self.config.use_bilateral_grid:
+                loss_dict["tv_loss"] = 10 * total_variation_loss(self.bil_grids.grids)
+        return loss_dict
+
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
-        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        loss_dict = self.photometric_loss_dict(outputs, batch)
         if not self.training or "semantic_logits" not in outputs or self.step < self.config.semantic_start_step:
             return loss_dict
         logits = outputs["semantic_logits"]  # [H, W, C]

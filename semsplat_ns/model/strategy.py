@@ -54,6 +54,60 @@ class CappedDefaultStrategy(DefaultStrategy):
         super().step_post_backward(params, optimizers, state, step, info, packed=packed)
         self._enforce_cap(params, optimizers, state)
 
+    def _update_state(self, params: Params, state: Dict[str, Any], info: Dict[str, Any], packed: bool = False):
+        """Accumulates this step's screen-space gradient norms, visibility counts and radii, without host syncs.
+
+        DefaultStrategy's own version picks the visible (camera, Gaussian) pairs with ``torch.where(radii > 0)``
+        and boolean-mask indexing, which wait for the device to learn how many there are (three host syncs per
+        step until ``refine_stop_iter``). Here every Gaussian of every camera is updated, the invisible ones with
+        nothing: the same sums and maxima with a fixed shape. With one camera (splatfacto's case) the running
+        state is bit-for-bit gsplat's on the CPU; with several, ``grad2d`` sums the cameras before adding them
+        (gsplat adds one camera at a time) and ``radii`` keeps the largest of the cameras' radii (gsplat's index
+        assignment keeps one of them, which it notes should ideally be a scatter max).
+
+        Packed ``info`` (already a list of the visible pairs) and radii of any layout but gsplat 1.4's [C, N]
+        go to DefaultStrategy's version.
+
+        Args:
+            params: The Gaussians' parameters (the first one's length is N).
+            state: The running state; ``grad2d``, ``count`` (and ``radii`` when ``refine_scale2d_stop_iter`` > 0)
+                are created as zeros [N] on the first call, then updated in place.
+            info: The rasterization's info of this step, after ``backward``.
+            packed: Whether ``info`` holds packed [nnz, ...] tensors.
+        """
+        for key in ("width", "height", "n_cameras", "radii", "gaussian_ids", self.key_for_gradient):
+            assert key in info, f"{key} is required but missing."
+        radii = info["radii"]  # [C, N] int32 pixel radii, 0 where not visible
+        if packed or radii.dim() != 2:
+            super()._update_state(params, state, info, packed=packed)
+            return
+
+        # screen-space gradients scaled as DefaultStrategy does: to [-1, 1] coordinates, per camera of the batch
+        means2d = info[self.key_for_gradient]
+        grads = (means2d.absgrad if self.absgrad else means2d.grad).clone()  # [C, N, 2]
+        grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"]
+        grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"]
+
+        # first call: the state on the gradients' device (the strategy's state is created before the device is known)
+        n_gaussians = len(next(iter(params.values())))
+        if state["grad2d"] is None:
+            state["grad2d"] = torch.zeros(n_gaussians, device=grads.device)
+        if state["count"] is None:
+            state["count"] = torch.zeros(n_gaussians, device=grads.device)
+        if self.refine_scale2d_stop_iter > 0 and state["radii"] is None:
+            state["radii"] = torch.zeros(n_gaussians, device=grads.device)
+
+        visible = radii > 0  # [C, N]
+        # where, not a product with the mask: an unseen Gaussian's gradient adds exactly nothing, even if not finite
+        norms = torch.where(visible, grads.norm(dim=-1), 0.0)  # [C, N]
+        state["grad2d"].add_(norms.sum(dim=0))
+        state["count"].add_(visible.sum(dim=0))  # integer counts, exact in float32
+        if self.refine_scale2d_stop_iter > 0:
+            seen = state["radii"]  # [N], radii normalised by the larger image side
+            normalised = radii / float(max(info["width"], info["height"]))  # [C, N]
+            largest = torch.where(visible, normalised, seen).amax(dim=0)  # [N], the old value where none sees it
+            torch.maximum(seen, largest, out=seen)
+
     @torch.no_grad()
     def _grow_gs(
         self, params: Params, optimizers: Dict[str, torch.optim.Optimizer], state: Dict[str, Any], step: int
