@@ -9,25 +9,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from semsplat_ns.data.irt_io import IRTDataError
-from semsplat_ns.geometry.projection import project_points
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DepthError(IRTDataError):
     """A depth map or depth source is unusable; the message names the file and the problem."""
 
 
-def _disc_offsets(radius: float) -> torch.Tensor:
+def _disc_offsets(radius: float) -> np.ndarray:
     reach = int(math.floor(radius))
-    steps = torch.arange(-reach, reach + 1)  # [S]
-    dy, dx = torch.meshgrid(steps, steps, indexing="ij")  # [S, S]
+    steps = np.arange(-reach, reach + 1)  # [S]
+    dy, dx = np.meshgrid(steps, steps, indexing="ij")  # [S, S]
     inside = (dx**2 + dy**2) <= radius**2 + 1e-9  # [S, S]
-    return torch.stack([dx[inside], dy[inside]], dim=-1)  # [O, 2] (dx, dy)
+    return np.stack([dx[inside], dy[inside]], axis=-1)  # [O, 2] (dx, dy)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class PointsDepthSettings:
     """Triangles whose corner depths differ by more than this ratio (a depth edge) are left out."""
 
 
+DepthView = Tuple[int, np.ndarray, np.ndarray, int, int]
+"""One view's (index, K [3, 3], c2w [4, 4], height, width)."""
+
+
 def depth_from_points(
     points: torch.Tensor,
     K: torch.Tensor,
@@ -62,7 +67,7 @@ def depth_from_points(
     median depth are dropped; the rest are meshed by a Delaunay triangulation in the image and the
     inverse depth is interpolated linearly inside each triangle (exact for planes). Triangles that span
     a depth edge or a large empty area are left out, so their pixels stay unknown (0) instead of
-    getting a depth between two surfaces.
+    getting a depth between two surfaces. The work is :func:`depth_map_from_points` (numpy and scipy).
 
     Args:
         points: World points [P, 3] (input-world frame of the poses).
@@ -75,35 +80,50 @@ def depth_from_points(
     Returns:
         float32 z-depth [H, W]; 0 where unknown.
     """
+    import torch
+
+    def as_array(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().to(torch.float64).numpy()
+
+    depth = depth_map_from_points(as_array(points), as_array(K), as_array(c2w), height, width, settings)
+    return torch.from_numpy(depth)  # [H, W]
+
+
+def depth_map_from_points(
+    points: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    height: int,
+    width: int,
+    settings: Optional[PointsDepthSettings] = None,
+) -> np.ndarray:
+    """:func:`depth_from_points` on numpy arrays, without torch (the depth worker processes skip importing it).
+
+    Args:
+        points: float64 world points [P, 3].
+        K: float64 intrinsics [3, 3].
+        c2w: float64 camera-to-world [4, 4], OpenCV axes.
+        height: Image height in pixels.
+        width: Image width in pixels.
+        settings: Parameters; defaults if None.
+
+    Returns:
+        float32 z-depth [H, W]; 0 where unknown.
+    """
     from scipy.spatial import Delaunay, KDTree, QhullError
 
     settings = settings or PointsDepthSettings()
-    unknown = torch.zeros(height, width, dtype=torch.float32)  # [H, W]
+    unknown = np.zeros((height, width), dtype=np.float32)  # [H, W]
     reach = settings.max_edge
-    uv, z = project_points(points, K, c2w)  # [P, 2], [P]
+    u, v, z = _project(points, K, c2w)  # [P] each
     # Points just outside the image still anchor triangles that reach into it.
-    near = (
-        (z > 1e-9)
-        & (uv[:, 0] > -reach)
-        & (uv[:, 0] < width + reach)
-        & (uv[:, 1] > -reach)
-        & (uv[:, 1] < height + reach)
-    )
-    uv, z = uv[near], z[near]  # [P', 2], [P']
-    if z.numel() < 3:
+    near = (z > 1e-9) & (u > -reach) & (u < width + reach) & (v > -reach) & (v < height + reach)  # [P]
+    u, v, z = u[near], v[near], z[near]  # [P'] each
+    if len(z) < 3:
         return unknown
-    offsets = _disc_offsets(settings.visibility_radius)  # [O, 2]
-    centre = torch.floor(uv).long()  # [P', 2]
-    pixels = centre[:, None, :] + offsets[None, :, :]  # [P', O, 2]
-    cols, rows = pixels[..., 0].reshape(-1), pixels[..., 1].reshape(-1)  # [P'*O]
-    z_per_pixel = z[:, None].expand(-1, offsets.shape[0]).reshape(-1)  # [P'*O]
-    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # [P'*O]
-    zbuffer = torch.full((height * width,), float("inf"), dtype=torch.float64)  # [H*W]
-    zbuffer.scatter_reduce_(0, rows[inside] * width + cols[inside], z_per_pixel[inside], reduce="amin")
-    in_image = (centre[:, 0] >= 0) & (centre[:, 0] < width) & (centre[:, 1] >= 0) & (centre[:, 1] < height)  # [P']
-    own_pixel = centre[:, 1].clamp(0, height - 1) * width + centre[:, 0].clamp(0, width - 1)  # [P']
-    visible = ~in_image | (z <= zbuffer[own_pixel] * (1.0 + settings.visibility_tolerance))  # [P']
-    uv_np, z_np = uv[visible].numpy(), z[visible].numpy()  # [V, 2], [V]
+    visible = _visible(u, v, z, height, width, settings)  # [P']
+    uv_np = np.stack([u[visible], v[visible]], axis=-1)  # [V, 2]
+    z_np = z[visible]  # [V]
     if len(z_np) > settings.neighbours + 1:
         _, found = KDTree(uv_np).query(uv_np, k=settings.neighbours + 1)
         # scipy's stubs type the indices as a scalar; for [V, 2] queries and k > 1 they are [V, k + 1].
@@ -134,7 +154,57 @@ def depth_from_points(
     inverse_depth = (barycentric / z_np[corners[triangle[known]]]).sum(axis=1)  # [K]
     depth = np.zeros(height * width, dtype=np.float64)  # [H*W]
     depth[known] = 1.0 / inverse_depth
-    return torch.from_numpy(depth.reshape(height, width).astype(np.float32))
+    return depth.reshape(height, width).astype(np.float32)
+
+
+def _project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`semsplat_ns.geometry.projection.project_points_uvz` in numpy (the same float64 operations, so the same
+    values): pixel u [P], v [P] and camera z [P] of world points [P, 3]; meaningless u, v where z <= 0."""
+    points_cam = (points - c2w[:3, 3]) @ c2w[:3, :3]  # [P, 3] = R^T (p - t)
+    z = points_cam[:, 2]  # [P]
+    safe_z = np.where(z > 0, z, 1.0)  # [P]
+    u = K[0, 0] * points_cam[:, 0] / safe_z + K[0, 2]  # [P]
+    v = K[1, 1] * points_cam[:, 1] / safe_z + K[1, 2]  # [P]
+    return u, v, z
+
+
+def _visible(
+    u: np.ndarray, v: np.ndarray, z: np.ndarray, height: int, width: int, settings: PointsDepthSettings
+) -> np.ndarray:
+    """Which points [P] no nearer point's disc hides: each point covers the pixels of a disc around its own pixel, and
+    a point in the image is visible when its depth is within the tolerance of the nearest disc over its own pixel.
+    Points outside the image count as visible (nothing there to test them against).
+
+    The nearest disc over a pixel is the minimum, over the disc's offsets, of the nearest point whose own pixel sits
+    at that offset: one minimum per pixel of points, then one shifted minimum per offset over the image (21 at the
+    default radius), instead of scattering every point into every pixel of its disc (the same minima).
+    """
+    offsets = _disc_offsets(settings.visibility_radius)  # [O, 2]
+    pad = int(np.abs(offsets).max())
+    cols, rows = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)  # [P] each
+    # Own pixels up to `pad` outside the image still cover pixels inside it.
+    in_reach = (cols >= -pad) & (cols < width + pad) & (rows >= -pad) & (rows < height + pad)  # [P]
+    padded_width = width + 2 * pad
+    nearest = np.full((height + 2 * pad) * padded_width, np.inf)  # [(H + 2 pad) * (W + 2 pad)]
+    cells = (rows[in_reach] + pad) * padded_width + cols[in_reach] + pad
+    np.minimum.at(nearest, cells, z[in_reach])
+    nearest = nearest.reshape(height + 2 * pad, padded_width)  # [H + 2 pad, W + 2 pad]
+    zbuffer = np.full((height, width), np.inf)  # [H, W]
+    for dx, dy in offsets.tolist():
+        # Pixel (r, c) is covered by the disc of a point whose own pixel is (r - dy, c - dx).
+        np.minimum(zbuffer, nearest[pad - dy : pad - dy + height, pad - dx : pad - dx + width], out=zbuffer)
+    in_image = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)  # [P]
+    own = zbuffer[rows.clip(0, height - 1), cols.clip(0, width - 1)]  # [P]
+    return ~in_image | (z <= own * (1.0 + settings.visibility_tolerance))
+
+
+def depth_maps_from_points(
+    points: np.ndarray, settings: PointsDepthSettings, views: Sequence[DepthView]
+) -> Dict[int, np.ndarray]:
+    """float32 z-depth maps [H, W] of a few views from float64 points [P, 3], by view index: one task of
+    :func:`semsplat_ns.pseudo.depths.compute_depths`'s worker processes, which import numpy and scipy through this
+    module, not torch (2 s of each worker's start on the 2-core box)."""
+    return {i: depth_map_from_points(points, K, c2w, height, width, settings) for i, K, c2w, height, width in views}
 
 
 def load_depth_dir(depth_dir: Path, stems: Sequence[str], sizes: Sequence[Tuple[int, int]]) -> Dict[str, torch.Tensor]:
@@ -149,6 +219,8 @@ def load_depth_dir(depth_dir: Path, stems: Sequence[str], sizes: Sequence[Tuple[
     Returns:
         stem -> float32 [H, W] depth, 0 where unknown.
     """
+    import torch
+
     depth_dir = Path(depth_dir)
     if not depth_dir.is_dir():
         raise DepthError(f"{depth_dir}: depth folder does not exist")
@@ -197,6 +269,7 @@ def render_depths_from_config(
     Returns:
         stem -> float32 [H, W] depth, 0 where unknown.
     """
+    import torch
     from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
     from nerfstudio.models.base_model import Model
     from nerfstudio.utils.eval_utils import eval_setup

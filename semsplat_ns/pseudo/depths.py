@@ -8,9 +8,11 @@ import contextlib
 import math
 import multiprocessing
 import os
+import sys
+import types
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,8 +20,9 @@ import torch
 from semsplat_ns.console import progress_bar as _progress
 from semsplat_ns.geometry.depth import (
     DepthError,
+    DepthView,
     PointsDepthSettings,
-    depth_from_points,
+    depth_maps_from_points,
     load_depth_dir,
     render_depths_from_config,
 )
@@ -31,9 +34,6 @@ DepthSource = Literal["points", "config", "dir"]
 VIEWS_PER_DEPTH_TASK = 4
 """Most views of one task when depth from points runs in worker processes (the points travel once per task); fewer
 when that leaves cores idle (:func:`views_per_task`)."""
-
-DepthView = Tuple[int, np.ndarray, np.ndarray, int, int]
-"""One view's (index, K [3, 3], c2w [4, 4], height, width)."""
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """What OpenMP and BLAS libraries read for their thread count when they load."""
@@ -98,7 +98,10 @@ def compute_depths(
         return {i: by_stem[s] for i, s in zip(indices, stems)}
     points = np.asarray(scene_points(scene), dtype=np.float64)  # [P, 3]
     settings = points_settings or PointsDepthSettings()
-    views: List[DepthView] = [(i, scene.Ks[i], scene.c2ws[i], *scene.sizes[i]) for i in indices]
+    views: List[DepthView] = [
+        (i, np.asarray(scene.Ks[i], dtype=np.float64), np.asarray(scene.c2ws[i], dtype=np.float64), *scene.sizes[i])
+        for i in indices
+    ]
     # Each view's mesh and lookup run in scipy holding the GIL: processes, not threads, use the cores. Not torch's
     # thread count: a trainer may set it to 1, and the workers are single-threaded.
     wanted = usable_cores() if depth_workers is None else depth_workers
@@ -110,13 +113,13 @@ def compute_depths(
         bar = progress.add_task(f"Depth from {len(points)} points", total=len(views))
         if workers <= 1:
             for task in tasks:
-                depths.update(_depth_task(points, settings, task))
+                depths.update(depth_maps_from_points(points, settings, task))
                 progress.advance(bar, len(task))
         else:
             context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or threads
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                with _single_threaded_children():  # the workers start at these submissions
-                    running = {pool.submit(_depth_task, points, settings, task): len(task) for task in tasks}
+                with _single_threaded_children(), _children_skip_main():  # the workers start at these submissions
+                    running = {pool.submit(depth_maps_from_points, points, settings, task): len(task) for task in tasks}
                 for done in as_completed(running):
                     depths.update(done.result())
                     progress.advance(bar, running[done])
@@ -159,14 +162,18 @@ def _single_threaded_children() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _depth_task(points: np.ndarray, settings: PointsDepthSettings, views: Sequence[DepthView]) -> Dict[int, np.ndarray]:
-    """z-depth maps [H, W] of a few views from the points [P, 3] (one task of :func:`compute_depths`), as numpy
-    arrays: they come back from a worker process by plain pickling."""
-    points_t = torch.from_numpy(points)  # [P, 3]
-    return {
-        i: depth_from_points(points_t, torch.from_numpy(K), torch.from_numpy(c2w), height, width, settings).numpy()
-        for i, K, c2w, height, width in views
-    }
+@contextlib.contextmanager
+def _children_skip_main() -> Iterator[None]:
+    """Processes spawned inside do not run the parent's main script again. A spawned child imports the parent's
+    ``__main__`` before its task; under ``ns-train`` that is nerfstudio's training script, whose imports (every
+    method config) took 12-17 s per worker on the 2-core box, against 0.5 s for what the depth task imports. The
+    task needs nothing from ``__main__``, so an empty module stands in for it while the children start."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def scene_points(scene: TrainSplit) -> np.ndarray:
