@@ -11,7 +11,8 @@ Two kinds of rows, printed and written as a JSON list to ``--out``:
 * one per scene (variant ``"stages"``): the wall time of each CPU/GPU stage of ``ns-train``'s automatic pseudo
   labels, run once as the pipeline runs them (seed points, depth, photos, reprojection, prediction, writing; the
   prediction with the benchmark's barely trained network, whose time does not depend on its weights; the files are
-  written into a temporary folder, never into the scene).
+  written into a temporary folder, never into the scene); with CUDA, reprojection once more on the GPU as ``ns-train``
+  runs it, its time and the number of carried labels that differ from the CPU's.
 
 Variants that cannot run on the device (CUDA graphs on the CPU) get a row that says why, with no time.
 
@@ -178,21 +179,36 @@ def run_stages(scene_dir: Path, settings: ReprojectSettings) -> SceneData:
     photos = read_photos(scene, views)
     labels_of = {i: read_labels(scene, i) for i in scene.labelled}
     stage_s["read_photos"] = time.perf_counter() - started
-    references = [
-        ReferenceView(
-            depths[i],
-            torch.from_numpy(scene.Ks[i]),
-            torch.from_numpy(scene.c2ws[i]),
-            torch.from_numpy(labels_of[i]),
-            torch.from_numpy(photos[i]),
-        )
-        for i in scene.labelled
-    ]
+
+    def reproject_on(device: torch.device) -> Dict[int, np.ndarray]:
+        references = [
+            ReferenceView(
+                depths[i].to(device),
+                torch.from_numpy(scene.Ks[i]),
+                torch.from_numpy(scene.c2ws[i]),
+                torch.from_numpy(labels_of[i]).to(device),
+                torch.from_numpy(photos[i]).to(device),
+            )
+            for i in scene.labelled
+        ]
+        return reproject_views(
+            scene, sorted(scene.targets), depths, references, photos, scene.num_classes, settings, device
+        )[1]
+
     started = time.perf_counter()
-    _, carried_of = reproject_views(
-        scene, sorted(scene.targets), depths, references, photos, scene.num_classes, settings
-    )
+    carried_of = reproject_on(torch.device("cpu"))
     stage_s["reprojection"] = time.perf_counter() - started
+    if torch.cuda.is_available():
+        # ns-train reprojects on the GPU: its time, and how many carried labels differ from the CPU's (float
+        # rounding at a tolerance's edge)
+        reproject_on(torch.device("cuda"))  # warm-up: CUDA context and kernels
+        started = time.perf_counter()
+        carried_cuda = reproject_on(torch.device("cuda"))
+        stage_s["reprojection_cuda"] = time.perf_counter() - started
+        stage_s["reprojection_cuda_differing_pixels"] = int(
+            sum(int((carried_cuda[i] != carried_of[i]).sum()) for i in carried_of)
+        )
+        stage_s["reprojection_pixels"] = int(sum(carried.size for carried in carried_of.values()))
     return SceneData(scene, photos, labels_of, carried_of, stage_s)
 
 

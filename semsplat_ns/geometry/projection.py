@@ -23,10 +23,10 @@ def backproject_depth(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -
         float64 world points [H, W, 3].
     """
     height, width = depth.shape
-    K = K.to(torch.float64)
-    c2w = c2w.to(torch.float64)
-    cols = torch.arange(width, dtype=torch.float64) + 0.5  # [W]
-    rows = torch.arange(height, dtype=torch.float64) + 0.5  # [H]
+    K = K.to(device=depth.device, dtype=torch.float64)
+    c2w = c2w.to(device=depth.device, dtype=torch.float64)
+    cols = torch.arange(width, dtype=torch.float64, device=depth.device) + 0.5  # [W]
+    rows = torch.arange(height, dtype=torch.float64, device=depth.device) + 0.5  # [H]
     x = (cols[None, :] - K[0, 2]) / K[0, 0]  # [1, W]
     y = (rows[:, None] - K[1, 2]) / K[1, 1]  # [H, 1]
     z = depth.to(torch.float64)  # [H, W]
@@ -54,8 +54,8 @@ def project_points_uvz(
     points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`project_points` with the pixel coordinates apart (no stacked copy): u [...], v [...], z [...]."""
-    K = K.to(torch.float64)
-    c2w = c2w.to(torch.float64)
+    K = K.to(device=points.device, dtype=torch.float64)
+    c2w = c2w.to(device=points.device, dtype=torch.float64)
     rotation = c2w[:3, :3]  # [3, 3]
     points_cam = (points.to(torch.float64) - c2w[:3, 3]) @ rotation  # [..., 3] = R^T (p - t)
     z = points_cam[..., 2]  # [...]

@@ -162,8 +162,10 @@ def reproject_from_references(
     if num_classes is not None and settings.label_uncertainty > 0:
         offsets = [-settings.label_uncertainty, settings.label_uncertainty]
     shifted = [backproject_depth(depth * (1.0 + o), K, c2w).reshape(-1, 3) for o in offsets]  # [H*W, 3] each
-    seen_any = torch.zeros(height * width, dtype=torch.bool)  # [H*W]
-    votes = None if num_classes is None else torch.zeros(height * width, num_classes, dtype=torch.float32)
+    seen_any = torch.zeros(height * width, dtype=torch.bool, device=depth.device)  # [H*W]
+    votes = None
+    if num_classes is not None:
+        votes = torch.zeros(height * width, num_classes, dtype=torch.float32, device=depth.device)  # [H*W, C]
     for order, view in enumerate(references):
         inside, flat, z = _pixel_hit(points, view)  # [H*W] each
         depth_there = view.flat_depth()[flat]  # [H*W]
@@ -184,7 +186,8 @@ def reproject_from_references(
             counted &= inside_off & (labels_there[flat_off] == classes)
         # Integer votes plus a bonus far below 1 that falls with the view's order: ties go to the first.
         weight = 1.0 + 1e-3 * (len(references) - order) / len(references)
-        votes[counted, classes[counted]] += weight
+        # a weight for every pixel (0 where not counted) instead of boolean indexing, which waits for a GPU
+        votes.scatter_add_(1, classes.clamp(max=num_classes - 1)[:, None], (counted * weight)[:, None].float())
     if votes is None:
         return seen_any.reshape(height, width), None
     best_votes, best_class = votes.max(dim=1)  # [H*W], [H*W]

@@ -444,3 +444,32 @@ def test_depth_workers_follow_the_usable_cores_not_torchs_threads(monkeypatch):
     assert (
         depths.views_per_task(93, 16) == 2 and depths.views_per_task(93, 2) == 4 and depths.views_per_task(1, 16) == 1
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="reprojection on a GPU needs CUDA")
+def test_reprojection_on_the_gpu_matches_the_cpu(base):
+    """ns-train reprojects on the GPU: the same visibility and carried classes as on the CPU, but for float rounding
+    at a tolerance's edge (here: at most 0.1 % of the pixels)."""
+    scene_dir, depth_dir = base
+    stems = [p.stem for p in sorted((scene_dir / "train" / "rgb").glob("*.png"))]
+    cuda = torch.device("cuda")
+
+    def on(view: ReferenceView, device: torch.device) -> ReferenceView:
+        labels = view.labels.to(device) if view.labels is not None else None
+        photo = view.photo.to(device) if view.photo is not None else None
+        return ReferenceView(view.depth.to(device), view.K, view.c2w, labels, photo)
+
+    references = [_view(scene_dir, depth_dir, stem) for stem in stems]
+    for stem in _targets(scene_dir)[:3]:
+        target = _view(scene_dir, depth_dir, stem, labels=False)
+        seen, carried = reproject_from_references(
+            target.depth, target.K, target.c2w, references, 20, ReprojectSettings(), target.photo
+        )
+        gpu = on(target, cuda)
+        seen_gpu, carried_gpu = reproject_from_references(
+            gpu.depth, gpu.K, gpu.c2w, [on(view, cuda) for view in references], 20, ReprojectSettings(), gpu.photo
+        )
+        assert carried is not None and carried_gpu is not None and carried_gpu.device.type == "cuda"
+        assert (seen_gpu.cpu() != seen).float().mean() <= 1e-3
+        assert (carried_gpu.cpu() != carried).float().mean() <= 1e-3
+        assert (carried != 255).any()
