@@ -47,9 +47,9 @@ from benchmarks.common import device_name, git_commit  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.data.irt_io import IGNORE_ID  # noqa: E402
-from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings  # noqa: E402
+from semsplat_ns.geometry.visibility import ReprojectSettings  # noqa: E402
 from semsplat_ns.pseudo.depths import compute_depths, scene_points, usable_cores  # noqa: E402
-from semsplat_ns.pseudo.pipeline import reproject_views, write_views  # noqa: E402
+from semsplat_ns.pseudo.pipeline import labelled_references, reproject_views, write_views  # noqa: E402
 from semsplat_ns.pseudo.prior import (  # noqa: E402
     PriorSettings,
     fitting_crop,
@@ -181,16 +181,7 @@ def run_stages(scene_dir: Path, settings: ReprojectSettings) -> SceneData:
     stage_s["read_photos"] = time.perf_counter() - started
 
     def reproject_on(device: torch.device) -> Dict[int, np.ndarray]:
-        references = [
-            ReferenceView(
-                depths[i].to(device),
-                torch.from_numpy(scene.Ks[i]),
-                torch.from_numpy(scene.c2ws[i]),
-                torch.from_numpy(labels_of[i]).to(device),
-                torch.from_numpy(photos[i]).to(device),
-            )
-            for i in scene.labelled
-        ]
+        references = labelled_references(scene, depths, labels_of, photos, device)
         return reproject_views(
             scene, sorted(scene.targets), depths, references, photos, scene.num_classes, settings, device
         )[1]

@@ -71,9 +71,8 @@ def semsplat_trainer_config(max_steps: int = PAPER_STEPS) -> SemSplatTrainerConf
         steps_per_eval_all_images=0,
         max_num_iterations=max_steps,
         mixed_precision=False,
-        # Every logged step reads each loss and metric back from the GPU (~28 host syncs) and writes ~60
-        # tensorboard scalars: at nerfstudio's 10 that cost ~0.6 ms a step under cProfile on an H200
-        # (benchmarks/results/profile/cprofile_76868a3.txt).
+        # Every logged step reads each loss and metric back from the GPU: ~28 host syncs, 2.8 a step at
+        # nerfstudio's 10 (benchmarks/results/profile/syncs_76868a3.json), 0.28 at 100.
         logging=LoggingConfig(steps_per_log=100),
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=VanillaPipelineConfig(

@@ -216,6 +216,34 @@ def output_files(root: Path, stem: str, spec: BackendSpec) -> List[Path]:
     return paths + [confidence_file(root, stem)] if spec.writes_confidence else paths
 
 
+def labelled_references(
+    scene: TrainSplit,
+    depths: Dict[int, torch.Tensor],
+    labels_of: Dict[int, np.ndarray],
+    photos: Optional[Dict[int, np.ndarray]],
+    device: torch.device,
+) -> List[ReferenceView]:
+    """The labelled views as reprojection's references, their tensors on ``device``.
+
+    Args:
+        scene: The training split (cameras).
+        depths: float32 [H, W] z-depth per view (the labelled ones at least).
+        labels_of: uint8 [H, W] class ids per labelled view.
+        photos: uint8 [H, W, 3] photo per view for the colour test; None: no photos (no colour test).
+        device: Where the reprojection runs.
+    """
+    return [
+        ReferenceView(
+            depths[i].to(device),
+            torch.from_numpy(scene.Ks[i]),
+            torch.from_numpy(scene.c2ws[i]),
+            torch.from_numpy(labels_of[i]).to(device),
+            torch.from_numpy(photos[i]).to(device) if photos is not None else None,
+        )
+        for i in scene.labelled
+    ]
+
+
 def reproject_views(
     scene: TrainSplit,
     indices: Sequence[int],
@@ -404,16 +432,7 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
         # one: it is plain tensor arithmetic over every pixel, idle GPU time while the CPU cores take 12-15 s.
         reproject_device = prior_device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         references = (
-            [
-                ReferenceView(
-                    depths[i].to(reproject_device),
-                    torch.from_numpy(scene.Ks[i]),
-                    torch.from_numpy(scene.c2ws[i]),
-                    torch.from_numpy(labels_of[i]).to(reproject_device),
-                    torch.from_numpy(photos[i]).to(reproject_device) if use_color else None,
-                )
-                for i in scene.labelled
-            ]
+            labelled_references(scene, depths, labels_of, photos if use_color else None, reproject_device)
             if needs_depth
             else []
         )
