@@ -8,7 +8,9 @@ adds to splatfacto's step:
 
 - ``semsplat``: the preset;
 - ``no-agg``: without the 2D/3D aggregation losses;
-- ``rgb-only``: every semantic loss off (splatfacto's work plus rendering 16 more channels).
+- ``rgb-only``: every semantic loss off (splatfacto's work plus rendering 16 more channels);
+- ``optimizers-apart``: the preset with nerfstudio's one ``Adam.step`` per group instead of semsplat's steps taken
+  together (``optimizers_step_together``: the before of that change, on the same machine).
 
 ``--kernels N`` (CUDA) adds one more run of the first variant with N steps of its second half under torch's profiler:
 ``--out``/kernels[_<label>].json holds the wall ms per step of that window, the GPU's busy ms per step (the CUDA
@@ -54,7 +56,12 @@ VARIANTS = {
     "semsplat": {},
     "no-agg": dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
     "rgb-only": dict(semantic_loss_weight=0.0, pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
+    "optimizers-apart": {},
 }
+"""Variant -> its model settings (``SemSplatModelConfig`` fields)."""
+
+TRAINER_SETTINGS = {"optimizers-apart": dict(optimizers_step_together=False)}
+"""Variant -> its trainer settings (``SemSplatTrainerConfig`` fields), where it has any."""
 
 SYNC_WARNING = "called a synchronizing CUDA operation"
 """What torch's sync debug mode warns (``torch.cuda.set_sync_debug_mode("warn")``) at each op that waits for the GPU."""
@@ -307,8 +314,8 @@ class KernelWindow:
 
 def preset_config(scene: Path, variant: str, iterations: int, output_dir: Path):
     """The registered ``semsplat`` preset (``ns-train semsplat``'s config) on ``scene``, stopped after ``iterations``
-    steps of its schedule, with the variant's model settings; no checkpoints or evaluation renders inside the loop,
-    tensorboard logging as the benchmarks train.
+    steps of its schedule, with the variant's model and trainer settings; no checkpoints or evaluation renders inside
+    the loop, tensorboard logging as the benchmarks train.
 
     Args:
         scene: The scene folder.
@@ -328,6 +335,8 @@ def preset_config(scene: Path, variant: str, iterations: int, output_dir: Path):
     config.steps_per_eval_image = 10 * iterations
     for name, value in VARIANTS[variant].items():
         setattr(config.pipeline.model, name, value)
+    for name, value in TRAINER_SETTINGS.get(variant, {}).items():
+        setattr(config, name, value)
     config.set_timestamp()
     return config
 

@@ -105,3 +105,11 @@ def test_profiles_the_registered_preset(tmp_path):
     assert model.agg2d_loss_weight == 0.0 and model.agg3d_loss_weight == 0.0
     assert datamanager.auto_pseudo_labels == preset.pipeline.datamanager.auto_pseudo_labels
     assert config.steps_per_save > 40 and config.steps_per_eval_image > 40
+    assert config.optimizers_step_together and preset.optimizers_step_together
+
+
+def test_the_optimizers_apart_variant_is_the_preset_stepping_per_group(tmp_path):
+    config = preset_config(tmp_path / "scene", "optimizers-apart", 40, tmp_path / "runs")
+    preset = preset_config(tmp_path / "scene", "semsplat", 40, tmp_path / "runs")
+    assert not config.optimizers_step_together and preset.optimizers_step_together
+    assert config.pipeline.model == preset.pipeline.model
