@@ -120,6 +120,24 @@ def inverse_sqrt_frequency_weights(class_pixels: torch.Tensor) -> torch.Tensor:
     return weights / mean_seen.clamp_min(1e-12)
 
 
+def rows_of(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``values[ids]`` for row ids of any shape, through ``index_select``.
+
+    The same values as advanced indexing; the gradient differs in how it is gathered back. Advanced indexing's
+    backward is an accumulating ``index_put_``, which on CUDA sorts the ids first (a radix sort and several
+    launches, ~0.3 ms of host time per call in the GPU profile, benchmarks/results/profile/kernels_e1f317d.txt);
+    ``index_select``'s is one ``index_add_``. The aggregation losses gather four times a step.
+
+    Args:
+        values: Rows to gather from [N, D].
+        ids: Row ids, any shape [...] (long).
+
+    Returns:
+        The rows [..., D].
+    """
+    return values.index_select(0, ids.reshape(-1)).reshape(*ids.shape, values.shape[-1])
+
+
 def softmax_kl(features: torch.Tensor, neighbour_features: torch.Tensor) -> torch.Tensor:
     """Mean KL(P || Q) between softmax-normalised features and those of their neighbours (Eq. 11).
 
@@ -197,7 +215,8 @@ def aggregation_2d_loss(
     n_cols = torch.where((n_cols < 0) | (n_cols >= width), cols[:, None] - offsets[..., 1], n_cols)
     n_rows = n_rows.clamp(0, height - 1)
     n_cols = n_cols.clamp(0, width - 1)
-    return softmax_kl(feature_map[rows, cols], feature_map[n_rows, n_cols])
+    pixels = feature_map.reshape(height * width, -1)  # [H*W, D]
+    return softmax_kl(rows_of(pixels, rows * width + cols), rows_of(pixels, n_rows * width + n_cols))
 
 
 @torch.no_grad()
@@ -239,4 +258,4 @@ def aggregation_3d_loss(
     Returns:
         Scalar loss.
     """
-    return softmax_kl(semantic_features[sample_ids], semantic_features[neighbour_ids])
+    return softmax_kl(rows_of(semantic_features, sample_ids), rows_of(semantic_features, neighbour_ids))

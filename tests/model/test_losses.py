@@ -144,3 +144,16 @@ def test_pseudo_agreement_hand_values():
     pseudo = torch.tensor([[0, 1, 1, 255]], dtype=torch.uint8)  # [1, 4]
     agreement = L.pseudo_agreement(probabilities.log()[None], pseudo)  # [1, 4]
     assert torch.allclose(agreement, torch.tensor([[1.0, 0.15, 0.95, 1.0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 3)])
+def test_rows_of_is_advanced_indexing(shape):
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(6, 4, generator=generator, requires_grad=True)
+    ids = torch.randint(0, 6, shape, generator=generator)  # with repeats: their gradients add up
+    weights = torch.randn(*shape, 4, generator=generator)
+    ours, theirs = L.rows_of(values, ids), values[ids]
+    assert ours.shape == theirs.shape == (*shape, 4) and torch.equal(ours, theirs)
+    (our_gradient,) = torch.autograd.grad((ours * weights).sum(), values)
+    (their_gradient,) = torch.autograd.grad((theirs * weights).sum(), values)
+    torch.testing.assert_close(our_gradient, their_gradient, rtol=1e-6, atol=1e-7)
