@@ -36,18 +36,23 @@ MODES = ("apart", "together")
 def set_up_trainer(root: Path, device: str, gaussians: int):
     """The ``semsplat`` trainer on a 10-view demo town under ``root``, ``gaussians`` random Gaussians."""
     from semsplat_ns.config import semsplat_trainer_config
+    from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+    from semsplat_ns.model.semsplat_model import SemSplatModelConfig
     from semsplat_ns.synthetic.scene_writer import make_scene
 
     scene = make_scene(root / "town", n_views=10, resolution=33, n_labelled=2, seed=11)
     config = semsplat_trainer_config(max_steps=1000)
-    config.machine.device_type = device
+    assert device in ("cpu", "cuda"), device
+    config.machine.device_type = "cuda" if device == "cuda" else "cpu"
     config.vis = "tensorboard"
     config.output_dir = root / "runs"
-    config.pipeline.datamanager.data = scene
-    config.pipeline.datamanager.auto_pseudo_labels = "off"
-    config.pipeline.model.camera_optimizer.mode = "SO3xR3"
-    config.pipeline.model.random_init = True
-    config.pipeline.model.num_random = gaussians
+    datamanager, model = config.pipeline.datamanager, config.pipeline.model
+    assert isinstance(datamanager, SemSplatDataManagerConfig) and isinstance(model, SemSplatModelConfig)
+    datamanager.data = scene
+    datamanager.auto_pseudo_labels = "off"
+    model.camera_optimizer.mode = "SO3xR3"
+    model.random_init = True
+    model.num_random = gaussians
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
@@ -89,16 +94,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of both modes")
     parser.add_argument("--out", type=Path, default=None, help="JSON of the figures")
     parser.add_argument("--commit", default="", help="stamped into the JSON")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="the demo town and the run's folder (default: a new temp folder)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as root:
-        trainer = set_up_trainer(Path(root), args.device, args.gaussians)
-        time_stage(trainer, True, 3)  # the Adam state exists (torch's first step makes it)
-        rounds: Dict[str, List[float]] = {mode: [] for mode in MODES}
-        for _ in range(args.rounds):
-            for mode in MODES:
-                rounds[mode].append(time_stage(trainer, mode == "together", args.steps))
-        groups = list(trainer.optimizers.optimizers)
+    # kept, not removed at the end: nerfstudio's event writers are global and may still write there
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="optimizer_step_"))
+    trainer = set_up_trainer(work_dir, args.device, args.gaussians)
+    time_stage(trainer, True, 3)  # the Adam state exists (torch's first step makes it)
+    rounds: Dict[str, List[float]] = {mode: [] for mode in MODES}
+    for _ in range(args.rounds):
+        for mode in MODES:
+            rounds[mode].append(time_stage(trainer, mode == "together", args.steps))
+    groups = list(trainer.optimizers.optimizers)
     medians = {mode: statistics.median(values) for mode, values in rounds.items()}
     result = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),

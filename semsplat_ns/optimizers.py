@@ -17,13 +17,17 @@ any step of one that does not qualify (its first step, which creates its state; 
 
 from __future__ import annotations
 
+import importlib
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
 from nerfstudio.engine.optimizers import Optimizers
 from torch.amp.grad_scaler import GradScaler
-from torch.optim import optimizer as torch_optimizer
+from torch.cuda.amp.grad_scaler import GradScaler as NerfstudioGradScaler  # the type nerfstudio's methods name
 from torch.optim.adam import adam as functional_adam
+
+TORCH_OPTIMIZER = importlib.import_module("torch.optim.optimizer")
+"""torch's optimiser module, which holds the global step hooks (``torch.optim`` removes the name of the module)."""
 
 HyperParameters = Tuple[float, float, float, float, float]
 """(lr, beta1, beta2, eps, weight_decay) of a parameter group."""
@@ -43,8 +47,8 @@ def steps_together(optimizer: torch.optim.Optimizer) -> bool:
     hooks = (
         getattr(optimizer, "_optimizer_step_pre_hooks", None),
         getattr(optimizer, "_optimizer_step_post_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
+        getattr(TORCH_OPTIMIZER, "_global_optimizer_pre_hooks", None),
+        getattr(TORCH_OPTIMIZER, "_global_optimizer_post_hooks", None),
     )
     if any(hooks) or getattr(optimizer, "grad_scale", None) is not None:
         return False
@@ -137,7 +141,7 @@ class SteppedTogetherOptimizers(Optimizers):
                 for param in group["params"]:
                     param.grad = None
 
-    def optimizer_scaler_step_some(self, grad_scaler: GradScaler, param_groups: List[str]) -> None:
+    def optimizer_scaler_step_some(self, grad_scaler: NerfstudioGradScaler, param_groups: List[str]) -> None:
         """nerfstudio's step of the given groups; the qualifying Adam optimisers stepped together.
 
         A group qualifies when the grad scaler is off (a scaler that scales unscales per optimiser), it has no
@@ -147,7 +151,7 @@ class SteppedTogetherOptimizers(Optimizers):
         super().optimizer_scaler_step_some(grad_scaler, apart)
         step_fused_adams(self.optimizers[name] for name in together)
 
-    def optimizer_scaler_step_all(self, grad_scaler: GradScaler) -> None:
+    def optimizer_scaler_step_all(self, grad_scaler: NerfstudioGradScaler) -> None:
         """:meth:`optimizer_scaler_step_some` over every group."""
         self.optimizer_scaler_step_some(grad_scaler, list(self.optimizers))
 

@@ -10,10 +10,11 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import pytest
 import torch
-from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.engine.optimizers import AdamOptimizerConfig, Optimizers
 from torch.amp.grad_scaler import GradScaler
 
 from semsplat_ns import optimizers as together_module
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 from semsplat_ns.optimizers import SteppedTogetherOptimizers, step_fused_adams, steps_together
 from tests.cpu_training import cpu_trainer_config, run_steps
 
@@ -33,6 +34,7 @@ def _train(scene: Path, output_dir: Path, together: bool, steps: int = STEPS):
     config = cpu_trainer_config(scene, output_dir, steps, "together" if together else "apart")
     config.optimizers_step_together = together
     model_config = config.pipeline.model
+    assert isinstance(model_config, SemSplatModelConfig)
     model_config.use_bilateral_grid = True
     model_config.camera_optimizer.mode = "SO3xR3"
     model_config.num_random = 1000
@@ -124,6 +126,12 @@ def test_which_optimisers_step_together():
     assert not steps_together(hooked)
     handle.remove()
     assert steps_together(hooked)
+    handle = together_module.TORCH_OPTIMIZER.register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: None)
+    try:
+        assert not steps_together(hooked)  # a hook on every optimiser's step
+    finally:
+        handle.remove()
+    assert steps_together(hooked)
 
 
 def test_a_step_together_is_adams_step():
@@ -142,11 +150,10 @@ def test_a_step_together_is_adams_step():
 
 
 def test_groups_that_scale_or_clip_step_through_nerfstudio():
-    optimizer = _adam()
-    config = {"a": {"optimizer": type("Config", (), {"max_norm": None})()}}
+    optimizer_config = AdamOptimizerConfig(lr=0.1)
     optimizers = SteppedTogetherOptimizers.of(Optimizers({}, {}))
-    optimizers.config, optimizers.optimizers = config, {"a": optimizer}
+    optimizers.config, optimizers.optimizers = {"a": {"optimizer": optimizer_config}}, {"a": _adam()}
     assert optimizers._split(GradScaler("cpu", enabled=False), ["a"]) == (["a"], [])
     assert optimizers._split(GradScaler("cpu", enabled=True), ["a"]) == ([], ["a"])
-    config["a"]["optimizer"].max_norm = 1.0
+    optimizer_config.max_norm = 1.0
     assert optimizers._split(GradScaler("cpu", enabled=False), ["a"]) == ([], ["a"])

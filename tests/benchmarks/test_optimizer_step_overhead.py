@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 def test_times_both_modes_on_every_group(tmp_path, monkeypatch):
     out = tmp_path / "overhead.json"
     argv = ["optimizer_step_overhead.py", "--device", "cpu", "--steps", "5", "--rounds", "2", "--out", str(out)]
+    argv += ["--work-dir", str(tmp_path / "work")]  # lives as long as the session's tmp folders
     monkeypatch.setattr(sys, "argv", argv)
     optimizer_step_overhead.main()
     result = json.loads(out.read_text())
