@@ -1,14 +1,31 @@
-"""Shared by tests that train semsplat for real on the CPU: a small-run config and a step loop."""
+"""Shared by tests that train semsplat for real on the CPU: a small-run config, a seeded trainer with every loss term
+and optimiser group, and a step loop."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
+import torch
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
 from semsplat_ns.config import semsplat_trainer_config
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+
+DENSIFYING_EVERY_3: Dict[str, Any] = dict(
+    warmup_length=2,
+    refine_every=3,
+    stop_split_at=1000,
+    stop_screen_size_at=1000,
+    densify_grad_thresh=1e-5,  # the Gaussians grow
+    num_downscales=1,  # 16 px, then 33 px (a 33 px scene)
+    resolution_schedule=5,
+)
+"""Model settings of a few-step run that densifies at steps 3 and 6 (with ``pause_refine_after_reset = 0`` on the
+strategy: splatfacto's pause, views + refine_every, outlasts such a run)."""
 
 
 def cpu_trainer_config(scene: Path, output_dir: Path, steps: int, timestamp: str):
@@ -26,6 +43,28 @@ def cpu_trainer_config(scene: Path, output_dir: Path, steps: int, timestamp: str
     assert isinstance(config.pipeline.datamanager, SemSplatDataManagerConfig)
     config.pipeline.datamanager.auto_pseudo_labels = "off"
     return config
+
+
+def seeded_trainer(
+    scene: Path, output_dir: Path, steps: int, timestamp: str, optimizers_step_together: bool = True, **model_settings
+):
+    """A set-up CPU trainer from fixed seeds with every loss term and optimiser group: a bilateral grid, a camera
+    optimiser, 1000 random Gaussians, then ``model_settings`` (``SemSplatModelConfig`` fields)."""
+    config = cpu_trainer_config(scene, output_dir, steps, timestamp)
+    config.optimizers_step_together = optimizers_step_together
+    model_config = config.pipeline.model
+    assert isinstance(model_config, SemSplatModelConfig)
+    model_config.use_bilateral_grid = True
+    model_config.camera_optimizer.mode = "SO3xR3"
+    model_config.num_random = 1000
+    for name, value in model_settings.items():
+        setattr(model_config, name, value)
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
 
 
 def train(config, steps: int, on_step: Optional[Callable[[int, Dict], None]] = None):

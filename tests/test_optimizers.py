@@ -3,20 +3,17 @@ optimiser, densification included, and leave to nerfstudio every step they canno
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
-import numpy as np
 import pytest
 import torch
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, Optimizers
 from torch.amp.grad_scaler import GradScaler
 
 from semsplat_ns import optimizers as together_module
-from semsplat_ns.model.semsplat_model import SemSplatModelConfig
 from semsplat_ns.optimizers import SteppedTogetherOptimizers, step_fused_adams, steps_together
-from tests.cpu_training import cpu_trainer_config, run_steps
+from tests.cpu_training import DENSIFYING_EVERY_3, run_steps, seeded_trainer
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -29,24 +26,11 @@ def scene(demo_town) -> Path:
 
 
 def _train(scene: Path, output_dir: Path, together: bool, steps: int = STEPS):
-    """A CPU run from fixed seeds with every optimiser group (camera optimiser, bilateral grid, transfer head),
-    densifying at steps 3 and 6; the trainer after ``steps`` steps and the losses of each step."""
-    config = cpu_trainer_config(scene, output_dir, steps, "together" if together else "apart")
-    config.optimizers_step_together = together
-    model_config = config.pipeline.model
-    assert isinstance(model_config, SemSplatModelConfig)
-    model_config.use_bilateral_grid = True
-    model_config.camera_optimizer.mode = "SO3xR3"
-    model_config.num_random = 1000
-    settings: Dict[str, Any] = dict(warmup_length=2, refine_every=3, stop_split_at=1000, stop_screen_size_at=1000)
-    settings.update(densify_grad_thresh=1e-5, num_downscales=1, resolution_schedule=5, semantic_start_step=0)
-    for name, value in settings.items():
-        setattr(model_config, name, value)
-    torch.manual_seed(0)
-    random.seed(0)
-    np.random.seed(0)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    """A seeded CPU run with every optimiser group (camera optimiser, bilateral grid, transfer head), densifying at
+    steps 3 and 6; the trainer after ``steps`` steps and the losses of each step."""
+    timestamp = "together" if together else "apart"
+    settings = dict(DENSIFYING_EVERY_3, semantic_start_step=0)
+    trainer = seeded_trainer(scene, output_dir, steps, timestamp, optimizers_step_together=together, **settings)
     trainer.pipeline.model.strategy.pause_refine_after_reset = 0
     history = run_steps(trainer, range(steps))
     return trainer, history

@@ -8,11 +8,9 @@ that takes splatfacto's and gsplat's code paths.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
-import numpy as np
 import pytest
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -20,10 +18,10 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 from pytorch_msssim import SSIM as ReferenceSSIM
 
 from semsplat_ns.model import semsplat_model
-from semsplat_ns.model.semsplat_model import SemSplatModel, SemSplatModelConfig
+from semsplat_ns.model.semsplat_model import SemSplatModel
 from semsplat_ns.model.ssim import SSIM
 from semsplat_ns.model.strategy import CappedDefaultStrategy
-from tests.cpu_training import cpu_trainer_config, run_steps
+from tests.cpu_training import DENSIFYING_EVERY_3, run_steps, seeded_trainer
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -35,27 +33,9 @@ def scene(demo_town) -> Path:
     return demo_town(n_views=10, resolution=RESOLUTION, n_labelled=2, seed=11)
 
 
-def _trainer(scene: Path, output_dir: Path, steps: int, **model_settings):
-    """A set-up CPU trainer from fixed seeds, with a bilateral grid and a camera optimiser (all loss terms)."""
-    config = cpu_trainer_config(scene, output_dir, steps, "photometric")
-    model_config = config.pipeline.model
-    assert isinstance(model_config, SemSplatModelConfig)
-    model_config.use_bilateral_grid = True
-    model_config.camera_optimizer.mode = "SO3xR3"
-    model_config.num_random = 1000
-    for name, value in model_settings.items():
-        setattr(model_config, name, value)
-    torch.manual_seed(0)
-    random.seed(0)
-    np.random.seed(0)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    return trainer
-
-
 @pytest.fixture(scope="module")
 def trainer(scene, tmp_path_factory):
-    trainer = _trainer(scene, tmp_path_factory.mktemp("photometric"), steps=20)
+    trainer = seeded_trainer(scene, tmp_path_factory.mktemp("photometric"), 20, "photometric")
     run_steps(trainer, [0])  # the model's step and optimisers, as the trainer's callbacks set them
     return trainer
 
@@ -125,9 +105,9 @@ STEPS = 8
 
 def _train(scene: Path, output_dir: Path) -> Tuple[List[Dict[str, torch.Tensor]], Dict[str, torch.Tensor], int]:
     """STEPS steps with scale regularisation, densifying at steps 3 and 6; the losses, Gaussians and their count."""
-    settings: Dict[str, Any] = dict(warmup_length=2, refine_every=3, stop_split_at=1000, stop_screen_size_at=1000)
-    settings.update(densify_grad_thresh=1e-5, num_downscales=1, resolution_schedule=5)  # growth; 16 px, then 33 px
-    trainer = _trainer(scene, output_dir, STEPS, use_scale_regularization=True, **settings)
+    trainer = seeded_trainer(
+        scene, output_dir, STEPS, "photometric", use_scale_regularization=True, **DENSIFYING_EVERY_3
+    )
     model = trainer.pipeline.model
     model.strategy.pause_refine_after_reset = 0  # splatfacto's pause (views + refine_every) outlasts the run
     initial_count = model.num_points
