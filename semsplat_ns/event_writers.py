@@ -3,7 +3,7 @@
 nerfstudio's training loop writes its event storage out after every step, and every step stores the step's time,
 the ETA, the rays per second and each scheduler's learning rate: five to six scalars a step, whatever
 ``logging.steps_per_log`` says (that interval governs the losses and metrics only). Into tensorboard each scalar
-is a record whose checksum tensorboard computes in pure Python and a file append: ~1.2 ms of the main thread per
+is a record whose checksum tensorboard computes in pure Python and a file append: ~1.1 ms of the main thread per
 step on the 2-core CPU box (``benchmarks/step_logging_overhead.py``), in a loop whose step the host, not the GPU,
 sets (issue #13). ``semsplat-batch`` trains with ``--vis tensorboard``.
 

@@ -67,6 +67,15 @@ def seeded_trainer(
     return trainer
 
 
+def tensorboard_scalar_steps(log_dir: Path) -> Dict[str, List[int]]:
+    """The steps of each scalar in the tensorboard event files of ``log_dir`` (flush the writer first)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [event.step for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def train(config, steps: int, on_step: Optional[Callable[[int, Dict], None]] = None):
     """Saves the config, sets the trainer up, runs ``steps`` iterations with the callbacks the
     trainer would run, saves the last checkpoint and returns the trainer."""

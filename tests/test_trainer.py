@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import nerfstudio.configs.base_config  # noqa: F401  (first: nerfstudio's writer module imports it back)
 import pytest
+from nerfstudio.utils import writer
 
 from semsplat_ns.trainer import STAGE_TIMES_NAME, SemSplatTrainer, check_scene, read_stage_times
-from tests.cpu_training import cpu_trainer_config
+from tests.cpu_training import cpu_trainer_config, tensorboard_scalar_steps
 
 STEPS = 6
 
@@ -16,12 +18,14 @@ def test_stage_times_of_a_real_training_loop(tmp_path, demo_town, capsys):
     scene = demo_town(n_views=12, resolution=32, n_labelled=2, seed=5)
     config = cpu_trainer_config(scene, tmp_path / "outputs", STEPS, "stages")
     config.steps_per_eval_image = 4  # one evaluation render inside the loop (steps 0 and 4: two)
+    config.logging.steps_per_log = 3  # losses and the per-step series at steps 0 and 3
     config.viewer.quit_on_train_completion = True
     config.set_timestamp()
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     assert isinstance(trainer, SemSplatTrainer)
     trainer.setup()
+    writer.EVENT_STORAGE.clear()  # events that earlier tests' step loops stored and never wrote out
     trainer.train()
 
     times = read_stage_times(config.get_base_dir())
@@ -36,6 +40,13 @@ def test_stage_times_of_a_real_training_loop(tmp_path, demo_town, capsys):
     assert record["steps_per_s"] == pytest.approx(STEPS / times.train_s)
     printed = capsys.readouterr().out
     assert "Stage times" in printed and f"training ({STEPS} steps" in printed
+    # nerfstudio's per-step series reached tensorboard at the logging steps only, like the losses
+    for event_writer in writer.EVENT_WRITERS:
+        tb_writer = getattr(getattr(event_writer, "writer", event_writer), "tb_writer", None)
+        if tb_writer is not None:
+            tb_writer.flush()
+    series = tensorboard_scalar_steps(config.get_base_dir() / config.logging.relative_log_dir)
+    assert series["learning_rate/means"] == series["ETA (time)"] == series["Train Loss"] == [0, 3]
 
 
 def test_scene_checked_before_the_config_dump(tmp_path, demo_town):
