@@ -34,7 +34,8 @@ MODES = ("apart", "together")
 
 
 def set_up_trainer(root: Path, device: str, gaussians: int):
-    """The ``semsplat`` trainer on a 10-view demo town under ``root``, ``gaussians`` random Gaussians."""
+    """The ``semsplat`` trainer on a 10-view demo town under ``root``, ``gaussians`` random Gaussians, with
+    nerfstudio's own optimisers (the steps together are made from them per round, :func:`time_stage`)."""
     from semsplat_ns.config import semsplat_trainer_config
     from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
     from semsplat_ns.model.semsplat_model import SemSplatModelConfig
@@ -53,6 +54,7 @@ def set_up_trainer(root: Path, device: str, gaussians: int):
     model.camera_optimizer.mode = "SO3xR3"
     model.random_init = True
     model.num_random = gaussians
+    config.optimizers_step_together = False
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
@@ -61,14 +63,9 @@ def set_up_trainer(root: Path, device: str, gaussians: int):
 
 def time_stage(trainer, together: bool, steps: int) -> float:
     """Median host µs of ``steps`` optimiser stages in the given mode."""
-    from nerfstudio.engine.optimizers import Optimizers
-
     from semsplat_ns.optimizers import SteppedTogetherOptimizers
 
-    shared = trainer.optimizers
-    optimizers = SteppedTogetherOptimizers.of(shared) if together else Optimizers.__new__(Optimizers)
-    if not together:
-        optimizers.__dict__.update(vars(shared))
+    optimizers = SteppedTogetherOptimizers.of(trainer.optimizers) if together else trainer.optimizers
     names = list(optimizers.optimizers)
     params = [p for optimizer in optimizers.optimizers.values() for g in optimizer.param_groups for p in g["params"]]
     gradients = [torch.full_like(p, 1e-3) for p in params]
