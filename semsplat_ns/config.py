@@ -27,15 +27,17 @@ benchmarks/results/semsplat_prior.json: townA 64.89 mIoU against 62.73 for the p
 reprojected labels and 63.12 for a Unet on the labelled views; townB 54.92 against 44.72 and 50.18)."""
 
 FAST_STEPS = PRESET_STEPS
-"""Training steps of ``semsplat-fast``: the preset's (it saves time on the prior instead). 3000 steps with a
-1500-step prior (2f8478d, one H100 alone) took 163 s end to end on townA but scored 69.50 mIoU against the
-preset's 75.39: the schedule compressed that far loses too much."""
+"""Training steps of ``semsplat-fast``: the preset's (it saves time on the prior instead). A shorter training loses
+the smallest objects whatever the prior (17f17cd, H200s, benchmarks/results/semsplat_17f17cd.json): 3500 steps with
+the full 6000-step prior scored 73.48 / 58.27 mIoU on townA / townB against 75.53 / 60.58 for the preset, townA's
+TrafficSign and townB's Dynamic falling to 0 IoU; 4500 steps, densifying to step 3000 or every 50 steps did not
+bring them back."""
 
 FAST_PRIOR_STEPS = 2_000
 """Steps of the automatic pseudo labels' prior in ``semsplat-fast`` (the default prior trains 6000; 1000 steps take
-~7 s on an H100 with the CUDA-graph step). At 7000 training steps a 2000-step prior scored 0.9 / 0.3 mIoU under the
-6000-step prior (townA / townB, 69.56 / 56.76 against 70.42 / 57.06, the pseudo-label settings before class balance
-and colour tolerance 3)."""
+~7 s on an H100 with the CUDA-graph step). At 17f17cd (H200s) it scored 73.70 / 58.30 mIoU on townA / townB against
+75.53 / 60.58 for the preset, 135 / 129 s end to end against 154 / 176 s: it keeps the small objects and loses
+2-10 IoU points on some large classes (Static, Fence, Wall, RailTrack, Bridge)."""
 
 
 @dataclass
@@ -185,7 +187,7 @@ semsplat_fast = MethodSpecification(
     config=semsplat_fast_trainer_config(),
     description=(
         f"semsplat with a {FAST_PRIOR_STEPS}-step prior for the automatic pseudo labels (the default trains 6000): "
-        "about half a minute less, slightly lower mIoU."
+        "20-45 s less end to end, about 2 mIoU lower on the towns measured."
     ),
 )
 
