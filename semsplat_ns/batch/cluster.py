@@ -2,8 +2,9 @@
 
 Local: one worker per visible GPU, through dask-cuda's ``LocalCUDACluster`` when that is installed (each worker
 sees its own GPU first in ``CUDA_VISIBLE_DEVICES``, so a stage's default device is its own), else a
-:class:`GPUPinnedLocalCluster` (each worker sees its own GPU only); without a GPU (or with ``device="cpu"``), a
-number of CPU workers. Every worker runs one task, i.e. one scene, at a time, and is a
+:class:`GPUPinnedLocalCluster` (each worker sees its own GPU only); with ``scenes_per_gpu`` > 1, that many
+:class:`GPUPinnedLocalCluster` workers per GPU, which then trains several scenes at once; without a GPU (or with
+``device="cpu"``), a number of CPU workers. Every worker runs one task, i.e. one scene, at a time, and is a
 separate process under a nanny, which restarts it when it dies.
 """
 
@@ -84,31 +85,42 @@ def gpu_in_use() -> Optional[Dict[str, Optional[str]]]:
 
 
 class GPUPinnedLocalCluster(LocalCluster):
-    """A LocalCluster with one single-thread worker per GPU, each with ``CUDA_VISIBLE_DEVICES`` set to its own.
+    """A LocalCluster of single-thread workers pinned to GPUs, ``workers_per_gpu`` on each, every one with
+    ``CUDA_VISIBLE_DEVICES`` set to its own GPU.
 
-    The pinning lives in :meth:`new_worker_spec`, so a worker the nanny restarts, or one added by
-    ``scale``, takes a GPU that has no worker (as dask-cuda's LocalCUDACluster does).
+    Each worker fills a named slot (``gpu<G>``, or ``gpu<G>.<k>`` with several workers per GPU). The pinning lives
+    in :meth:`new_worker_spec`, so a worker the nanny restarts, or one added by ``scale``, takes a slot that has no
+    worker (as dask-cuda's LocalCUDACluster does for its one worker per GPU).
 
     Args:
-        gpus: ``CUDA_VISIBLE_DEVICES`` entries, one worker each.
+        gpus: ``CUDA_VISIBLE_DEVICES`` entries.
+        workers_per_gpu: Workers (scenes trained at once) on each GPU.
         **kwargs: LocalCluster arguments (``n_workers`` is set here).
     """
 
-    def __init__(self, gpus: List[str], **kwargs: Any):
+    def __init__(self, gpus: List[str], workers_per_gpu: int = 1, **kwargs: Any):
         if not gpus:
             raise ValueError("GPUPinnedLocalCluster needs at least one GPU")
+        if workers_per_gpu < 1:
+            raise ValueError(f"workers_per_gpu must be at least 1, got {workers_per_gpu}")
         self.gpus = list(gpus)
+        # slot name -> its GPU, GPU by GPU: scale(n) below len(slots) fills the first GPUs first
+        self.slot_gpus: Dict[str, str] = {
+            (f"gpu{gpu}" if workers_per_gpu == 1 else f"gpu{gpu}.{slot}"): gpu
+            for gpu in self.gpus
+            for slot in range(workers_per_gpu)
+        }
         super().__init__(n_workers=0, **kwargs)
-        self.scale(len(self.gpus))
+        self.scale(len(self.slot_gpus))
 
     def new_worker_spec(self) -> Dict[str, Any]:
-        free = [gpu for gpu in self.gpus if f"gpu{gpu}" not in self.worker_spec]
+        free = [name for name in self.slot_gpus if name not in self.worker_spec]
         if not free:
-            raise ValueError(f"every GPU ({', '.join(self.gpus)}) already has a worker")
+            raise ValueError(f"every worker slot of the GPUs ({', '.join(self.gpus)}) already has a worker")
         spec: Dict[str, Any] = copy.deepcopy(self.new_spec) or {}
         options: Dict[str, Any] = spec.setdefault("options", {})
-        options["env"] = {**options.get("env", {}), "CUDA_VISIBLE_DEVICES": free[0]}
-        return {f"gpu{free[0]}": spec}
+        options["env"] = {**options.get("env", {}), "CUDA_VISIBLE_DEVICES": self.slot_gpus[free[0]]}
+        return {free[0]: spec}
 
 
 @dataclass
@@ -121,6 +133,8 @@ class ClusterOptions:
     """auto: a worker per GPU, CPU workers when there is none; cuda: GPUs required; cpu: CPU workers only."""
     cpu_workers: Optional[int] = None
     """Local CPU workers; None: 1 (a training process uses every core it is given)."""
+    scenes_per_gpu: int = 1
+    """Local GPU workers per GPU, i.e. scenes trained at once on each GPU (not used by CPU workers)."""
     dashboard_address: str = ":8787"
     """Where the local scheduler serves its dashboard (host:port; port 0: any free port)."""
     local_directory: Optional[Path] = None
@@ -187,6 +201,11 @@ def start_cluster(options: ClusterOptions) -> ClusterHandle:
             cannot be reached or has no worker.
     """
     if options.scheduler:
+        if options.scenes_per_gpu > 1:
+            raise UserInputError(
+                f"--scenes-per-gpu {options.scenes_per_gpu} with --scheduler: it sizes a local cluster; start that "
+                "many dask workers per GPU on the joined cluster instead"
+            )
         return _join(options.scheduler)
     gpus = [] if options.device == "cpu" else visible_gpus()
     if options.device == "cuda" and not gpus:
@@ -196,6 +215,13 @@ def start_cluster(options: ClusterOptions) -> ClusterHandle:
         )
     if options.cpu_workers is not None and options.cpu_workers < 1:
         raise UserInputError(f"--cpu-workers {options.cpu_workers}: must be at least 1")
+    if options.scenes_per_gpu < 1:
+        raise UserInputError(f"--scenes-per-gpu {options.scenes_per_gpu}: must be at least 1")
+    if options.scenes_per_gpu > 1 and options.device == "cpu":
+        raise UserInputError(
+            f"--scenes-per-gpu {options.scenes_per_gpu} with --device cpu: CPU workers train one scene each; "
+            "use --cpu-workers"
+        )
     common: Dict[str, Any] = {
         "threads_per_worker": 1,  # one scene at a time per worker
         "processes": True,  # a worker lost must not take the client down
@@ -209,25 +235,32 @@ def start_cluster(options: ClusterOptions) -> ClusterHandle:
         common["local_directory"] = str(options.local_directory)
     with dask_config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):
         if gpus:
-            cluster = _local_gpu_cluster(gpus, common)
-            description = f"local cluster: {len(gpus)} GPU workers (CUDA_VISIBLE_DEVICES {', '.join(gpus)})"
+            cluster = _local_gpu_cluster(gpus, options.scenes_per_gpu, common)
+            shared = f", {options.scenes_per_gpu} per GPU" if options.scenes_per_gpu > 1 else ""
+            description = (
+                f"local cluster: {len(gpus) * options.scenes_per_gpu} GPU workers{shared} "
+                f"(CUDA_VISIBLE_DEVICES {', '.join(gpus)})"
+            )
         else:
             count = options.cpu_workers or 1
             # Hide GPUs from CPU workers asked for explicitly, so nothing in a stage picks one up.
             env = {"CUDA_VISIBLE_DEVICES": ""} if options.device == "cpu" else {}
             cluster = LocalCluster(n_workers=count, env=env, **common)
             description = f"local cluster: {count} CPU worker{'s' if count > 1 else ''}"
+            if options.scenes_per_gpu > 1:
+                description += f" (no GPU visible: --scenes-per-gpu {options.scenes_per_gpu} not used)"
     client = Client(cluster)
     client.wait_for_workers(len(cluster.worker_spec))
     return ClusterHandle(client, cluster, description)
 
 
-def _local_gpu_cluster(gpus: List[str], common: Dict[str, Any]) -> LocalCluster:
-    if importlib.util.find_spec("dask_cuda") is not None:
+def _local_gpu_cluster(gpus: List[str], scenes_per_gpu: int, common: Dict[str, Any]) -> LocalCluster:
+    # dask-cuda starts one worker per GPU; several per GPU are this module's own pinned workers
+    if scenes_per_gpu == 1 and importlib.util.find_spec("dask_cuda") is not None:
         from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
 
         return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(gpus), **common)
-    return GPUPinnedLocalCluster(gpus, **common)
+    return GPUPinnedLocalCluster(gpus, scenes_per_gpu, **common)
 
 
 def _join(address: str) -> ClusterHandle:

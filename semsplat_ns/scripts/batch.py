@@ -58,6 +58,11 @@ class BatchArgs:
     A worker without a GPU trains with --machine.device-type cpu. cuda: GPUs required. cpu: CPU workers only."""
     cpu_workers: Optional[int] = None
     """Local CPU workers when they train without a GPU (default 1: a training uses every core it is given)."""
+    scenes_per_gpu: int = 1
+    """Scenes trained at once on each GPU of a local cluster (that many workers per GPU). A training step leaves the
+    GPU idle much of the time (it waits on the host), so several trainings share a GPU well; start CUDA MPS
+    (nvidia-cuda-mps-control -d) for the best sharing. Each scene's own times are then not those of a run alone
+    (result.json records the GPU each stage ran on, and when)."""
     scheduler: Optional[str] = None
     """Join the existing Dask cluster of this scheduler (tcp://host:8786) instead of starting a local one."""
     threads_per_scene: Optional[int] = None
@@ -71,6 +76,19 @@ class BatchArgs:
     dashboard_address: str = ":8787"
     """Where a local cluster serves the Dask dashboard (host:port; :0 picks a free port). The dashboard needs bokeh>=3.1
     where the scheduler runs; the console line says whether it is served."""
+
+
+def cluster_options(args: BatchArgs):
+    """The cluster the flags ask for (a :class:`semsplat_ns.batch.cluster.ClusterOptions`)."""
+    from semsplat_ns.batch.cluster import ClusterOptions
+
+    return ClusterOptions(
+        scheduler=args.scheduler,
+        device=args.device,
+        cpu_workers=args.cpu_workers,
+        scenes_per_gpu=args.scenes_per_gpu,
+        dashboard_address=args.dashboard_address,
+    )
 
 
 def split_method_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -139,19 +157,12 @@ def run(args: BatchArgs, method_args: Sequence[str] = (), command: Optional[str]
         raise UserInputError(f"--max-num-iterations {args.max_num_iterations}: must be at least 1")
     if args.threads_per_scene is not None and args.threads_per_scene < 1:
         raise UserInputError(f"--threads-per-scene {args.threads_per_scene}: must be at least 1")
-    from semsplat_ns.batch.cluster import ClusterOptions, dashboard_line, start_cluster
+    from semsplat_ns.batch.cluster import dashboard_line, start_cluster
     from semsplat_ns.batch.presets import check_preset
     from semsplat_ns.batch.runner import BatchSettings, run_batch
 
     check_preset(args.preset)
-    handle = start_cluster(
-        ClusterOptions(
-            scheduler=args.scheduler,
-            device=args.device,
-            cpu_workers=args.cpu_workers,
-            dashboard_address=args.dashboard_address,
-        )
-    )
+    handle = start_cluster(cluster_options(args))
     try:
         CONSOLE.print(handle.description)
         CONSOLE.print(dashboard_line(handle.client))
