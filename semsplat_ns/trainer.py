@@ -15,10 +15,11 @@ file pairing, cameras, labels, classes), so a bad scene gives its one line befor
 * ``checkpoint_s``: writing checkpoints;
 * ``end_to_end_s``: from the start of the setup to the end of the last step.
 
-Two savings of host time per training step (issue #13), each with a flag that gives nerfstudio's behaviour back:
-the Adam steps of all parameter groups taken together (``optimizers_step_together``, semsplat_ns/optimizers.py) and
+Three savings of host time per training step (issue #13), each with a flag that gives nerfstudio's behaviour back:
+the Adam steps of all parameter groups taken together (``optimizers_step_together``, semsplat_ns/optimizers.py),
 nerfstudio's per-step series written at the logging steps only (``per_step_series_every_step``,
-semsplat_ns/event_writers.py).
+semsplat_ns/event_writers.py), and the model's training metrics computed on those steps only
+(``train_metrics_every_step``, ``SemSplatModel.get_metrics_dict``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig, capture_layout
 from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY, IRTDataParser, IRTDataParserConfig
 from semsplat_ns.event_writers import write_per_step_series_at_logging_steps
+from semsplat_ns.model.semsplat_model import SemSplatModel
 from semsplat_ns.optimizers import SteppedTogetherOptimizers
 
 STAGE_TIMES_NAME = "stage_times.json"
@@ -124,6 +126,9 @@ class SemSplatTrainerConfig(TrainerConfig):
     """Write nerfstudio's per-step series (step time, ETA, rays per second, learning rates) to tensorboard / wandb /
     comet on every step, as nerfstudio does. Off: only at the logging steps (``logging.steps_per_log``), like the
     losses, which saves ~1 ms of host time per step with tensorboard (semsplat_ns/event_writers.py)."""
+    train_metrics_every_step: bool = False
+    """Compute the model's training metrics (PSNR, Gaussian count, camera-optimiser norms) on every step, as nerfstudio
+    does. Off: only on the logging steps, the only ones where nerfstudio reads them (the values logged are the same)."""
 
     def print_to_terminal(self) -> None:
         """Checks the scene (one line and exit 2 when it cannot work), then prints the config as nerfstudio does."""
@@ -149,6 +154,9 @@ class SemSplatTrainer(Trainer):
         super().setup(test_mode)
         if not getattr(self.config, "per_step_series_every_step", True):
             write_per_step_series_at_logging_steps(self.config.logging.steps_per_log)
+        model = self.pipeline.model
+        if not getattr(self.config, "train_metrics_every_step", True) and isinstance(model, SemSplatModel):
+            model.train_metrics_every = self.config.logging.steps_per_log
         self.stage_times.setup_s = time.perf_counter() - self._setup_started
         outputs = getattr(self.pipeline.datamanager, "train_dataparser_outputs", None)
         seconds = data_stage_seconds(outputs.metadata) if outputs is not None else {}

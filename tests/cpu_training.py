@@ -46,12 +46,26 @@ def cpu_trainer_config(scene: Path, output_dir: Path, steps: int, timestamp: str
 
 
 def seeded_trainer(
-    scene: Path, output_dir: Path, steps: int, timestamp: str, optimizers_step_together: bool = True, **model_settings
+    scene: Path,
+    output_dir: Path,
+    steps: int,
+    timestamp: str,
+    optimizers_step_together: bool = True,
+    trainer_settings: Optional[Dict[str, Any]] = None,
+    **model_settings,
 ):
     """A set-up CPU trainer from fixed seeds with every loss term and optimiser group: a bilateral grid, a camera
-    optimiser, 1000 random Gaussians, then ``model_settings`` (``SemSplatModelConfig`` fields)."""
+    optimiser, 1000 random Gaussians, then ``trainer_settings`` (``SemSplatTrainerConfig`` fields, dotted names
+    reaching into sub-configs: ``"logging.steps_per_log"``) and ``model_settings`` (``SemSplatModelConfig`` fields)."""
     config = cpu_trainer_config(scene, output_dir, steps, timestamp)
     config.optimizers_step_together = optimizers_step_together
+    for name, value in (trainer_settings or {}).items():
+        *parents, leaf = name.split(".")
+        owner = config
+        for parent in parents:
+            owner = getattr(owner, parent)
+        assert hasattr(owner, leaf), f"no trainer setting {name}"
+        setattr(owner, leaf, value)
     model_config = config.pipeline.model
     assert isinstance(model_config, SemSplatModelConfig)
     model_config.use_bilateral_grid = True

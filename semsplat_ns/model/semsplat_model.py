@@ -203,6 +203,10 @@ class SemSplatModel(ResumableSplatfacto):
     config: SemSplatModelConfig
     class_colors: torch.Tensor  # [C, 3] in [0, 1], a buffer
     labelled_class_pixels: torch.Tensor  # [C], a buffer
+    train_metrics_every: Optional[int] = None
+    """Training steps between two computations of the training metrics (:meth:`get_metrics_dict`); None: every step,
+    as nerfstudio does. :class:`~semsplat_ns.trainer.SemSplatTrainer` sets it to ``logging.steps_per_log``: nerfstudio
+    reads a training step's metrics only on the steps it logs."""
 
     def populate_modules(self):
         metadata = self.kwargs.get("metadata") or {}
@@ -745,6 +749,15 @@ class SemSplatModel(ResumableSplatfacto):
         return loss_dict
 
     # -- metrics --------------------------------------------------------------------------------
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, torch.Tensor]:
+        """Splatfacto's metrics (PSNR, Gaussian count, the camera optimiser's), in training only on the steps
+        :attr:`train_metrics_every` names; an empty dict on the others. Each costs kernel launches, and with the
+        camera optimiser on two waits for the device (its rotation norms are read back to the host)."""
+        every = self.train_metrics_every
+        if self.training and every is not None and self.step % every != 0:
+            return {}
+        return super().get_metrics_dict(outputs, batch)
+
     def get_image_metrics_and_images(
         self, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
