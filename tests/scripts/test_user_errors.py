@@ -1,7 +1,10 @@
 """Bad input ends every command with one line on stderr and exit code 2; bugs keep their traceback.
 
 Our CLIs run in-process (fast); nerfstudio's ns-train, ns-eval, ns-render and ns-viewer run as the real
-console scripts, since only a real process shows what the user sees (imports alone take ~10 s each).
+console scripts, each in a process of its own, since only a real process shows what the user sees. Their imports
+take ~15 s of CPU each, nearly all of it the modules every one of them loads first (nerfstudio's method configs,
+semsplat's through its entry points): one driver process loads those once and forks a process for each command
+(``FORKED_COMMANDS``), which imports the rest of its console script and runs it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import pytest
 
@@ -162,17 +165,77 @@ def test_semsplat_demo_failed_step_stops_with_its_code(tmp_path, capsys, monkeyp
 # ------------------------------------------------------------------------------ nerfstudio's commands
 
 
-def _run_ns(args: List[str], env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / args[0]), *args[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+FORKED_COMMANDS = r"""
+import json, os, runpy, signal, sys
+
+# What every nerfstudio command imports before its entry point runs (with semsplat's modules, through its
+# entry points, and so its excepthook); each command's console script imports the rest in its own process.
+import nerfstudio.configs.method_configs  # noqa: F401
+
+commands = json.loads(sys.argv[1])
+for command in commands:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        break
+    command["returncode"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+else:
+    print(json.dumps(commands))
+    sys.exit(0)
+# A command's own process: its console script as the interpreter runs one, its output in its own files; an
+# exception it leaves uncaught reaches sys.excepthook at the top level, as in the console script.
+with open(command["stdout"], "wb") as stdout, open(command["stderr"], "wb") as stderr:
+    os.dup2(stdout.fileno(), 1)
+    os.dup2(stderr.fileno(), 2)
+signal.alarm(300)  # a command that does not end (a viewer serving) is killed, not left behind
+sys.argv = command["args"]
+runpy.run_path(command["args"][0], run_name="__main__")
+"""
+"""``python -c FORKED_COMMANDS '[{"args": [...], "stdout": path, "stderr": path}, ...]'``: runs the console
+scripts one after another, each in a process forked from this one; prints the commands with their exit codes."""
+
+
+def _run_ns_commands(
+    commands: Dict[str, List[str]], env: dict, cwd: Path, logs: Path
+) -> Dict[str, subprocess.CompletedProcess]:
+    """Runs nerfstudio's console scripts (``{name: [script, *args]}``), each in its own process, with the
+    environment ``env`` from ``cwd`` (see FORKED_COMMANDS); returns each one's exit code and output."""
+    jobs = [
+        {
+            "args": [str(BIN / args[0]), *args[1:]],
+            "stdout": str(logs / f"{name}.out"),
+            "stderr": str(logs / f"{name}.err"),
+        }
+        for name, args in commands.items()
+    ]
+    driver = subprocess.run(
+        [sys.executable, "-c", FORKED_COMMANDS, json.dumps(jobs)],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    done = json.loads(driver.stdout.splitlines()[-1])
+    return {
+        name: subprocess.CompletedProcess(
+            job["args"], job["returncode"], Path(job["stdout"]).read_text(), Path(job["stderr"]).read_text()
+        )
+        for name, job in zip(commands, done, strict=True)
+    }
+
+
+NS_COMMANDS = {
+    "ns-eval": ["ns-eval", "--load-config", "{config}", "--output-path", "{root}/eval.json"],
+    "ns-render": ["ns-render", "dataset", "--load-config", "{config}", "--output-path", "{root}/renders"],
+    "ns-viewer": ["ns-viewer", "--load-config", "{config}"],
+}
+"""nerfstudio's commands that load the config.yml of a run on the broken scene."""
 
 
 @pytest.fixture(scope="module")
 def broken_run(demo_town, tmp_path_factory):
     """``ns-train semsplat --data brokentown`` (a bare name, found through $SEMSPLAT_DATA) whose classes.json
     is not JSON, and the config.yml of a run saved while the scene was intact (as ns-train saves it, before
-    reading the scene), which the other commands then load."""
+    reading the scene), which the other commands (NS_COMMANDS) then load: each command's outcome (``done``)."""
     from semsplat_ns.config import semsplat_trainer_config
 
     root = tmp_path_factory.mktemp("broken_run")
@@ -185,21 +248,20 @@ def broken_run(demo_town, tmp_path_factory):
     (scene / "classes.json").write_text(BROKEN_JSON)
     env = {k: v for k, v in os.environ.items() if k != "SEMSPLAT_TRACEBACK"}
     env["SEMSPLAT_DATA"] = str(root)
+    config_path = config.get_base_dir() / "config.yml"
+    assert config_path.is_file()
     args = ["ns-train", "semsplat", "--data", "brokentown", "--max-num-iterations", "1", "--vis", "tensorboard"]
     args += ["--machine.device-type", "cpu", "--output-dir", str(root / "outputs"), "--timestamp", "run"]
-    done = _run_ns(args, env, cwd=root / "work")
-    return dict(
-        scene=scene,
-        done=done,
-        env=env,
-        root=root,
-        run=root / "outputs/brokentown/semsplat/run",
-        config=config.get_base_dir() / "config.yml",
-    )
+    commands = {"ns-train": args}
+    for name, command in NS_COMMANDS.items():
+        commands[name] = [part.format(config=config_path, root=root) for part in command]
+    (root / "logs").mkdir()
+    done = _run_ns_commands(commands, env, cwd=root / "work", logs=root / "logs")
+    return dict(scene=scene, done=done, run=root / "outputs/brokentown/semsplat/run")
 
 
 def test_ns_train_bad_scene_is_one_line(broken_run):
-    done, scene = broken_run["done"], broken_run["scene"]
+    done, scene = broken_run["done"]["ns-train"], broken_run["scene"]
     assert done.returncode == 2, done.stderr[-3000:]
     line = _one_error_line(done.stderr, "ns-train")
     assert line.startswith(f"ns-train: error: {scene / 'classes.json'}: not valid JSON (")
@@ -210,21 +272,11 @@ def test_ns_train_bad_scene_is_one_line(broken_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["ns-eval", "--load-config", "{config}", "--output-path", "{root}/eval.json"],
-        ["ns-render", "dataset", "--load-config", "{config}", "--output-path", "{root}/renders"],
-        ["ns-viewer", "--load-config", "{config}"],
-    ],
-    ids=lambda command: command[0],
-)
+@pytest.mark.parametrize("command", list(NS_COMMANDS))
 def test_nerfstudio_commands_bad_scene_is_one_line(broken_run, command):
-    assert broken_run["config"].is_file(), broken_run["done"].stderr[-3000:]
-    args = [part.format(config=broken_run["config"], root=broken_run["root"]) for part in command]
-    done = _run_ns(args, broken_run["env"], cwd=broken_run["root"] / "work", timeout=180)
+    done = broken_run["done"][command]
     assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-3000:])
-    line = _one_error_line(done.stderr, command[0])
+    line = _one_error_line(done.stderr, command)
     assert f"{broken_run['scene'] / 'classes.json'}: not valid JSON" in line
     assert json.loads((broken_run["scene"] / "meta.json").read_text())  # the scene is only read
 
