@@ -4,6 +4,9 @@
 each set of arguments and shared read-only; ``writable=True`` hands out a private copy for tests that
 write into the scene (pseudo labels, caches).
 
+``console_scripts``: runs nerfstudio's console scripts (ns-train, ns-eval, ...), each in a process of its own, side by
+side, forked from one driver process that imported what every one of them imports first (~15 s of CPU each).
+
 ``irt_scene``: a real IRT scene by name (townA, townB, ...), looked up in the folder that
 ``$SEMSPLAT_DATA`` names, as ``ns-train`` does; the test is skipped when the variable is unset or the
 scene is absent. Nothing in the suite points outside the repository.
@@ -16,8 +19,11 @@ worker, with its subprocesses, uses one CPU thread.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -105,6 +111,83 @@ def demo_town(tmp_path_factory: pytest.TempPathFactory) -> DemoTown:
         return copy
 
     return town
+
+
+FORKED_CONSOLE_SCRIPTS = r"""
+import json, os, runpy, signal, sys
+
+commands = json.loads(sys.argv[1])
+sys.path[0] = os.path.dirname(commands[0]["args"][0])  # a console script's sys.path[0]: its own folder
+# What every nerfstudio command imports before its entry point runs (with semsplat's modules, through its entry
+# points, and so its excepthook); each command's console script imports the rest in its own process.
+import nerfstudio.configs.method_configs  # noqa: F401
+
+children = {}
+for command in commands:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        break
+    children[pid] = command
+else:
+    while children:
+        pid, status = os.wait()
+        children.pop(pid)["returncode"] = os.waitstatus_to_exitcode(status)
+    print(json.dumps(commands))
+    sys.exit(0)
+# A command's own process: its console script as the interpreter runs one, from its folder, its output in its own
+# files; an exception it leaves uncaught reaches sys.excepthook at the top level, as in the console script.
+os.chdir(command["cwd"])
+with open(command["stdout"], "wb") as stdout, open(command["stderr"], "wb") as stderr:
+    os.dup2(stdout.fileno(), 1)
+    os.dup2(stderr.fileno(), 2)
+signal.alarm(command["timeout"])  # a command that does not end (a viewer serving) is killed, not left behind
+sys.argv = command["args"]
+runpy.run_path(command["args"][0], run_name="__main__")
+"""
+"""``python -c FORKED_CONSOLE_SCRIPTS '[{"args": [script, ...], "cwd": ..., "stdout": path, "stderr": path,
+"timeout": s}, ...]'``: forks a process for each command, all side by side, which runs its console script; prints the
+commands with their exit codes once all have ended."""
+
+ConsoleScripts = Callable[..., Dict[str, subprocess.CompletedProcess]]
+
+
+@pytest.fixture(scope="session")
+def console_scripts() -> ConsoleScripts:
+    """``console_scripts({name: (["ns-train", *args], cwd)}, env, logs, timeout=600)``: runs the venv's console scripts
+    side by side, each in its own process (see FORKED_CONSOLE_SCRIPTS), with the environment ``env``; their output
+    goes to ``logs/<name>.out`` and ``.err``. Returns each one's exit code and output by name."""
+    bin_dir = Path(sys.executable).parent
+
+    def run(
+        commands: Dict[str, Tuple[List[str], Path]], env: Dict[str, str], logs: Path, timeout: int = 600
+    ) -> Dict[str, subprocess.CompletedProcess]:
+        logs.mkdir(parents=True, exist_ok=True)
+        jobs = [
+            {
+                "args": [str(bin_dir / args[0]), *args[1:]],
+                "cwd": str(cwd),
+                "stdout": str(logs / f"{name}.out"),
+                "stderr": str(logs / f"{name}.err"),
+                "timeout": timeout,
+            }
+            for name, (args, cwd) in commands.items()
+        ]
+        driver = subprocess.run(
+            [sys.executable, "-c", FORKED_CONSOLE_SCRIPTS, json.dumps(jobs)],
+            env=env, cwd=logs, capture_output=True, text=True, timeout=timeout + 60,
+        )  # fmt: skip
+        assert driver.returncode == 0, driver.stderr[-3000:]
+        done = json.loads(driver.stdout.splitlines()[-1])
+        return {
+            name: subprocess.CompletedProcess(
+                job["args"], job["returncode"], Path(job["stdout"]).read_text(), Path(job["stderr"]).read_text()
+            )
+            for name, job in zip(commands, done, strict=True)
+        }
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ world points), the capture's own sparse points as seeds, nerfstudio's eval split
 brought to nerfstudio's (downscaled, undistorted) pictures, and one error line naming a bad file; the inverse
 (a prediction brought back to the distorted photo) must undo nerfstudio's undistortion to a tenth of a pixel. Both
 train with a real ``ns-train semsplat --data capture/`` as the README walkthrough writes it (with the preset's
-automatic prior pseudo labels; run side by side, they share the CPU's import time), the walkthrough's
+automatic prior pseudo labels; run side by side, each in its own process forked from one that made their common
+imports once), the walkthrough's
 semsplat-predict runs as written, and the runs export and evaluate in the capture's frame.
 """
 
@@ -38,7 +39,6 @@ from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError
 from semsplat_ns.synthetic.capture_writer import CaptureLayout, surface_points, write_capture
 
-BIN = Path(sys.executable).parent
 TOWN = dict(n_views=12, resolution=32, n_labelled=2, seed=5)
 """12 frames of 32x32 (the town the error tests share): frames 3 and 9 labelled, frame 5 the test view."""
 METADATA_KEYS = {
@@ -640,19 +640,14 @@ def _processed_capture(town: Path, folder: Path, layout: CaptureLayout) -> Path:
     return capture
 
 
-def _ns_train(arguments: List[str], cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "SEMSPLAT_TRACEBACK"}
-    args = [str(BIN / "ns-train"), *arguments]
-    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _digests(folder: Path) -> Dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 @pytest.fixture(scope="module")
-def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, dict]:
-    """Three ns-train processes side by side (imports dominate a 10-step CPU run):
+def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory, console_scripts) -> Dict[str, dict]:
+    """Four ns-train processes side by side, forked from one that made their common imports (which dominate a
+    10-step CPU run; the ``console_scripts`` fixture):
 
     * nerfstudio: the README walkthrough's step 3 as written, on a nerfstudio capture as ns-process-data leaves
       it, run from the folder that holds capture/ (the preset makes the prior's pseudo labels first; APPENDED
@@ -671,35 +666,37 @@ def runs(town: Path, make_capture, tmp_path_factory: pytest.TempPathFactory) -> 
         "colmap": _processed_capture(town, folders["colmap"], "colmap"),
     }
     before = {name: (_digests(c / "labels"), _digests(c / "images")) for name, c in captures.items()}
-    processes = {
-        "nerfstudio": _ns_train(command[1:] + APPENDED, folders["nerfstudio"]),
-        "colmap": _ns_train(
-            command[1:] + APPENDED + ["--pipeline.datamanager.dataparser.colmap.eval-mode", "fraction"],
+    commands = {
+        "nerfstudio": (command + APPENDED, folders["nerfstudio"]),
+        "colmap": (
+            command + APPENDED + ["--pipeline.datamanager.dataparser.colmap.eval-mode", "fraction"],
             folders["colmap"],
         ),
     }
     broken = make_capture("colmap")
     shutil.copyfile(broken / "labels" / "000003.png", broken / "labels" / "000042.png")
     captures["broken"], folders["broken"] = broken, root / "broken"
-    processes["broken"] = _ns_train(
-        ["semsplat", "--data", str(broken), *APPENDED[:8], "--output-dir", str(folders["broken"])], root
+    commands["broken"] = (
+        ["ns-train", "semsplat", "--data", str(broken), *APPENDED[:8], "--output-dir", str(folders["broken"])],
+        root,
     )
     sparse = make_capture("colmap", n_points=2)
     captures["sparse"], folders["sparse"] = sparse, root / "sparse"
-    processes["sparse"] = _ns_train(
-        ["semsplat", "--data", str(sparse), *APPENDED, "--output-dir", str(folders["sparse"] / "outputs")]
+    commands["sparse"] = (
+        ["ns-train", "semsplat", "--data", str(sparse), *APPENDED, "--output-dir", str(folders["sparse"] / "outputs")]
         + ["--experiment-name", "capture"],
         root,
     )
+    env = {k: v for k, v in os.environ.items() if k != "SEMSPLAT_TRACEBACK"}
+    done = console_scripts(commands, env, root / "logs")
     results = {}
-    for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=600)
+    for name, process in done.items():
         run_dir = folders[name] / "outputs" / "capture" / "semsplat" / TIMESTAMP
         results[name] = dict(
             capture=captures[name],
             rc=process.returncode,
-            stdout=stdout,
-            stderr=stderr,
+            stdout=process.stdout,
+            stderr=process.stderr,
             run_dir=run_dir,
             untouched=name in ("broken", "sparse")
             or (_digests(captures[name] / "labels"), _digests(captures[name] / "images")) == before[name],

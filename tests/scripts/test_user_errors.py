@@ -3,8 +3,8 @@
 Our CLIs run in-process (fast); nerfstudio's ns-train, ns-eval, ns-render and ns-viewer run as the real
 console scripts, each in a process of its own, since only a real process shows what the user sees. Their imports
 take ~15 s of CPU each, nearly all of it the modules every one of them loads first (nerfstudio's method configs,
-semsplat's through its entry points): one driver process loads those once and forks a process for each command
-(``FORKED_COMMANDS``), which imports the rest of its console script and runs it.
+semsplat's through its entry points): the ``console_scripts`` fixture (conftest.py) loads those once in a driver
+process and forks a process for each command, which imports the rest of its console script and runs it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable
 
 import pytest
 
@@ -22,7 +21,6 @@ from semsplat_ns.data.irt_io import IRTDataError
 from semsplat_ns.errors import EXIT_CODE, UserInputError, error_line, exit_on_user_error, is_user_error
 from semsplat_ns.synthetic.town import DemoSceneError
 
-BIN = Path(sys.executable).parent
 BROKEN_JSON = "{broken"
 
 
@@ -165,64 +163,6 @@ def test_semsplat_demo_failed_step_stops_with_its_code(tmp_path, capsys, monkeyp
 # ------------------------------------------------------------------------------ nerfstudio's commands
 
 
-FORKED_COMMANDS = r"""
-import json, os, runpy, signal, sys
-
-# What every nerfstudio command imports before its entry point runs (with semsplat's modules, through its
-# entry points, and so its excepthook); each command's console script imports the rest in its own process.
-import nerfstudio.configs.method_configs  # noqa: F401
-
-commands = json.loads(sys.argv[1])
-for command in commands:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        break
-    command["returncode"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-else:
-    print(json.dumps(commands))
-    sys.exit(0)
-# A command's own process: its console script as the interpreter runs one, its output in its own files; an
-# exception it leaves uncaught reaches sys.excepthook at the top level, as in the console script.
-with open(command["stdout"], "wb") as stdout, open(command["stderr"], "wb") as stderr:
-    os.dup2(stdout.fileno(), 1)
-    os.dup2(stderr.fileno(), 2)
-signal.alarm(300)  # a command that does not end (a viewer serving) is killed, not left behind
-sys.argv = command["args"]
-runpy.run_path(command["args"][0], run_name="__main__")
-"""
-"""``python -c FORKED_COMMANDS '[{"args": [...], "stdout": path, "stderr": path}, ...]'``: runs the console
-scripts one after another, each in a process forked from this one; prints the commands with their exit codes."""
-
-
-def _run_ns_commands(
-    commands: Dict[str, List[str]], env: dict, cwd: Path, logs: Path
-) -> Dict[str, subprocess.CompletedProcess]:
-    """Runs nerfstudio's console scripts (``{name: [script, *args]}``), each in its own process, with the
-    environment ``env`` from ``cwd`` (see FORKED_COMMANDS); returns each one's exit code and output."""
-    jobs = [
-        {
-            "args": [str(BIN / args[0]), *args[1:]],
-            "stdout": str(logs / f"{name}.out"),
-            "stderr": str(logs / f"{name}.err"),
-        }
-        for name, args in commands.items()
-    ]
-    driver = subprocess.run(
-        [sys.executable, "-c", FORKED_COMMANDS, json.dumps(jobs)],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert driver.returncode == 0, driver.stderr[-3000:]
-    done = json.loads(driver.stdout.splitlines()[-1])
-    return {
-        name: subprocess.CompletedProcess(
-            job["args"], job["returncode"], Path(job["stdout"]).read_text(), Path(job["stderr"]).read_text()
-        )
-        for name, job in zip(commands, done, strict=True)
-    }
-
-
 NS_COMMANDS = {
     "ns-eval": ["ns-eval", "--load-config", "{config}", "--output-path", "{root}/eval.json"],
     "ns-render": ["ns-render", "dataset", "--load-config", "{config}", "--output-path", "{root}/renders"],
@@ -232,7 +172,7 @@ NS_COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def broken_run(demo_town, tmp_path_factory):
+def broken_run(demo_town, tmp_path_factory, console_scripts):
     """``ns-train semsplat --data brokentown`` (a bare name, found through $SEMSPLAT_DATA) whose classes.json
     is not JSON, and the config.yml of a run saved while the scene was intact (as ns-train saves it, before
     reading the scene), which the other commands (NS_COMMANDS) then load: each command's outcome (``done``)."""
@@ -252,11 +192,10 @@ def broken_run(demo_town, tmp_path_factory):
     assert config_path.is_file()
     args = ["ns-train", "semsplat", "--data", "brokentown", "--max-num-iterations", "1", "--vis", "tensorboard"]
     args += ["--machine.device-type", "cpu", "--output-dir", str(root / "outputs"), "--timestamp", "run"]
-    commands = {"ns-train": args}
+    commands = {"ns-train": (args, root / "work")}
     for name, command in NS_COMMANDS.items():
-        commands[name] = [part.format(config=config_path, root=root) for part in command]
-    (root / "logs").mkdir()
-    done = _run_ns_commands(commands, env, cwd=root / "work", logs=root / "logs")
+        commands[name] = ([part.format(config=config_path, root=root) for part in command], root / "work")
+    done = console_scripts(commands, env, root / "logs", timeout=300)
     return dict(scene=scene, done=done, run=root / "outputs/brokentown/semsplat/run")
 
 
