@@ -5,7 +5,8 @@ each set of arguments and shared read-only; ``writable=True`` hands out a privat
 write into the scene (pseudo labels, caches).
 
 ``console_scripts``: runs nerfstudio's console scripts (ns-train, ns-eval, ...), each in a process of its own, side by
-side, forked from one driver process that imported what every one of them imports first (~15 s of CPU each).
+side, forked from one server process of the worker that made the imports every one of them makes first (~15 s of CPU
+each time), once.
 
 ``irt_scene``: a real IRT scene by name (townA, townB, ...), looked up in the folder that
 ``$SEMSPLAT_DATA`` names, as ``ns-train`` does; the test is skipped when the variable is unset or the
@@ -21,11 +22,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -114,32 +119,53 @@ def demo_town(tmp_path_factory: pytest.TempPathFactory) -> DemoTown:
     return town
 
 
-FORKED_CONSOLE_SCRIPTS = r"""
+CONSOLE_SCRIPT_SERVER = r"""
 import json, os, runpy, signal, sys
 
-commands = json.loads(sys.argv[1])
-sys.path[0] = os.path.dirname(commands[0]["args"][0])  # a console script's sys.path[0]: its own folder
+sys.path[0] = sys.argv[1]  # a console script's sys.path[0]: its own folder (the venv's bin/)
 # What every nerfstudio command imports before its entry point runs (with semsplat's modules, through its entry
 # points, and so its excepthook); each command's console script imports the rest in its own process.
 import nerfstudio.configs.method_configs  # noqa: F401
 
-children = {}
-for command in commands:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        break
-    children[pid] = command
-else:
-    while children:
-        pid, status = os.wait()
-        children.pop(pid)["returncode"] = os.waitstatus_to_exitcode(status)
-    print(json.dumps(commands))
+requests, replies = os.fdopen(os.dup(0), "r"), os.fdopen(os.dup(1), "w")
+os.dup2(os.open(os.devnull, os.O_RDWR), 0)  # the commands read nothing of the requests
+
+
+def serve():
+    # Runs each request's commands, a forked process each, side by side (or after the one named in "after");
+    # replies with their exit codes. In a forked process: returns its command.
+    for line in requests:
+        commands = json.loads(line)
+        by_name = {command["name"]: command for command in commands}
+        waiting, running = list(commands), {}
+        while waiting or running:
+            for command in [c for c in waiting if c["after"] is None or "returncode" in by_name[c["after"]]]:
+                waiting.remove(command)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    return command
+                running[pid] = command
+                with open(command["pid"] + ".tmp", "w") as out:
+                    out.write(str(pid))
+                os.replace(command["pid"] + ".tmp", command["pid"])
+            pid, status = os.wait()
+            running.pop(pid)["returncode"] = os.waitstatus_to_exitcode(status)
+        replies.write("@@console_scripts " + json.dumps(commands) + "\n")
+        replies.flush()
     sys.exit(0)
-# A command's own process: its console script as the interpreter runs one, from its folder, its output in its own
-# files; an exception it leaves uncaught reaches sys.excepthook at the top level, as in the console script.
+
+
+command = serve()
+# A command's own process: its console script as the interpreter runs one, from its folder, with its environment,
+# its output in its own files; an exception it leaves uncaught reaches sys.excepthook at the top level, as in the
+# console script.
+requests.close()
+replies.close()
 os.chdir(command["cwd"])
+os.environ.clear()
+os.environ.update(command["env"])
 with open(command["stdout"], "wb") as stdout, open(command["stderr"], "wb") as stderr:
     os.dup2(stdout.fileno(), 1)
     os.dup2(stderr.fileno(), 2)
@@ -147,48 +173,132 @@ signal.alarm(command["timeout"])  # a command that does not end (a viewer servin
 sys.argv = command["args"]
 runpy.run_path(command["args"][0], run_name="__main__")
 """
-"""``python -c FORKED_CONSOLE_SCRIPTS '[{"args": [script, ...], "cwd": ..., "stdout": path, "stderr": path,
-"timeout": s}, ...]'``: forks a process for each command, all side by side, which runs its console script; prints the
-commands with their exit codes once all have ended."""
+"""``python -c CONSOLE_SCRIPT_SERVER <bin/>``, then one JSON list of commands a line on its stdin: forks a process
+for each command, which runs its console script; replies a line with the commands and their exit codes once all have
+ended. Each command: ``{"name", "args": [script, ...], "cwd", "env", "stdout": path, "stderr": path, "pid": path
+(written once it started), "timeout": s, "after": name or None}``."""
+
+_SERVER_ENV = dict(os.environ)
+"""The environment the server imports in: this worker's, before any test changed it."""
 
 ConsoleScripts = Callable[..., Dict[str, subprocess.CompletedProcess]]
 
 
+class _ConsoleScriptServer:
+    """A CONSOLE_SCRIPT_SERVER process of this test session, started on its first request."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.process: Optional[subprocess.Popen] = None
+        self.replies: queue.Queue[Optional[str]] = queue.Queue()
+
+    def _start(self) -> subprocess.Popen:
+        log = open(self.log_dir / "server.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-c", CONSOLE_SCRIPT_SERVER, str(Path(sys.executable).parent)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=_SERVER_ENV, cwd=self.log_dir,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        replies = self.replies = queue.Queue()
+        stdout = process.stdout
+        assert stdout is not None
+
+        def read() -> None:
+            for line in stdout:
+                replies.put(line)
+            replies.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        return process
+
+    def run(self, jobs: List[Dict[str, Any]], timeout: float) -> List[Dict[str, Any]]:
+        if self.process is None or self.process.poll() is not None:
+            self.process = self._start()
+        process = self.process
+        assert process.stdin is not None
+        try:
+            process.stdin.write(json.dumps(jobs) + "\n")
+            process.stdin.flush()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    line = self.replies.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    raise AssertionError(f"the console scripts did not end within {timeout:.0f} s: {jobs}") from None
+                if line is None:
+                    log = (self.log_dir / "server.log").read_text(errors="replace")
+                    raise AssertionError(f"the console script server exited ({process.wait()}): {log[-3000:]}")
+                if line.startswith("@@console_scripts "):
+                    return json.loads(line[len("@@console_scripts ") :])
+        except BaseException:
+            self.close()  # the next request starts a fresh server
+            raise
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # and any command still running
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
 @pytest.fixture(scope="session")
-def console_scripts() -> ConsoleScripts:
-    """``console_scripts({name: (["ns-train", *args], cwd)}, env, logs, timeout=600)``: runs the venv's console scripts
-    side by side, each in its own process (see FORKED_CONSOLE_SCRIPTS), with the environment ``env``; their output
-    goes to ``logs/<name>.out`` and ``.err``. Returns each one's exit code and output by name."""
-    bin_dir = Path(sys.executable).parent
+def console_scripts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleScripts]:
+    """``console_scripts({name: (["ns-train", *args], cwd)}, env, logs, timeout=600, after={name: earlier})``: runs
+    the venv's console scripts side by side, each in its own process, with the environment ``env`` (or this
+    process's); a command named in ``after`` starts once the one it names has ended. Their output goes to
+    ``logs/<name>.out`` and ``.err``, and each one's process id, once it started, to ``logs/<name>.pid``. Returns each
+    one's exit code and output by name.
+
+    The processes are forked from one server process of this worker that made the imports every nerfstudio command
+    makes first (~15 s of CPU each time), once (CONSOLE_SCRIPT_SERVER)."""
+    server = _ConsoleScriptServer(tmp_path_factory.mktemp("console_scripts"))
 
     def run(
-        commands: Dict[str, Tuple[List[str], Path]], env: Dict[str, str], logs: Path, timeout: int = 600
+        commands: Dict[str, Tuple[List[str], Path]],
+        env: Optional[Dict[str, str]],
+        logs: Path,
+        timeout: int = 600,
+        after: Optional[Dict[str, str]] = None,
     ) -> Dict[str, subprocess.CompletedProcess]:
+        after = after or {}
+        assert set(after) <= set(commands) and set(after.values()) <= set(commands), after
         logs.mkdir(parents=True, exist_ok=True)
+        bin_dir = Path(sys.executable).parent
         jobs = [
             {
+                "name": name,
                 "args": [str(bin_dir / args[0]), *args[1:]],
                 "cwd": str(cwd),
+                "env": dict(os.environ if env is None else env),
                 "stdout": str(logs / f"{name}.out"),
                 "stderr": str(logs / f"{name}.err"),
+                "pid": str(logs / f"{name}.pid"),
                 "timeout": timeout,
+                "after": after.get(name),
             }
             for name, (args, cwd) in commands.items()
         ]
-        driver = subprocess.run(
-            [sys.executable, "-c", FORKED_CONSOLE_SCRIPTS, json.dumps(jobs)],
-            env=env, cwd=logs, capture_output=True, text=True, timeout=timeout + 60,
-        )  # fmt: skip
-        assert driver.returncode == 0, driver.stderr[-3000:]
-        done = json.loads(driver.stdout.splitlines()[-1])
+        done = server.run(jobs, timeout=timeout * (1 + len(after)) + 60)
         return {
-            name: subprocess.CompletedProcess(
+            job["name"]: subprocess.CompletedProcess(
                 job["args"], job["returncode"], Path(job["stdout"]).read_text(), Path(job["stderr"]).read_text()
             )
-            for name, job in zip(commands, done, strict=True)
+            for job in done
         }
 
-    return run
+    yield run
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -144,10 +143,10 @@ def test_resumed_run_trains_every_gaussian_tensor_and_matches_an_uninterrupted_r
 
 
 # -- a real ns-train process, killed and resumed ----------------------------------------------------
-def _ns_train(scene: Path, output_dir: Path, timestamp: str, *args: str, log: Path) -> subprocess.Popen:
-    """Starts ``ns-train semsplat`` on the CPU (a small, non-densifying run), output into ``log``."""
+def _ns_train(scene: Path, output_dir: Path, timestamp: str, *args: str) -> Tuple[List[str], Path]:
+    """``ns-train semsplat`` on the CPU (a small, non-densifying run), as a ``console_scripts`` command."""
     command = [
-        str(Path(sys.executable).parent / "ns-train"),
+        "ns-train",
         "semsplat",
         "--data",
         str(scene),
@@ -175,7 +174,7 @@ def _ns_train(scene: Path, output_dir: Path, timestamp: str, *args: str, log: Pa
         "2",  # features_rest is trained from step 2 on
         *args,
     ]
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    return command, output_dir
 
 
 def _checkpoints(run_dir: Path) -> List[Path]:
@@ -187,56 +186,89 @@ def _gaussians(checkpoint: Path) -> Dict[str, torch.Tensor]:
     return {name: pipeline[f"_model.gauss_params.{name}"] for name in GAUSSIAN_TENSORS}
 
 
-def _kill_between_saves(process: subprocess.Popen, run_dir: Path, min_step: int, timeout: float = 240.0) -> Path:
-    """SIGKILLs ``process`` once it saved a checkpoint of step >= ``min_step``; returns that checkpoint.
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_between_saves(pid_file: Path, run_dir: Path, min_step: int, timeout: float = 240.0) -> Path:
+    """SIGKILLs the process whose id ``pid_file`` holds once it saved a checkpoint of step >= ``min_step``; returns
+    that checkpoint.
 
     The process is stopped (SIGSTOP) first and killed only while its newest checkpoint is complete, so the
     kill never lands in the middle of ``torch.save`` (nerfstudio writes checkpoints in place).
     """
     deadline = time.monotonic() + timeout
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, f"ns-train did not start within {timeout} s"
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"ns-train exited early ({process.returncode})"
+        assert _running(pid), "ns-train exited early"
         saved = _checkpoints(run_dir)
         if saved and int(saved[-1].stem.split("-")[1]) >= min_step:
-            os.kill(process.pid, signal.SIGSTOP)
+            os.kill(pid, signal.SIGSTOP)
             saved = _checkpoints(run_dir)
             try:
                 torch.load(saved[-1], map_location="cpu")
             except Exception:  # caught mid-write: let it finish and look again
-                os.kill(process.pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
                 time.sleep(0.2)
                 continue
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+            os.kill(pid, signal.SIGKILL)
             return saved[-1]
         time.sleep(0.2)
-    process.kill()
+    os.kill(pid, signal.SIGKILL)
     raise AssertionError(f"no checkpoint of step >= {min_step} within {timeout} s")
 
 
 @pytest.mark.slow
-def test_killed_ns_train_resumes_from_its_last_checkpoint(tmp_path, demo_town):
+def test_killed_ns_train_resumes_from_its_last_checkpoint(tmp_path, demo_town, console_scripts):
     scene = demo_town(**SCENE)
     experiment = tmp_path / scene.name / "semsplat"
-    killed = _ns_train(
-        scene, tmp_path, "killed", "--steps-per-save", "2", "--max-num-iterations", "100000", log=tmp_path / "1.log"
+    logs = tmp_path / "logs"
+    # The killed run's newest complete checkpoint, or what stopped the watcher.
+    killed: Dict[str, Any] = {}
+
+    def kill() -> None:
+        try:
+            killed["last"] = _kill_between_saves(logs / "killed.pid", experiment / "killed", min_step=2)
+        except BaseException as error:  # raised again in the test, once ns-train has ended
+            killed["error"] = error
+
+    watcher = threading.Thread(target=kill, daemon=True)
+    watcher.start()
+    # ns-train started once the killed one has ended, from the checkpoint folder of the killed run
+    done = console_scripts(
+        {
+            "killed": _ns_train(scene, tmp_path, "killed", "--steps-per-save", "2", "--max-num-iterations", "100000"),
+            "resumed": _ns_train(
+                scene,
+                tmp_path,
+                "resumed",
+                "--load-dir",
+                str(experiment / "killed" / "nerfstudio_models"),
+                "--max-num-iterations",
+                "3",
+            ),
+        },
+        None,
+        logs,
+        timeout=300,
+        after={"resumed": "killed"},
     )
-    last = _kill_between_saves(killed, experiment / "killed", min_step=2)
-    assert killed.returncode == -signal.SIGKILL
+    watcher.join()
+    if "error" in killed:
+        raise killed["error"]
+    last: Path = killed["last"]
+    assert done["killed"].returncode == -signal.SIGKILL, done["killed"].stderr[-3000:]
     last_step = int(last.stem.split("-")[1])
 
-    resumed = _ns_train(
-        scene,
-        tmp_path,
-        "resumed",
-        "--load-dir",
-        str(last.parent),
-        "--max-num-iterations",
-        "3",
-        log=tmp_path / "2.log",
-    )
-    assert resumed.wait(timeout=300) == 0, (tmp_path / "2.log").read_text()[-3000:]
-    output = (tmp_path / "2.log").read_text()
+    output = done["resumed"].stdout + done["resumed"].stderr
+    assert done["resumed"].returncode == 0, output[-3000:]
     assert "Done loading Nerfstudio checkpoint" in output and last.name in output.replace("\n", "")
     final = _checkpoints(experiment / "resumed")
     assert [path.name for path in final] == [f"step-{last_step + 3:09d}.ckpt"], "trained 3 more steps"
