@@ -317,6 +317,21 @@ def irt_scene() -> Callable[[str], Path]:
     return scene
 
 
+@pytest.fixture(scope="module", autouse=True)
+def same_random_state_for_each_module():
+    """Every test module starts from the same random state (torch, numpy, random), whatever ran before it on its
+    worker: under xdist that depends on timing, and an unseeded module fixture (test_label_render's few-step trainer)
+    once met a state whose model painted one class everywhere."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def one_cpu_thread():
     """Small CPU work runs far faster on one thread than with OpenMP threads fighting over busy cores (use it with
