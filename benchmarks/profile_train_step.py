@@ -10,7 +10,9 @@ adds to splatfacto's step:
 - ``no-agg``: without the 2D/3D aggregation losses;
 - ``rgb-only``: every semantic loss off (splatfacto's work plus rendering 16 more channels);
 - ``optimizers-apart``: the preset with nerfstudio's one ``Adam.step`` per group instead of semsplat's steps taken
-  together (``optimizers_step_together``: the before of that change, on the same machine).
+  together (``optimizers_step_together``: the before of that change, on the same machine);
+- ``losses-eager``: the preset with each view's image losses run eagerly instead of replayed as CUDA graphs
+  (``loss_runner``: the before of that change, on the same machine).
 
 ``--kernels N`` (CUDA) adds one more run of the first variant with N steps of its second half under torch's profiler:
 ``--out``/kernels[_<label>].json holds the wall ms per step of that window, the GPU's busy ms per step (the CUDA
@@ -57,6 +59,7 @@ VARIANTS = {
     "no-agg": dict(agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
     "rgb-only": dict(semantic_loss_weight=0.0, pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
     "optimizers-apart": {},
+    "losses-eager": dict(loss_runner="eager"),
 }
 """Variant -> its model settings (``SemSplatModelConfig`` fields)."""
 

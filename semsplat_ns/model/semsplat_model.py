@@ -46,6 +46,13 @@ from semsplat_ns.model.splatfacto_raster import rasterization_override
 from semsplat_ns.model.ssim import SSIM
 from semsplat_ns.model.step_cache import DerivedTensors
 from semsplat_ns.model.strategy import CappedDefaultStrategy
+from semsplat_ns.model.view_losses import (
+    LossRunner,
+    ViewLossRunner,
+    ViewLossSettings,
+    photometric_main_loss,
+    view_losses,
+)
 from semsplat_ns.model.visuals import FeaturePCA, class_pictures, error_panel
 
 allow_numpy_scalars_in_checkpoints()
@@ -110,6 +117,12 @@ class SemSplatModelConfig(SplatfactoModelConfig):
     semantic_grad_to_geometry: bool = True
     """Let semantic gradients reach positions, shapes and opacities (one raster pass). False renders the
     semantics in a second pass with detached geometry."""
+    loss_runner: LossRunner = "cuda-graph"
+    """How a training view's image losses run (L1 + D-SSIM, L_s, the pseudo cross-entropy, L2D;
+    :mod:`semsplat_ns.model.view_losses`): eager (each kernel launched from Python), or cuda-graph (forward and
+    backward captured as CUDA graphs at the first view of each kind and render size, then replayed: fewer launches
+    from the host; CUDA only, eager on the CPU). L3D, the scale regulariser and the camera optimiser's losses stay
+    eager. The graphs draw L2D's samples from other random numbers than an eager run."""
     channel_chunk: int = 16
     """Channels per rasterization kernel while training. gsplat pads 19 -> 32; 16 runs RGB + semantics as a
     16- and a 3/4-channel kernel sharing one projection: 9 % faster forward+backward at 300k Gaussians on an
@@ -259,6 +272,7 @@ class SemSplatModel(ResumableSplatfacto):
             self.config.agg3d_knn_refresh_every,
         )
         self._feature_pca = FeaturePCA()
+        self._view_loss_runner = ViewLossRunner(self.config.loss_runner)
         # What training steps derive from the datamanager's cached view tensors (the same tensors on every draw of a
         # view): label maps at each render size, kept while the views live, and the photo as floats at the render's
         # size, which splatfacto computes twice per step (metrics and losses) from the same image.
@@ -615,27 +629,6 @@ class SemSplatModel(ResumableSplatfacto):
             return super().get_gt_img(image)
         return self._step_gt_images.get(image, (str(self.device), self._get_downscale_factor()), super().get_gt_img)
 
-    def _pseudo_pixel_weights(self, outputs: Dict, batch: Dict, pseudo: torch.Tensor) -> Optional[torch.Tensor]:
-        """The pseudo loss's weight per pixel [H, W]: (1 - label support) x confidence with
-        pseudo_weight_by_label_support, times the model's agreement with pseudo_weight_by_agreement; None when
-        neither is on.
-
-        Args:
-            outputs: This view's outputs ("label_support" [H, W, 1], "semantic_logits" [H, W, C]).
-            batch: This view's batch ("pseudo_confidence" [H, W] in [0, 1], optional).
-            pseudo: This view's pseudo labels at the render's size [H, W] (255: none).
-        """
-        weights: Optional[torch.Tensor] = None
-        if self.config.pseudo_weight_by_label_support:
-            support = outputs["label_support"].detach()[..., 0]  # [H, W]
-            unsupported = (1.0 - support).clamp(0.0, 1.0)  # [H, W]
-            confidence = self._labels_at(batch, "pseudo_confidence", *support.shape)  # [H, W]
-            weights = unsupported if confidence is None else unsupported * confidence.float()
-        if self.config.pseudo_weight_by_agreement:
-            agreement = L.pseudo_agreement(outputs["semantic_logits"].detach(), pseudo)  # [H, W]
-            weights = agreement if weights is None else weights * agreement
-        return weights
-
     def _pseudo_logits(self, outputs: Dict) -> torch.Tensor:
         """The logits the pseudo loss sees [H, W, C]: the outputs' own, or with pseudo_trains_head off the
         rendered features through the head's weights detached (gradients reach the features only)."""
@@ -677,6 +670,13 @@ class SemSplatModel(ResumableSplatfacto):
             "main_loss" and "scale_reg" (0-dim tensors), plus the camera optimiser's losses and "tv_loss" (with
             the bilateral grid) in training.
         """
+        gt_img, pred_img = self._photometric_images(outputs, batch)  # [H, W, 3] each
+        main_loss = photometric_main_loss(gt_img, pred_img, self.ssim, self.config.ssim_lambda)
+        return self._photometric_regularisers({"main_loss": main_loss})
+
+    def _photometric_images(self, outputs: Dict, batch: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The photo at the render's size over the background and the render [H, W, 3] each, both masked where the
+        batch has a mask (splatfacto's ``get_loss_dict``)."""
         gt_img = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])  # [H, W, 3]
         pred_img = outputs["rgb"]  # [H, W, 3]
         if "mask" in batch:
@@ -684,10 +684,11 @@ class SemSplatModel(ResumableSplatfacto):
             assert mask.shape[:2] == gt_img.shape[:2] == pred_img.shape[:2]
             gt_img = gt_img * mask
             pred_img = pred_img * mask
+        return gt_img, pred_img
 
-        l1 = torch.abs(gt_img - pred_img).mean()
-        ssim = self.ssim(gt_img.permute(2, 0, 1)[None, ...], pred_img.permute(2, 0, 1)[None, ...])  # [1, 3, H, W] each
-        ssim_lambda = self.config.ssim_lambda
+    def _photometric_regularisers(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Adds splatfacto's other terms to ``loss_dict`` and returns it: "scale_reg" (every tenth step, else a device
+        zero), and in training the camera optimiser's losses and the bilateral grid's "tv_loss"."""
         if self.config.use_scale_regularization and self.step % 10 == 0:
             scales = torch.exp(self.scales)  # [N, 3]
             ratio = scales.amax(dim=-1) / scales.amin(dim=-1)  # [N]
@@ -695,51 +696,61 @@ class SemSplatModel(ResumableSplatfacto):
             scale_reg = 0.1 * (ratio.clamp_min(self.config.max_gauss_ratio) - self.config.max_gauss_ratio).mean()
         else:
             scale_reg = torch.zeros((), device=self.device)
-
-        loss_dict = {"main_loss": (1 - ssim_lambda) * l1 + ssim_lambda * (1 - ssim), "scale_reg": scale_reg}
+        loss_dict["scale_reg"] = scale_reg
         if self.training:
             self.camera_optimizer.get_loss_dict(loss_dict)
             if self.config.use_bilateral_grid:
                 loss_dict["tv_loss"] = 10 * total_variation_loss(self.bil_grids.grids)
         return loss_dict
 
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
-        loss_dict = self.photometric_loss_dict(outputs, batch)
-        if not self.training or "semantic_logits" not in outputs or self.step < self.config.semantic_start_step:
-            return loss_dict
+    def _semantic_maps(self, outputs: Dict, batch: Dict) -> Dict[str, Optional[torch.Tensor]]:
+        """This training view's maps for the semantic losses (:data:`~semsplat_ns.model.view_losses.VIEW_MAPS`), at
+        the render's size; counts the view's labelled pixels per class when class_balance is on."""
         logits = outputs["semantic_logits"]  # [H, W, C]
         height, width = logits.shape[:2]
-        zero = logits.sum() * 0.0
-
-        labels = self._labels_at(batch, "semantics", height, width)
-        class_weights = self._class_weights(labels)  # [C] or None
-        if labels is not None and self.config.semantic_loss_weight > 0:
-            loss_dict["semantic_loss"] = self.config.semantic_loss_weight * L.semantic_cross_entropy(
-                logits, labels, class_weights=class_weights
-            )
-        else:
-            loss_dict["semantic_loss"] = zero
-
-        pseudo = self._labels_at(batch, "pseudo_semantics", height, width)
-        if pseudo is not None and labels is None and self.config.pseudo_loss_weight > 0:
-            boundary = None
-            if self.config.pseudo_inside_boundary_only:
-                boundary = self._labels_at(batch, "boundary_mask", height, width)
-                boundary = boundary.bool() if boundary is not None else torch.zeros_like(pseudo, dtype=torch.bool)
-            loss_dict["pseudo_loss"] = self.config.pseudo_loss_weight * L.semantic_cross_entropy(
-                self._pseudo_logits(outputs),
-                pseudo,
-                boundary,
-                pixel_weights=self._pseudo_pixel_weights(outputs, batch, pseudo),
-                class_weights=class_weights,
-            )
-        else:
-            loss_dict["pseudo_loss"] = zero
-
+        labels = self._labels_at(batch, "semantics", height, width)  # [H, W] or None
+        maps: Dict[str, Optional[torch.Tensor]] = {
+            "logits": logits,
+            "labels": labels,
+            "class_weights": self._class_weights(labels),  # [C] or None
+        }
         if self.config.agg2d_loss_weight > 0:
-            loss_dict["agg2d_loss"] = self.config.agg2d_loss_weight * L.aggregation_2d_loss(
-                outputs["semantic_features"], self.config.agg2d_num_samples, self.config.agg_k
-            )
+            maps["features"] = outputs["semantic_features"]  # [H, W, S]
+        pseudo = self._labels_at(batch, "pseudo_semantics", height, width) if labels is None else None
+        if pseudo is not None and self.config.pseudo_loss_weight > 0:
+            maps["pseudo"] = pseudo  # [H, W]
+            if self.config.pseudo_inside_boundary_only:
+                maps["boundary"] = self._labels_at(batch, "boundary_mask", height, width)  # [H, W] or None
+            if not self.config.pseudo_trains_head:
+                maps["pseudo_logits"] = self._pseudo_logits(outputs)  # [H, W, C]
+            if self.config.pseudo_weight_by_label_support:
+                maps["support"] = outputs["label_support"].detach()[..., 0]  # [H, W], a constant of the loss
+                maps["confidence"] = self._labels_at(batch, "pseudo_confidence", height, width)  # [H, W] or None
+        return maps
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        """Splatfacto's losses (:meth:`photometric_loss_dict`) and, in training, the semantic losses of the paper.
+
+        A training view's image losses (splatfacto's main loss, L_s, the pseudo cross-entropy, L2D) run through
+        :class:`~semsplat_ns.model.view_losses.ViewLossRunner` (``loss_runner``: replayed CUDA graphs on CUDA);
+        the scale regulariser, the camera optimiser's losses and L3D, which depend on the Gaussians, run eagerly.
+        """
+        semantic = self.training and "semantic_logits" in outputs and self.step >= self.config.semantic_start_step
+        settings = ViewLossSettings.of(self.config)
+        if self.training and self._view_loss_runner.graphs_on(outputs["rgb"].device) and torch.is_grad_enabled():
+            gt_img, pred_img = self._photometric_images(outputs, batch)  # [H, W, 3] each
+            maps = {"pred_rgb": pred_img, "gt_rgb": gt_img, **(self._semantic_maps(outputs, batch) if semantic else {})}
+            image_losses = self._view_loss_runner(settings, self.ssim, maps, semantic)
+            loss_dict = self._photometric_regularisers({"main_loss": image_losses.pop("main_loss")})
+            loss_dict.update(image_losses)
+        else:
+            loss_dict = self.photometric_loss_dict(outputs, batch)
+            if semantic:
+                maps = self._semantic_maps(outputs, batch)
+                loss_dict.update(view_losses(settings, self.ssim, maps, semantic=True, photometric=False))  # type: ignore[arg-type]
+        if not semantic:
+            return loss_dict
+
         if self.config.agg3d_loss_weight > 0 and self.num_points > self.config.agg_k:
             means = self.means.detach()  # [N, 3]
             sample_ids, neighbour_ids = self._neighbour_pool.sample(means, (id(self.means), self.num_points), self.step)

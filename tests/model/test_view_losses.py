@@ -1,0 +1,218 @@
+"""A training view's image losses, eager and replayed as CUDA graphs (semsplat_ns.model.view_losses).
+
+The graph tests need a CUDA GPU (gsplat's kernels for the model-level one); on the CPU only the runner's choice and
+its settings are tested, the eager arithmetic being what the model tests train with."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional
+
+import pytest
+import torch
+
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from semsplat_ns.model.ssim import SSIM
+from semsplat_ns.model.view_losses import (
+    ViewLossRunner,
+    ViewLossSettings,
+    effective_loss_runner,
+    view_losses,
+)
+from tests.cpu_training import run_steps, seeded_trainer
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CLASSES, CHANNELS = 6, 16
+
+
+def test_the_runner_falls_back_to_eager_off_cuda_and_refuses_unknown_names():
+    assert effective_loss_runner("cuda-graph", torch.device("cpu")) == "eager"
+    assert effective_loss_runner("cuda-graph", torch.device("cuda")) == "cuda-graph"
+    assert effective_loss_runner("eager", torch.device("cuda")) == "eager"
+    with pytest.raises(ValueError, match="unknown loss runner 'graphs'; one of eager, cuda-graph"):
+        ViewLossRunner("graphs")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown view maps"):
+        ViewLossRunner("eager")(SETTINGS, SSIM(channel=3), {"rgb": torch.zeros(4, 4, 3)}, semantic=False)
+
+
+def test_settings_are_the_model_configs_fields():
+    config = SemSplatModelConfig(agg2d_num_samples=77, pseudo_weight_by_agreement=True, ssim_lambda=0.3)
+    settings = ViewLossSettings.of(config)
+    assert settings.agg2d_num_samples == 77 and settings.pseudo_weight_by_agreement and settings.ssim_lambda == 0.3
+    assert SemSplatModelConfig().loss_runner == "cuda-graph"
+
+
+def test_on_the_cpu_the_graph_runner_computes_the_eager_losses():
+    maps = _view_maps("pseudo", torch.device("cpu"), seed=1)
+    ssim = SSIM(data_range=1.0, channel=3)
+    torch.manual_seed(5)
+    expected = view_losses(SETTINGS, ssim, maps, semantic=True)
+    torch.manual_seed(5)
+    runner = ViewLossRunner("cuda-graph")
+    got = runner(SETTINGS, ssim, maps, semantic=True)
+    assert runner.num_graphs == 0
+    assert got.keys() == expected.keys() == {"main_loss", "semantic_loss", "pseudo_loss", "agg2d_loss"}
+    for name in got:
+        assert torch.equal(got[name], expected[name]), name
+
+
+SETTINGS = ViewLossSettings(
+    ssim_lambda=0.2,
+    semantic_loss_weight=1.0,
+    pseudo_loss_weight=0.25,
+    pseudo_inside_boundary_only=True,
+    pseudo_weight_by_label_support=True,
+    pseudo_weight_by_agreement=True,
+    agg2d_loss_weight=0.5,
+    agg2d_num_samples=512,
+    agg_k=5,
+)
+
+
+def _view_maps(kind: str, device: torch.device, seed: int, size=(40, 56)) -> Dict[str, Optional[torch.Tensor]]:
+    """Random maps of a labelled or a pseudo-labelled view; the rendered ones need gradients (fresh leaves)."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+
+    def rand(*shape, grad=False):
+        return torch.rand(*shape, generator=generator).to(device).requires_grad_(grad)
+
+    def ids(high: int) -> torch.Tensor:
+        values = torch.randint(0, high, (height, width), generator=generator, dtype=torch.uint8)  # [H, W]
+        values[torch.rand(height, width, generator=generator) < 0.2] = 255  # some pixels without a label
+        return values.to(device)
+
+    maps: Dict[str, Optional[torch.Tensor]] = {
+        "pred_rgb": rand(height, width, 3, grad=True),
+        "gt_rgb": rand(height, width, 3),
+        "features": rand(height, width, CHANNELS, grad=True),
+        "logits": (rand(height, width, CLASSES) * 4).detach().requires_grad_(True),
+        "class_weights": rand(CLASSES) + 0.5,
+    }
+    if kind == "labelled":
+        maps["labels"] = ids(CLASSES)
+    else:
+        maps["pseudo"] = ids(CLASSES)
+        maps["boundary"] = (torch.rand(height, width, generator=generator) < 0.7).to(device)
+        maps["support"] = rand(height, width)
+        maps["confidence"] = rand(height, width)
+        maps["pseudo_logits"] = (rand(height, width, CLASSES) * 4).detach().requires_grad_(True)
+    return maps
+
+
+def _losses_and_grads(runner: ViewLossRunner, settings: ViewLossSettings, ssim, maps) -> Dict[str, torch.Tensor]:
+    losses = runner(settings, ssim, maps, semantic=True)
+    leaves = {name: value for name, value in maps.items() if value is not None and value.requires_grad}
+    total = torch.stack(list(losses.values())).sum()
+    grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+    result = {name: value.detach().clone() for name, value in losses.items()}
+    result.update({f"grad_{name}": grad for name, grad in zip(leaves, grads) if grad is not None})
+    return result
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["labelled", "pseudo"])
+def test_replayed_graphs_give_the_eager_losses_and_gradients_for_new_maps(kind):
+    device = torch.device("cuda")
+    ssim = SSIM(data_range=1.0, channel=3).to(device)
+    settings = dataclasses.replace(SETTINGS, agg2d_loss_weight=0.0)  # no random draw: the same numbers
+    graphs, eager = ViewLossRunner("cuda-graph"), ViewLossRunner("eager")
+    for seed in range(3):  # the first call captures, the next ones copy new maps into the graph's inputs
+        maps = _view_maps(kind, device, seed)
+        expected = _losses_and_grads(eager, settings, ssim, maps)
+        got = _losses_and_grads(graphs, settings, ssim, maps)
+        assert graphs.num_graphs == 1
+        assert got.keys() == expected.keys()
+        assert {"grad_pred_rgb", "grad_logits"} <= got.keys()
+        for name in expected:
+            assert torch.allclose(got[name], expected[name], rtol=1e-5, atol=1e-7), (seed, name)
+        assert expected["pseudo_loss" if kind == "pseudo" else "semantic_loss"] > 0
+
+
+@needs_cuda
+def test_graphed_2d_aggregation_draws_fresh_samples_on_every_replay():
+    device = torch.device("cuda")
+    ssim = SSIM(data_range=1.0, channel=3).to(device)
+    maps = _view_maps("labelled", device, seed=0)
+    graphs, eager = ViewLossRunner("cuda-graph"), ViewLossRunner("eager")
+    with torch.no_grad():
+        eager_values = torch.stack([eager(SETTINGS, ssim, maps, semantic=True)["agg2d_loss"] for _ in range(60)])
+    graphed = [graphs(SETTINGS, ssim, maps, semantic=True)["agg2d_loss"] for _ in range(60)]  # kept: not overwritten
+    graphed_values = torch.stack(graphed).detach()
+    assert graphed_values.unique().numel() > 50, "each replay samples other pixels"
+    # the same distribution: means within a few standard errors
+    spread = (eager_values.std() ** 2 / 60 + graphed_values.std() ** 2 / 60).sqrt()
+    assert (graphed_values.mean() - eager_values.mean()).abs() < 4 * spread
+
+
+@needs_cuda
+def test_a_new_render_size_drops_the_graphs_of_the_last_one():
+    device = torch.device("cuda")
+    ssim = SSIM(data_range=1.0, channel=3).to(device)
+    runner = ViewLossRunner("cuda-graph")
+    runner(SETTINGS, ssim, _view_maps("labelled", device, 0, size=(32, 32)), semantic=True)
+    runner(SETTINGS, ssim, _view_maps("pseudo", device, 0, size=(32, 32)), semantic=True)
+    assert runner.num_graphs == 2
+    losses = runner(SETTINGS, ssim, _view_maps("pseudo", device, 0, size=(64, 64)), semantic=True)
+    assert runner.num_graphs == 1 and torch.isfinite(torch.stack(list(losses.values()))).all()
+    with torch.no_grad():  # no gradients (e.g. a loss read in evaluation): eager, no graph
+        runner(SETTINGS, ssim, _view_maps("labelled", device, 0, size=(64, 64)), semantic=True)
+    assert runner.num_graphs == 1
+
+
+@needs_cuda
+def test_the_model_trains_on_graphed_losses_as_on_eager_ones(demo_town, tmp_path):
+    """One model, one render of a labelled and of a pseudo-labelled view: the loss dict and every parameter's gradient
+    with the graphs are the eager ones (L2D off: its samples differ), and a few graphed steps train."""
+    trainer = seeded_trainer(
+        demo_town(),
+        tmp_path,
+        6,
+        "graphs",
+        trainer_settings={"machine.device_type": "cuda"},
+        agg2d_loss_weight=0.0,
+        pseudo_weight_by_label_support=True,
+        pseudo_weight_by_agreement=True,
+    )
+    model = trainer.pipeline.model
+    assert model.device.type == "cuda" and model.config.loss_runner == "cuda-graph"
+    datamanager = trainer.pipeline.datamanager
+    draws = [datamanager.next_train(step) for step in range(12)]
+    labelled = next((camera, batch) for camera, batch in draws if "semantics" in batch)
+    unlabelled_camera, unlabelled = next((camera, batch) for camera, batch in draws if "semantics" not in batch)
+    height, width = unlabelled["image"].shape[:2]
+    generator = torch.Generator().manual_seed(0)
+    pseudo = torch.randint(0, model.num_classes, (height, width), generator=generator, dtype=torch.uint8)
+    unlabelled = {
+        **unlabelled,
+        "pseudo_semantics": pseudo,
+        "boundary_mask": torch.rand(height, width, generator=generator) < 0.8,
+        "pseudo_confidence": torch.rand(height, width, generator=generator),
+    }
+    model.train()
+    for camera, batch in (labelled, (unlabelled_camera, unlabelled)):
+        results = {}
+        for runner in ("eager", "cuda-graph", "cuda-graph"):  # the second graphed call replays
+            model._view_loss_runner.runner = runner
+            model.zero_grad(set_to_none=True)
+            outputs = model.get_outputs(camera)
+            losses = model.get_loss_dict(outputs, batch)
+            torch.stack(list(losses.values())).sum().backward()
+            grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+            results.setdefault(runner, []).append(({k: v.detach().clone() for k, v in losses.items()}, grads))
+        (eager_losses, eager_grads) = results["eager"][0]
+        assert eager_losses["semantic_loss" if "semantics" in batch else "pseudo_loss"] > 0
+        for graph_losses, graph_grads in results["cuda-graph"]:
+            assert graph_losses.keys() == eager_losses.keys()
+            for name in eager_losses:
+                assert torch.allclose(graph_losses[name], eager_losses[name], rtol=1e-5, atol=1e-7), name
+            assert graph_grads.keys() == eager_grads.keys()
+            for name in eager_grads:
+                scale = eager_grads[name].abs().max().clamp_min(1e-12)
+                assert (graph_grads[name] - eager_grads[name]).abs().max() <= 1e-4 * scale, name
+    model.zero_grad(set_to_none=True)
+    model._view_loss_runner.runner = "cuda-graph"
+    history = run_steps(trainer, range(6))
+    assert all(torch.isfinite(value).all() for loss_dict in history for value in loss_dict.values())
+    assert model._view_loss_runner.num_graphs >= 1
