@@ -70,6 +70,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # Forward, cross-entropy and backward replayed from one CUDA graph; AdamW and the schedule eager (the default).
     "cuda-graph": {"step_runner": "cuda-graph"},
     "cuda-graph-cudnn-benchmark": {"step_runner": "cuda-graph", "cudnn_benchmark": True},
+    # The graph with cuDNN's fastest kernels, deterministic or not, timed on the first steps.
+    "cuda-graph-nondeterministic": {"step_runner": "cuda-graph", "deterministic": False, "cudnn_benchmark": True},
     # torch.compile of the network (Inductor); its first steps compile.
     "compiled": {"step_runner": "compiled"},
 }
