@@ -165,6 +165,22 @@ def world_to_camera(camera_to_worlds: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([inverse, translation], dim=-1), bottom], dim=1)  # [C, 4, 4]
 
 
+def camera_centres(viewmats: torch.Tensor) -> torch.Tensor:
+    """World positions of cameras [C, 3] from their rigid world-to-camera transforms [C, 4, 4]: -R^T t.
+
+    The translation column of ``torch.inverse(viewmats)``, which gsplat's SH path reads, up to rounding, in two kernels:
+    a general inverse is an LU factorisation, ~0.25 ms of host time per training step on the H200 profile
+    (``linalg_inv_ex``, benchmarks/results/profile/profile_semsplat_aa28cb5.txt), and ``torch.inverse`` adds a check
+    of its error codes that waits for the device.
+
+    Args:
+        viewmats: World-to-camera transforms [C, 4, 4] (a rotation and a translation).
+    """
+    rotation = viewmats[:, :3, :3]  # [C, 3, 3]
+    translation = viewmats[:, :3, 3:]  # [C, 3, 1]
+    return -torch.bmm(rotation.transpose(1, 2), translation)[..., 0]  # [C, 3]
+
+
 def intrinsics(camera: Cameras) -> torch.Tensor:
     """Pinhole intrinsics of one camera [1, 3, 3] (float32), built on the camera's device.
 
@@ -475,9 +491,7 @@ class SemSplatModel(ResumableSplatfacto):
         """
         if sh_degree is None:
             return colors  # splatfacto applied the sigmoid already (config sh_degree = 0)
-        # torch.inverse is linalg.inv_ex plus a check of its error codes on the host, which waits for the device
-        # every step; inv_ex alone computes the same inverse (a camera transform is never singular).
-        camera_position = torch.linalg.inv_ex(viewmats).inverse[0, :3, 3]  # [3]
+        camera_position = camera_centres(viewmats)[0]  # [3]
         # Same convention as gsplat's SH path (Inria's +0.5 offset, clamped at 0).
         return torch.clamp_min(spherical_harmonics(sh_degree, means - camera_position, colors) + 0.5, 0.0)
 

@@ -2,16 +2,16 @@
 
 The lean step (issue #13): the datamanager hands out each view's prepared camera (:class:`TrainViewCamera`) instead of
 nerfstudio's per-step copy; the model keeps the label maps and the photo it derives from a view's cached tensors
-(:class:`DerivedTensors`), builds L2D's neighbour offsets once, and inverts the view matrix without torch.inverse's
-error check. The reference run takes the code paths before that change: nerfstudio's own ``next_train``,
-splatfacto's own ``get_gt_img``, label maps and offsets computed afresh every step, ``torch.inverse``.
+(:class:`DerivedTensors`), builds L2D's neighbour offsets once, and takes the camera's position from its rigid
+transform (``camera_centres``) instead of ``torch.inverse``. The reference run takes the code paths before that
+change: nerfstudio's own ``next_train``, splatfacto's own ``get_gt_img``, label maps and offsets computed afresh every
+step, ``torch.inverse``.
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -22,7 +22,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 from PIL import Image
 
 from semsplat_ns.data.datamanager import SemSplatDataManager, SemSplatDataManagerConfig, TrainViewCamera
-from semsplat_ns.model import losses
+from semsplat_ns.model import losses, semsplat_model
 from semsplat_ns.model.semsplat_model import SemSplatModel, SemSplatModelConfig
 from semsplat_ns.model.step_cache import DerivedTensors
 from semsplat_ns.pseudo.store import confidence_path
@@ -103,7 +103,7 @@ def _lean_and_reference(scene, tmp_path_factory):
         patch.setattr(SemSplatModel, "get_gt_img", SplatfactoModel.get_gt_img)
         patch.setattr(DerivedTensors, "get", lambda self, source, key, derive: derive(source))
         patch.setattr(losses, "_offset_tables", losses._offset_tables.__wrapped__)
-        patch.setattr(torch.linalg, "inv_ex", lambda matrices: SimpleNamespace(inverse=torch.inverse(matrices)))
+        patch.setattr(semsplat_model, "camera_centres", lambda viewmats: torch.inverse(viewmats)[:, :3, 3])
         reference = _train(scene, tmp_path_factory.mktemp("reference"))
     return lean, reference
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from semsplat_ns.model.rasterize import spherical_harmonics
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig, camera_centres
 from tests.cpu_training import cpu_trainer_config, run_steps
 
 
@@ -122,3 +123,23 @@ def test_splatfacto_rasterization_override_is_per_thread(monkeypatch):
     install()  # idempotent: still the same forwarder
     assert vars(splatfacto)["rasterization"] is call
     assert seen == {"here": ("override", 1), "other thread": ("gsplat", 2), "after": ("gsplat", 3)}
+
+
+def test_camera_centres_are_the_inverse_transforms_translations_and_give_gsplats_sh_colours():
+    """The camera position of a rigid world-to-camera transform, -R^T t, is what gsplat's SH path reads from
+    ``torch.inverse``; the degree-3 view colours of random Gaussians match up to rounding."""
+    generator = torch.Generator().manual_seed(0)
+    rotations = torch.linalg.qr(torch.randn(4, 3, 3, generator=generator)).Q  # [C, 3, 3] orthonormal
+    viewmats = torch.eye(4).repeat(4, 1, 1)  # [C, 4, 4]
+    viewmats[:, :3, :3] = rotations
+    viewmats[:, :3, 3] = torch.randn(4, 3, generator=generator) * 3
+    expected = torch.inverse(viewmats)[:, :3, 3]  # [C, 3]
+    assert torch.allclose(camera_centres(viewmats), expected, atol=1e-5)
+
+    means = torch.randn(500, 3, generator=generator)  # [N, 3]
+    coefficients = torch.randn(500, 16, 3, generator=generator) * 0.3  # [N, K, 3] degree 3
+    for viewmat, centre in zip(viewmats, expected):
+        ours = spherical_harmonics(3, means - camera_centres(viewmat[None])[0], coefficients)  # [N, 3]
+        theirs = spherical_harmonics(3, means - centre, coefficients)  # [N, 3]
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        assert not torch.allclose(ours, spherical_harmonics(3, means, coefficients), atol=1e-2)  # the view matters
