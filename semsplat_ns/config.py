@@ -37,7 +37,9 @@ FAST_PRIOR_STEPS = 2_000
 """Steps of the automatic pseudo labels' prior in ``semsplat-fast`` (the default prior trains 6000; 1000 steps take
 ~7 s on an H100 with the CUDA-graph step). At 17f17cd (H200s) it scored 73.70 / 58.30 mIoU on townA / townB against
 75.53 / 60.58 for the preset, 135 / 129 s end to end against 154 / 176 s: it keeps the small objects and loses
-2-10 IoU points on some large classes (Static, Fence, Wall, RailTrack, Bridge)."""
+2-10 IoU points on some large classes (Static, Fence, Wall, RailTrack, Bridge). With the graphed losses (54f2201,
+benchmarks/results/semsplat_aa28cb5.json): 74.14 / 58.57, 100 / 94 s of seed points, pseudo labels and training,
+against 75.66 / 60.65 and 118 / 128 s for the preset on another H200 machine."""
 
 
 @dataclass
