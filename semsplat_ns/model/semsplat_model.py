@@ -42,7 +42,7 @@ from semsplat_ns.model.label_support import (
 from semsplat_ns.model.neighbour_pool import NeighbourPool
 from semsplat_ns.model.rasterize import rasterization, spherical_harmonics
 from semsplat_ns.model.resume import ResumableSplatfacto
-from semsplat_ns.model.splatfacto_raster import rasterization_override
+from semsplat_ns.model.splatfacto_raster import rasterization_override, viewmat_override
 from semsplat_ns.model.ssim import SSIM
 from semsplat_ns.model.step_cache import DerivedTensors
 from semsplat_ns.model.strategy import CappedDefaultStrategy
@@ -149,8 +149,9 @@ def world_to_camera(camera_to_worlds: torch.Tensor) -> torch.Tensor:
     """World-to-camera transforms in OpenCV axes of nerfstudio poses, on the poses' device.
 
     The rigid inverse of each pose after turning its y and z axes (OpenGL: y up, z back) into OpenCV's (y down,
-    z forward), the transform splatfacto's ``get_viewmat`` gives, computed without a host-to-device copy (it
-    copies its axis flip from the host on every call, which waits for the device).
+    z forward): the arithmetic of splatfacto's ``get_viewmat``, for which it stands in within
+    :meth:`SemSplatModel.get_outputs`. Run eagerly, with no compilation and without a host-to-device copy
+    (splatfacto's, when run eagerly, copies its axis flip from the host on every call, which waits for the device).
 
     Args:
         camera_to_worlds: Camera-to-world poses [C, 3, 4].
@@ -354,7 +355,8 @@ class SemSplatModel(ResumableSplatfacto):
 
         Splatfacto's own ``get_outputs`` runs unchanged (camera optimiser, crop box, downscale schedule,
         densification bookkeeping, background, bilateral grid, depth); only its rasterization call is
-        replaced by :meth:`_rasterize`, which adds the semantic channels to the colours.
+        replaced by :meth:`_rasterize`, which adds the semantic channels to the colours, and its compiled camera
+        transform by :func:`world_to_camera` (the same arithmetic, eager).
 
         Args:
             camera: One camera.
@@ -370,7 +372,11 @@ class SemSplatModel(ResumableSplatfacto):
         # A labelled training view measures the label support of the Gaussians it renders.
         probe_view = self._support.column(camera.metadata) if self.training else None
         rasterize = functools.partial(self._rasterize, rendered, probe_view)
-        with rasterization_override(rasterize), cuda_calls_stay_on(self.device):
+        # splatfacto's camera transform is compiled: ~3 s of compilation at the first training step and ~0.4 ms of
+        # host time per step in its guards and wrappers (H200 profile, profile_semsplat_aa28cb5.txt); world_to_camera
+        # is its arithmetic, eager
+        overrides = rasterization_override(rasterize), viewmat_override(world_to_camera)
+        with overrides[0], overrides[1], cuda_calls_stay_on(self.device):
             outputs = super().get_outputs(camera)
         rgb = outputs["rgb"]  # [H, W, 3]
         assert isinstance(rgb, torch.Tensor)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from semsplat_ns.model.rasterize import spherical_harmonics
-from semsplat_ns.model.semsplat_model import SemSplatModelConfig, camera_centres
+from semsplat_ns.model.semsplat_model import SemSplatModelConfig, camera_centres, world_to_camera
 from tests.cpu_training import cpu_trainer_config, run_steps
 
 
@@ -123,6 +123,37 @@ def test_splatfacto_rasterization_override_is_per_thread(monkeypatch):
     install()  # idempotent: still the same forwarder
     assert vars(splatfacto)["rasterization"] is call
     assert seen == {"here": ("override", 1), "other thread": ("gsplat", 2), "after": ("gsplat", 3)}
+
+
+def test_splatfactos_camera_transform_is_forwarded_to_the_eager_world_to_camera(grid_trainer):
+    """Within the model's renders splatfacto's compiled ``get_viewmat`` is replaced by ``world_to_camera``: the same
+    values as splatfacto's own (run eagerly), and a training step compiles nothing."""
+    import nerfstudio.models.splatfacto as splatfacto
+    from torch._dynamo.utils import counters
+
+    from semsplat_ns.model.compat import renders_run_eagerly
+    from semsplat_ns.model.splatfacto_raster import install, viewmat_override
+
+    install()
+    forwarder = vars(splatfacto)["get_viewmat"]
+    generator = torch.Generator().manual_seed(1)
+    poses = torch.randn(3, 3, 4, generator=generator)  # [C, 3, 4]
+    poses[:, :, :3] = torch.linalg.qr(poses[:, :, :3]).Q
+    with renders_run_eagerly():
+        theirs = forwarder.original(poses)  # [C, 4, 4]
+        assert torch.equal(forwarder(poses), theirs)  # no override: splatfacto's own
+    with viewmat_override(lambda c2w: "ours"):
+        assert forwarder(poses) == "ours"
+    assert torch.equal(world_to_camera(poses), theirs)
+
+    model = grid_trainer.pipeline.model
+    camera, batch = grid_trainer.pipeline.datamanager.next_train(0)
+    torch._dynamo.reset()
+    counters.clear()
+    outputs = model.get_outputs(camera)
+    model.get_loss_dict(outputs, batch)
+    assert not counters["frames"], dict(counters["frames"])
+    model.zero_grad(set_to_none=True)
 
 
 def test_camera_centres_are_the_inverse_transforms_translations_and_give_gsplats_sh_colours():
