@@ -29,6 +29,9 @@ from torch.optim.adam import adam as functional_adam
 TORCH_OPTIMIZER = importlib.import_module("torch.optim.optimizer")
 """torch's optimiser module, which holds the global step hooks (``torch.optim`` removes the name of the module)."""
 
+FUSED_ADAM_KERNEL = getattr(torch, "_fused_adam_", None)
+"""torch's fused Adam kernel (the op its functional fused Adam launches), or None in a torch without it."""
+
 HyperParameters = Tuple[float, float, float, float, float]
 """(lr, beta1, beta2, eps, weight_decay) of a parameter group."""
 
@@ -68,46 +71,83 @@ def steps_together(optimizer: torch.optim.Optimizer) -> bool:
 def step_fused_adams(optimizers: Iterable[torch.optim.Adam]) -> None:
     """One Adam step of each of ``optimizers`` (all qualifying, :func:`steps_together`), taken together.
 
-    The parameters with a gradient are batched by hyper-parameters across the optimisers, and each batch is one
-    call of torch's functional fused Adam: the same kernel, on the same state tensors (``optimizer.state``), as
-    ``Adam.step`` would launch per group. Parameters without a gradient are left alone, as ``Adam.step`` does.
+    The parameters with a gradient are batched by hyper-parameters, device and dtype across the optimisers. Every
+    step counter is advanced by one ``_foreach_add_`` per device, then each batch is one launch of torch's fused Adam
+    kernel (``torch._fused_adam_``), on the same state tensors (``optimizer.state``) ``Adam.step`` would use: what
+    torch's functional fused Adam does per call (count, then kernel), without its regrouping of the tensors by device
+    and dtype on every call, and with one count for all batches instead of one per batch. Parameters without a
+    gradient are left alone, as ``Adam.step`` does. Where torch has no such kernel, each batch goes through torch's
+    functional fused Adam.
 
     Args:
         optimizers: Adam optimisers whose steps :func:`steps_together` allows.
     """
-    # hyper-parameters -> (params, grads, exp_avgs, exp_avg_sqs, steps)
-    batches: Dict[HyperParameters, Tuple[List[torch.Tensor], ...]] = {}
+    # (hyper-parameters, device, dtype) -> (params, grads, exp_avgs, exp_avg_sqs, steps)
+    batches: Dict[Tuple[HyperParameters, torch.device, torch.dtype], Tuple[List[torch.Tensor], ...]] = {}
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             beta1, beta2 = group["betas"]
-            key = (group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+            hyper: HyperParameters = (group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 state = optimizer.state[param]
+                key = (hyper, param.device, param.dtype)
                 params, grads, exp_avgs, exp_avg_sqs, steps = batches.setdefault(key, ([], [], [], [], []))
                 params.append(param)
                 grads.append(param.grad)
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
+    fused_kernel = FUSED_ADAM_KERNEL
     with torch.no_grad():  # as Optimizer.step: the update is not part of any graph
-        for (lr, beta1, beta2, eps, weight_decay), (params, grads, exp_avgs, exp_avg_sqs, steps) in batches.items():
-            functional_adam(
+        if fused_kernel is None:
+            for ((lr, beta1, beta2, eps, weight_decay), _, _), (params, grads, avgs, avg_sqs, steps) in batches.items():
+                functional_adam(
+                    params,
+                    grads,
+                    avgs,
+                    avg_sqs,
+                    [],
+                    steps,
+                    fused=True,
+                    amsgrad=False,
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=lr,
+                    weight_decay=weight_decay,
+                    eps=eps,
+                    maximize=False,
+                )
+            return
+        counters: Dict[torch.device, List[torch.Tensor]] = {}
+        for (_, device, _), tensors in batches.items():
+            counters.setdefault(device, []).extend(tensors[4])
+        for device_counters in counters.values():
+            torch._foreach_add_(device_counters, 1)  # pyright: ignore[reportPrivateImportUsage]
+        for ((lr, beta1, beta2, eps, weight_decay), _, _), (
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+        ) in batches.items():
+            fused_kernel(
                 params,
                 grads,
                 exp_avgs,
                 exp_avg_sqs,
                 [],
                 steps,
-                fused=True,
                 amsgrad=False,
+                lr=lr,
                 beta1=beta1,
                 beta2=beta2,
-                lr=lr,
                 weight_decay=weight_decay,
                 eps=eps,
                 maximize=False,
+                grad_scale=None,
+                found_inf=None,
             )
 
 

@@ -118,7 +118,10 @@ def test_which_optimisers_step_together():
     assert steps_together(hooked)
 
 
-def test_a_step_together_is_adams_step():
+@pytest.mark.parametrize("kernel", ["fused", "functional"])
+def test_a_step_together_is_adams_step(kernel, monkeypatch):
+    if kernel == "functional":  # a torch without the fused kernel's op: torch's functional fused Adam per batch
+        monkeypatch.setattr(together_module, "FUSED_ADAM_KERNEL", None)
     ours, theirs = _adam(), _adam()
     for param_group in (ours.param_groups[0], theirs.param_groups[0]):
         param_group["lr"] = 0.03  # as a scheduler sets it
