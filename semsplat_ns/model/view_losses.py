@@ -208,8 +208,8 @@ class ViewLossRunner:
     per replay (the CUDA generator's graph-safe offsets), so they are other samples than an eager run would draw.
 
     Graphs of one render size are dropped when a view of another size comes: the training's downscale schedule only
-    grows the renders. Each graph holds its pass's intermediate tensors in a memory pool of its own (about 0.3 GB at
-    512² with 20 classes).
+    grows the renders. Each graph holds its pass's intermediate tensors in a memory pool of its own: peak GPU memory
+    2.87 GB against 2.75 eager on townA, 3.74 against 3.61 on townB (512², 20 classes; aa28cb5).
 
     Args:
         runner: The runner's name.
