@@ -15,6 +15,7 @@ count changes with densification, and a graph needs fixed shapes.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Literal, Optional, Tuple
 
@@ -208,8 +209,9 @@ class ViewLossRunner:
     per replay (the CUDA generator's graph-safe offsets), so they are other samples than an eager run would draw.
 
     Graphs of one render size are dropped when a view of another size comes: the training's downscale schedule only
-    grows the renders. Each graph holds its pass's intermediate tensors in a memory pool of its own: peak GPU memory
-    2.87 GB against 2.75 eager on townA, 3.74 against 3.61 on townB (512², 20 classes; aa28cb5).
+    grows the renders. Where a capture fails (an op the GPU, driver or torch cannot capture) the runner warns once
+    and runs eagerly from then on. Each graph holds its pass's intermediate tensors in a memory pool of its own: peak
+    GPU memory 2.87 GB against 2.75 eager on townA, 3.74 against 3.61 on townB (512², 20 classes; aa28cb5).
 
     Args:
         runner: The runner's name.
@@ -262,7 +264,19 @@ class ViewLossRunner:
             if size != self._size:  # a new render size: the graphs of the last one are done with
                 self._graphs.clear()
                 self._size = size
-            graphed = self._graphs[key] = self._capture(settings, ssim, tuple(present), tensors, semantic, photometric)
+            try:
+                graphed = self._capture(settings, ssim, tuple(present), tensors, semantic, photometric)
+            except RuntimeError as error:  # an op this GPU, driver or torch cannot capture: train on, eagerly
+                self.runner = "eager"
+                self._graphs.clear()
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                warnings.warn(
+                    f"The training losses could not be captured as a CUDA graph ({reason}); they run eagerly from now "
+                    "on, a little slower. --pipeline.model.loss-runner eager skips the attempt.",
+                    stacklevel=2,
+                )
+                return view_losses(settings, ssim, present, semantic, photometric)  # type: ignore[arg-type]
+            self._graphs[key] = graphed
         replayed = graphed(*tensors)  # the graph's own outputs, which the next replay overwrites
         # one stack copies them all (one kernel): the returned losses keep their values after later replays
         return dict(zip(replayed, torch.stack(list(replayed.values())).unbind(0)))

@@ -222,3 +222,29 @@ def test_the_model_trains_on_graphed_losses_as_on_eager_ones(demo_town, tmp_path
     history += run_steps(trainer, range(3, 6))
     assert all(torch.isfinite(value).all() for loss_dict in history for value in loss_dict.values())
     assert model._view_loss_runner.num_graphs >= 1
+
+
+def test_a_failed_capture_warns_once_and_the_losses_run_eagerly(monkeypatch):
+    """Where the GPU, driver or torch cannot capture an op, training goes on with the eager losses (CPU: the capture
+    is made to fail, and the runner is told the CPU takes graphs)."""
+    calls = []
+
+    def failing_capture(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(ViewLossRunner, "graphs_on", lambda self, device: self.runner == "cuda-graph")
+    monkeypatch.setattr(ViewLossRunner, "_capture", staticmethod(failing_capture))
+    maps = _view_maps("labelled", torch.device("cpu"), seed=2)
+    ssim = SSIM(data_range=1.0, channel=3)
+    runner = ViewLossRunner("cuda-graph")
+    with pytest.warns(UserWarning, match=r"could not be captured as a CUDA graph \(operation not permitted [^\n]*\)"):
+        torch.manual_seed(3)
+        got = runner(SETTINGS, ssim, maps, semantic=True)
+    torch.manual_seed(3)
+    expected = view_losses(SETTINGS, ssim, {name: map_ for name, map_ in maps.items() if map_ is not None}, True)
+    assert runner.runner == "eager" and runner.num_graphs == 0 and len(calls) == 1
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    runner(SETTINGS, ssim, maps, semantic=True)  # eager from now on: no second attempt
+    assert len(calls) == 1
