@@ -375,8 +375,7 @@ class SemSplatModel(ResumableSplatfacto):
         # splatfacto's camera transform is compiled: ~3 s of compilation at the first training step and ~0.4 ms of
         # host time per step in its guards and wrappers (H200 profile, profile_semsplat_aa28cb5.txt); world_to_camera
         # is its arithmetic, eager
-        overrides = rasterization_override(rasterize), viewmat_override(world_to_camera)
-        with overrides[0], overrides[1], cuda_calls_stay_on(self.device):
+        with rasterization_override(rasterize), viewmat_override(world_to_camera), cuda_calls_stay_on(self.device):
             outputs = super().get_outputs(camera)
         rgb = outputs["rgb"]  # [H, W, 3]
         assert isinstance(rgb, torch.Tensor)
