@@ -15,9 +15,10 @@ count changes with densification, and a graph needs fixed shapes.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -296,5 +297,15 @@ class ViewLossRunner:
         # the graph's inputs: tensors of their own, leaves, needing gradients where the view's do
         samples = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in tensors)
         with torch.cuda.device(tensors[0].device):
-            graphed = torch.cuda.make_graphed_callables(losses_of, samples, allow_unused_input=True)
+            options = capture_options()
+            graphed = torch.cuda.make_graphed_callables(losses_of, samples, allow_unused_input=True, **options)
         return graphed  # type: ignore[return-value]
+
+
+def capture_options() -> Dict[str, Any]:
+    """Keyword arguments of ``torch.cuda.make_graphed_callables`` for the captures: ``capture_error_mode``
+    "thread_local" where this torch takes it, so that another thread's CUDA work during a capture (the viewer's
+    renders while training) neither fails the capture nor errors in that thread, as the default "global" mode makes
+    both do."""
+    parameters = inspect.signature(torch.cuda.make_graphed_callables).parameters
+    return {"capture_error_mode": "thread_local"} if "capture_error_mode" in parameters else {}

@@ -6,6 +6,7 @@ its settings are tested, the eager arithmetic being what the model tests train w
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Dict, Optional
 
 import pytest
@@ -16,6 +17,7 @@ from semsplat_ns.model.ssim import SSIM
 from semsplat_ns.model.view_losses import (
     ViewLossRunner,
     ViewLossSettings,
+    capture_options,
     effective_loss_runner,
     view_losses,
 )
@@ -248,3 +250,13 @@ def test_a_failed_capture_warns_once_and_the_losses_run_eagerly(monkeypatch):
         assert torch.equal(got[name], expected[name]), name
     runner(SETTINGS, ssim, maps, semantic=True)  # eager from now on: no second attempt
     assert len(calls) == 1
+
+
+def test_captures_let_other_threads_use_the_gpu_where_torch_allows():
+    """The viewer renders in its own thread while training captures: thread-local capture errors where torch's
+    ``make_graphed_callables`` takes the mode, and only arguments it takes."""
+    parameters = inspect.signature(torch.cuda.make_graphed_callables).parameters
+    options = capture_options()
+    assert set(options) <= set(parameters)
+    if "capture_error_mode" in parameters:
+        assert options == {"capture_error_mode": "thread_local"}
