@@ -205,7 +205,7 @@ class ViewLossRunner:
     With ``cuda-graph``, on a CUDA device and with gradients on, the losses of each kind of view (the maps present,
     their shapes, dtypes and whether they need gradients, the settings, whether the semantic losses apply) are
     captured by ``torch.cuda.make_graphed_callables`` at the first view of that kind (three eager warm-up passes, then
-    the captures: a few ms) and replayed afterwards. The view's maps are copied into the graph's own inputs, and the
+    the two captures) and replayed afterwards. The view's maps are copied into the graph's own inputs, and the
     graph's outputs into the returned losses (one kernel). The L2D samples are drawn inside the graph, a fresh draw
     per replay (the CUDA generator's graph-safe offsets), so they are other samples than an eager run would draw.
 
