@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Literal, Optional, Tuple
 
@@ -209,20 +210,28 @@ class ViewLossRunner:
     graph's outputs into the returned losses (one kernel). The L2D samples are drawn inside the graph, a fresh draw
     per replay (the CUDA generator's graph-safe offsets), so they are other samples than an eager run would draw.
 
-    Graphs of one render size are dropped when a view of another size comes: the training's downscale schedule only
-    grows the renders. Where a capture fails (an op the GPU, driver or torch cannot capture) the runner warns once
-    and runs eagerly from then on. Each graph holds its pass's intermediate tensors in a memory pool of its own: peak
-    GPU memory 2.87 GB against 2.75 eager on townA, 3.74 against 3.61 on townB (512², 20 classes; aa28cb5).
+    The last ``max_graphs`` kinds used keep their graphs (the downscale schedule moves through a few render sizes;
+    a capture whose views come in a few sizes replays them all). Where the views come in so many shapes that the
+    runner has captured ``max_captures`` graphs, capturing no longer pays and it runs eagerly from then on, with a
+    warning; so it does where a capture fails (an op the GPU, driver or torch cannot capture, or out of memory). Each
+    graph holds its pass's intermediate tensors in a memory pool of its own: peak GPU memory 2.87 GB against 2.75
+    eager on townA, 3.74 against 3.61 on townB (512², 20 classes; aa28cb5).
 
     Args:
         runner: The runner's name.
+        max_graphs: Kinds of view whose graphs are kept (the least recently used go first).
+        max_captures: Captures after which the runner gives up on graphs.
     """
 
-    def __init__(self, runner: LossRunner = "cuda-graph"):
+    def __init__(self, runner: LossRunner = "cuda-graph", max_graphs: int = 4, max_captures: int = 24):
         effective_loss_runner(runner, torch.device("cpu"))  # an unknown name fails here, at setup
+        assert max_graphs >= 1 and max_captures >= 1, (max_graphs, max_captures)
         self.runner = runner
-        self._graphs: Dict[Hashable, GraphedLosses] = {}
-        self._size: Optional[Tuple[int, int]] = None
+        self.max_graphs = max_graphs
+        self.max_captures = max_captures
+        self.captures = 0
+        """Captures so far (kept graphs and dropped ones)."""
+        self._graphs: OrderedDict[Hashable, GraphedLosses] = OrderedDict()  # least recently used first
 
     @property
     def num_graphs(self) -> int:
@@ -260,27 +269,43 @@ class ViewLossRunner:
             tuple((name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in zip(present, tensors)),
         )
         graphed = self._graphs.get(key)
-        if graphed is None:
-            size = (int(tensors[0].shape[0]), int(tensors[0].shape[1]))  # the first map is [H, W, ...]
-            if size != self._size:  # a new render size: the graphs of the last one are done with
-                self._graphs.clear()
-                self._size = size
+        if graphed is not None:
+            self._graphs.move_to_end(key)
+        else:
+            if self.captures >= self.max_captures:
+                many = f"the views came in so many shapes that {self.captures} graphs were captured"
+                return self._give_up(many, settings, ssim, present, semantic, photometric)
+            while len(self._graphs) >= self.max_graphs:
+                self._graphs.popitem(last=False)  # its memory pool goes with it
+            self.captures += 1
             try:
                 graphed = self._capture(settings, ssim, tuple(present), tensors, semantic, photometric)
             except RuntimeError as error:  # an op this GPU, driver or torch cannot capture: train on, eagerly
-                self.runner = "eager"
-                self._graphs.clear()
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                warnings.warn(
-                    f"The training losses could not be captured as a CUDA graph ({reason}); they run eagerly from now "
-                    "on, a little slower. --pipeline.model.loss-runner eager skips the attempt.",
-                    stacklevel=2,
-                )
-                return view_losses(settings, ssim, present, semantic, photometric)  # type: ignore[arg-type]
+                return self._give_up(f"a capture failed: {reason}", settings, ssim, present, semantic, photometric)
             self._graphs[key] = graphed
         replayed = graphed(*tensors)  # the graph's own outputs, which the next replay overwrites
         # one stack copies them all (one kernel): the returned losses keep their values after later replays
         return dict(zip(replayed, torch.stack(list(replayed.values())).unbind(0)))
+
+    def _give_up(
+        self,
+        reason: str,
+        settings: ViewLossSettings,
+        ssim: nn.Module,
+        present: Dict[str, Optional[Tensor]],
+        semantic: bool,
+        photometric: bool,
+    ) -> Dict[str, Tensor]:
+        """Runs eagerly from now on (warning once why) and returns this view's losses, eager."""
+        self.runner = "eager"
+        self._graphs.clear()
+        warnings.warn(
+            f"The training losses run eagerly from now on, a little slower, not as CUDA graphs ({reason}). "
+            "--pipeline.model.loss-runner eager skips the attempt.",
+            stacklevel=3,
+        )
+        return view_losses(settings, ssim, present, semantic, photometric)  # type: ignore[arg-type]
 
     @staticmethod
     def _capture(

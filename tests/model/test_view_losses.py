@@ -151,18 +151,21 @@ def test_graphed_2d_aggregation_draws_fresh_samples_on_every_replay():
 
 
 @needs_cuda
-def test_a_new_render_size_drops_the_graphs_of_the_last_one():
+def test_the_least_recently_used_graphs_go_first():
     device = torch.device("cuda")
     ssim = SSIM(data_range=1.0, channel=3).to(device)
-    runner = ViewLossRunner("cuda-graph")
+    runner = ViewLossRunner("cuda-graph", max_graphs=2)
     runner(SETTINGS, ssim, _view_maps("labelled", device, 0, size=(32, 32)), semantic=True)
     runner(SETTINGS, ssim, _view_maps("pseudo", device, 0, size=(32, 32)), semantic=True)
-    assert runner.num_graphs == 2
+    runner(SETTINGS, ssim, _view_maps("labelled", device, 1, size=(32, 32)), semantic=True)  # a replay
+    assert runner.num_graphs == 2 and runner.captures == 2
     losses = runner(SETTINGS, ssim, _view_maps("pseudo", device, 0, size=(64, 64)), semantic=True)
-    assert runner.num_graphs == 1 and torch.isfinite(torch.stack(list(losses.values()))).all()
+    assert runner.num_graphs == 2 and runner.captures == 3 and torch.isfinite(torch.stack(list(losses.values()))).all()
+    runner(SETTINGS, ssim, _view_maps("labelled", device, 2, size=(32, 32)), semantic=True)  # kept: used last
+    assert runner.captures == 3
     with torch.no_grad():  # no gradients (e.g. a loss read in evaluation): eager, no graph
         runner(SETTINGS, ssim, _view_maps("labelled", device, 0, size=(64, 64)), semantic=True)
-    assert runner.num_graphs == 1
+    assert runner.captures == 3
 
 
 @needs_cuda
@@ -240,7 +243,7 @@ def test_a_failed_capture_warns_once_and_the_losses_run_eagerly(monkeypatch):
     maps = _view_maps("labelled", torch.device("cpu"), seed=2)
     ssim = SSIM(data_range=1.0, channel=3)
     runner = ViewLossRunner("cuda-graph")
-    with pytest.warns(UserWarning, match=r"could not be captured as a CUDA graph \(operation not permitted [^\n]*\)"):
+    with pytest.warns(UserWarning, match=r"not as CUDA graphs \(a capture failed: operation not permitted [^\n]*\)"):
         torch.manual_seed(3)
         got = runner(SETTINGS, ssim, maps, semantic=True)
     torch.manual_seed(3)
@@ -260,3 +263,29 @@ def test_captures_let_other_threads_use_the_gpu_where_torch_allows():
     assert set(options) <= set(parameters)
     if "capture_error_mode" in parameters:
         assert options == {"capture_error_mode": "thread_local"}
+
+
+def test_views_of_too_many_shapes_make_the_runner_give_up_graphs(monkeypatch):
+    """Captures pay only when view shapes repeat: past ``max_captures`` the runner warns and runs eagerly (CPU: the
+    runner is told the CPU takes graphs, and a capture returns the eager function, counted)."""
+    captured = []
+
+    def counted_capture(settings, ssim, names, tensors, semantic, photometric):
+        captured.append(tuple(tensors[0].shape[:2]))
+        return lambda *inputs: view_losses(settings, ssim, dict(zip(names, inputs)), semantic, photometric)
+
+    monkeypatch.setattr(ViewLossRunner, "graphs_on", lambda self, device: self.runner == "cuda-graph")
+    monkeypatch.setattr(ViewLossRunner, "_capture", staticmethod(counted_capture))
+    ssim = SSIM(data_range=1.0, channel=3)
+    runner = ViewLossRunner("cuda-graph", max_graphs=2, max_captures=3)
+    for size in ((32, 32), (32, 32), (40, 32), (32, 32)):  # the second and fourth views replay
+        runner(SETTINGS, ssim, _view_maps("labelled", torch.device("cpu"), 0, size=size), semantic=True)
+    assert captured == [(32, 32), (40, 32)] and runner.num_graphs == 2
+    runner(SETTINGS, ssim, _view_maps("labelled", torch.device("cpu"), 0, size=(48, 32)), semantic=True)
+    assert captured[-1] == (48, 32) and runner.num_graphs == 2  # the least recently used, (40, 32), went
+    assert runner.runner == "cuda-graph"
+    with pytest.warns(UserWarning, match=r"not as CUDA graphs \(the views came in so many shapes that 3 graphs"):
+        # (40, 32) again: it would be a fourth capture
+        losses = runner(SETTINGS, ssim, _view_maps("labelled", torch.device("cpu"), 0, size=(40, 32)), semantic=True)
+    assert runner.runner == "eager" and runner.num_graphs == 0 and len(captured) == 3
+    assert torch.isfinite(torch.stack(list(losses.values()))).all()
