@@ -156,7 +156,14 @@ class ClusterHandle:
         """Disconnects; a local cluster is shut down (its workers and their stage processes end)."""
         self.client.close()
         if self.cluster is not None:
-            self.cluster.close()
+            try:
+                self.cluster.close()
+            except KeyError:
+                # distributed's watcher of worker status can meet the removal of a worker it never saw added (one
+                # that replaced another shortly before: SpecCluster._update_worker_status). Its error comes out of
+                # the last await of the close, after the workers and the scheduler have stopped: nothing is left
+                # running, and the scenes' results are written. Seen once in 5 runs of test_batch_scenes_per_gpu.
+                pass
 
 
 def _serves_dashboard() -> bool:

@@ -4,6 +4,7 @@ only gets its CUDA_VISIBLE_DEVICES), and the refusals of the flag where it canno
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Dict
 
 import pytest
@@ -18,6 +19,15 @@ from semsplat_ns.scripts.batch import BatchArgs, cluster_options
 def _worker_gpu():
     gpu = gpu_in_use() or {}
     return os.environ.get("CUDA_VISIBLE_DEVICES"), scene_job.worker_sees_gpu(), gpu.get("index")
+
+
+def _wait_for_exactly(client, count: int, timeout: float = 60.0) -> None:
+    """Waits until the scheduler has exactly ``count`` workers (``Client.wait_for_workers`` waits for at least that
+    many, which a retiring worker still counted among them satisfies)."""
+    deadline = time.monotonic() + timeout
+    while len(client.scheduler_info()["workers"]) != count:
+        assert time.monotonic() < deadline, f"the scheduler never had exactly {count} workers"
+        time.sleep(0.1)
 
 
 def test_two_scenes_per_gpu_start_two_workers_pinned_to_it(tmp_path, monkeypatch):
@@ -35,9 +45,9 @@ def test_two_scenes_per_gpu_start_two_workers_pinned_to_it(tmp_path, monkeypatch
         assert handle.description == "local cluster: 2 GPU workers, 2 per GPU (CUDA_VISIBLE_DEVICES 0)"
         # A worker that goes (the nanny or a scale-down) leaves its slot to the next one, on the same GPU.
         cluster.scale(1)
-        handle.client.wait_for_workers(1)
+        _wait_for_exactly(handle.client, 1)  # the retired worker has left the scheduler
         cluster.scale(2)
-        handle.client.wait_for_workers(2)
+        _wait_for_exactly(handle.client, 2)
         assert sorted(cluster.worker_spec) == ["gpu0.0", "gpu0.1"]
         seen = handle.client.run(_worker_gpu)  # type: ignore[assignment]
         assert sorted(seen.values()) == [("0", True, "0"), ("0", True, "0")]
