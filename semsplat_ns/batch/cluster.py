@@ -162,7 +162,7 @@ class ClusterHandle:
                 # distributed's watcher of worker status can meet the removal of a worker it never saw added (one
                 # that replaced another shortly before: SpecCluster._update_worker_status). Its error comes out of
                 # the last await of the close, after the workers and the scheduler have stopped: nothing is left
-                # running, and the scenes' results are written. Seen once in 5 runs of test_batch_scenes_per_gpu.
+                # running, and the scenes' results are written. Seen in one of six CI runs (test_batch_scenes_per_gpu).
                 pass
 
 
