@@ -33,13 +33,15 @@ the full 6000-step prior scored 73.48 / 58.27 mIoU on townA / townB against 75.5
 TrafficSign and townB's Dynamic falling to 0 IoU; 4500 steps, densifying to step 3000 or every 50 steps did not
 bring them back."""
 
-FAST_PRIOR_STEPS = 2_000
+FAST_PRIOR_STEPS = 3_000
 """Steps of the automatic pseudo labels' prior in ``semsplat-fast`` (the default prior trains 6000; 1000 steps take
-~7 s on an H100 with the CUDA-graph step). At 17f17cd (H200s) it scored 73.70 / 58.30 mIoU on townA / townB against
-75.53 / 60.58 for the preset, 135 / 129 s end to end against 154 / 176 s: it keeps the small objects and loses
-2-10 IoU points on some large classes (Static, Fence, Wall, RailTrack, Bridge). With the graphed losses (54f2201,
-benchmarks/results/semsplat_aa28cb5.json): 74.14 / 58.57, 100 / 94 s of seed points, pseudo labels and training,
-against 75.66 / 60.65 and 118 / 128 s for the preset on another H200 machine."""
+~7 s on an H100 with the CUDA-graph step). Measured on one 2 x H200 machine at 26f758e, each run alone on its GPU
+with 16 cores (benchmarks/results/semsplat_26f758e.json): 3000 steps scored 74.73 / 60.47 mIoU on townA / townB
+against 75.58 / 59.11 for the preset on the same machine (-0.85 / +1.36) in 99.6 / 103.1 s of seed points, pseudo
+labels and training (preset 127.0 / 121.8 s); 2000 steps scored 74.26 / 57.16 (-1.32 / -1.95) in 97.4 / 95.5 s.
+One run each: townB's preset scored 60.65 on another machine (aa28cb5), so its spread is about as large. A
+2000-step prior keeps the small objects and loses 2-10 IoU points on some large classes (Static, Fence, Wall,
+RailTrack, Bridge; 17f17cd)."""
 
 
 @dataclass
@@ -189,7 +191,7 @@ semsplat_fast = MethodSpecification(
     config=semsplat_fast_trainer_config(),
     description=(
         f"semsplat with a {FAST_PRIOR_STEPS}-step prior for the automatic pseudo labels (the default trains 6000): "
-        "20-45 s less end to end, about 2 mIoU lower on the towns measured."
+        "about 20-30 s less end to end, within 1.4 mIoU of it on the towns measured."
     ),
 )
 
