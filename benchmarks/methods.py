@@ -68,8 +68,8 @@ METHODS: Dict[str, Method] = {
     "semsplat-no-agree": Method("prior", dict(pseudo_weight_by_agreement=False)),
     # ... or with the transfer head trained by the labelled views alone (pseudo labels move features only) ...
     "semsplat-head-gt": Method("prior", dict(pseudo_trains_head=False)),
-    # ... or with semsplat-fast's 2000-step prior (semsplat-fast scored above the 30k preset: its prior or its
-    # schedule? The preset at 7000 steps is the other half of that question).
+    # ... or with a 2000-step prior (semsplat-fast's until a931229; semsplat-fast scored above the 30k preset: its
+    # prior or its schedule? The preset at 7000 steps is the other half of that question).
     "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
