@@ -71,6 +71,9 @@ METHODS: Dict[str, Method] = {
     # ... or with a 2000-step prior (semsplat-fast's until a931229; semsplat-fast scored above the 30k preset: its
     # prior or its schedule? The preset at 7000 steps is the other half of that question).
     "semsplat-prior2k": Method("prior", prior=dict(steps=2000)),
+    # ... or with semsplat-fast's 3000-step prior (from a931229), e.g. at 6000 steps (semsplat-prior3k@6000 in
+    # grid_rows.sh: the schedule compressed to them), the next candidate for a semsplat-fast of <= 90 s.
+    "semsplat-prior3k": Method("prior", prior=dict(steps=3000)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
     # 2026-11-27 balances the prior's classes and tolerates 5 (3 since the rows of 2bab260); these take either back
