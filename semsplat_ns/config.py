@@ -39,7 +39,8 @@ FAST_PRIOR_STEPS = 3_000
 with 16 cores (benchmarks/results/semsplat_26f758e.json): 3000 steps scored 74.73 / 60.47 mIoU on townA / townB
 against 75.58 / 59.11 for the preset on the same machine (-0.85 / +1.36) in 99.6 / 103.1 s of seed points, pseudo
 labels and training (preset 127.0 / 121.8 s); 2000 steps scored 74.26 / 57.16 (-1.32 / -1.95) in 97.4 / 95.5 s.
-One run each: townB's preset scored 60.65 on another machine (aa28cb5), so its spread is about as large. A
+One run each: townB's preset scored 60.65 on another machine (aa28cb5), so its spread is about as large; townB's
+gain is mostly one rare class (Other), and Static, Bridge (townA), Wall, Fence (townB) are over 3 points under. A
 2000-step prior keeps the small objects and loses 2-10 IoU points on some large classes (Static, Fence, Wall,
 RailTrack, Bridge; 17f17cd)."""
 
