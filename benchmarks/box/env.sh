@@ -6,6 +6,12 @@
 # gsplat build when there is one.
 if [ ! -d /tmp/site/nerfstudio ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || return 1
+  # Bytecode once per machine, on all cores: --no-compile leaves none, and where PYTHONDONTWRITEBYTECODE is set (it
+  # is on the CPU box) every process would compile again each module it imports. ns-train took 18-23 s from its
+  # start to its first log line on a 2 x H200 box (2026-11-27) against 6.7 s on the 2-core CPU box, whose venv has
+  # its bytecode; the cause is not measured yet, this is the first suspect.
+  python3 -m compileall -q -j 0 /tmp/site > /dev/null 2>&1
+  echo "env.sh: wheels installed and compiled; PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
 fi
 export PYTHONPATH=$PWD/benchmarks/box:/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 export MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1

@@ -14,6 +14,7 @@ mkdir -p $work/repo $work/results
 tar --exclude=./.whl --exclude=./.git -cf - . | tar -xf - -C $work/repo
 cd $work/repo
 source benchmarks/box/env.sh || exit 1  # the copy's paths (PYTHONPATH, GSPLAT_PREBUILT)
+python3 -m compileall -q -j 0 semsplat_ns benchmarks > /dev/null  # the copy's bytecode (env.sh says why)
 if [ -n "${MPS:-}" ] && command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p /tmp/mps /tmp/mps-log
