@@ -12,11 +12,15 @@ adds to splatfacto's step:
 - ``optimizers-apart``: the preset with nerfstudio's one ``Adam.step`` per group instead of semsplat's steps taken
   together (``optimizers_step_together``: the before of that change, on the same machine);
 - ``losses-eager``: the preset with each view's image losses run eagerly instead of replayed as CUDA graphs
-  (``loss_runner``: the before of that change, on the same machine).
+  (``loss_runner``: the before of that change, on the same machine);
+- ``chunk32``: the preset with its ~20 training channels in one rasterization kernel (padded to 32) instead of a 16-
+  and a 4/5-channel kernel (``channel_chunk``): more GPU work, one autograd function less for the host.
 
 ``--kernels N`` (CUDA) adds one more run of the first variant with N steps of its second half under torch's profiler:
 ``--out``/kernels[_<label>].json holds the wall ms per step of that window, the GPU's busy ms per step (the CUDA
-kernels' and copies' own time, summed) and the kernels taking most of it; ``kernels[_<label>].txt`` is torch's table.
+kernels' and copies' own time, summed) and the kernels taking most of it, and the host's side: aten operators launched
+per step and the operators with most own host time; ``kernels[_<label>].txt`` and ``host_ops[_<label>].txt`` are
+torch's tables by GPU and by host time.
 GPU busy time well under the wall time says the step waits on the host (Python, launches, syncs), not the GPU.
 
 ``--sync-debug`` (CUDA) adds one more run of the first variant with ``torch.cuda.set_sync_debug_mode("warn")`` over
@@ -60,6 +64,7 @@ VARIANTS = {
     "rgb-only": dict(semantic_loss_weight=0.0, pseudo_loss_weight=0.0, agg2d_loss_weight=0.0, agg3d_loss_weight=0.0),
     "optimizers-apart": {},
     "losses-eager": dict(loss_runner="eager"),
+    "chunk32": dict(channel_chunk=32),
 }
 """Variant -> its model settings (``SemSplatModelConfig`` fields)."""
 
@@ -314,6 +319,33 @@ class KernelWindow:
         assert self.profiler is not None
         return self.profiler.key_averages().table(sort_by="self_device_time_total", row_limit=60)
 
+    def host_table(self) -> str:
+        """Torch's table of the window, by own host (CPU) time: where a host-bound step goes."""
+        assert self.profiler is not None
+        return self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=80)
+
+    def host_summary(self, top: int = 40) -> dict:
+        """The host side of the window: aten operators launched per step, and the ``top`` operators and autograd
+        functions by their own host time per step (an operator that waits for the GPU, e.g.
+        ``aten::_local_scalar_dense`` behind ``.item()``, holds the wait)."""
+        assert self.profiler is not None and self.steps > 0, "no step was profiled"
+        averages = self.profiler.key_averages()
+        events = [e for e in averages if e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0]
+        events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+        aten_calls = sum(e.count for e in events if e.key.startswith("aten::"))
+        return dict(
+            aten_ops_per_step=aten_calls / self.steps,
+            host_self_ms_per_step=sum(e.self_cpu_time_total for e in events) / 1000 / self.steps,
+            host_ops=[
+                dict(
+                    name=e.key[:160],
+                    calls_per_step=e.count / self.steps,
+                    self_ms_per_step=e.self_cpu_time_total / 1000 / self.steps,
+                )
+                for e in events[:top]
+            ],
+        )
+
 
 def preset_config(scene: Path, variant: str, iterations: int, output_dir: Path):
     """The registered ``semsplat`` preset (``ns-train semsplat``'s config) on ``scene``, stopped after ``iterations``
@@ -462,9 +494,12 @@ def main() -> None:
         print(row, flush=True)
         summary = kernels.summary()
         write_json_atomic(
-            args.out / labelled("kernels", label, "json"), dict(**common, variant=variants[0], **summary), indent=1
+            args.out / labelled("kernels", label, "json"),
+            dict(**common, variant=variants[0], **summary, **kernels.host_summary()),
+            indent=1,
         )
         (args.out / labelled("kernels", label, "txt")).write_text(kernels.table())
+        (args.out / labelled("host_ops", label, "txt")).write_text(kernels.host_table())
         print(
             f"{summary['wall_ms_per_step']:.2f} ms wall, {summary['gpu_busy_ms_per_step']:.2f} ms GPU busy per step",
             flush=True,
