@@ -42,7 +42,9 @@ labels and training (preset 127.0 / 121.8 s); 2000 steps scored 74.26 / 57.16 (-
 One run each: townB's preset scored 60.65 on another machine (aa28cb5), so its spread is about as large; townB's
 gain is mostly one rare class (Other), and Static, Bridge (townA), Wall, Fence (townB) are over 3 points under. A
 2000-step prior keeps the small objects and loses 2-10 IoU points on some large classes (Static, Fence, Wall,
-RailTrack, Bridge; 17f17cd)."""
+RailTrack, Bridge; 17f17cd). On one H100 (28cdb21, benchmarks/results/semsplat_28cdb21.json) it scored 73.79 and 74.13
+against 75.18 and 75.56 on townA (two pairs of runs) and 59.75 against 60.20 on townB, in 92.5-99.8 / 91.4 s against
+111-117 / 123 s."""
 
 
 @dataclass
@@ -192,7 +194,7 @@ semsplat_fast = MethodSpecification(
     config=semsplat_fast_trainer_config(),
     description=(
         f"semsplat with a {FAST_PRIOR_STEPS}-step prior for the automatic pseudo labels (the default trains 6000): "
-        "about 20-30 s less end to end, within 1.4 mIoU of it on the towns measured."
+        "about 18-31 s less end to end, within 1.5 mIoU of it on the towns measured."
     ),
 )
 
