@@ -74,6 +74,10 @@ METHODS: Dict[str, Method] = {
     # ... or with semsplat-fast's 3000-step prior (from a931229), e.g. at 6000 steps (semsplat-prior3k@6000 in
     # grid_rows.sh: the schedule compressed to them), the next candidate for a semsplat-fast of <= 90 s.
     "semsplat-prior3k": Method("prior", prior=dict(steps=3000)),
+    # ... or that prior on 192-pixel crops instead of 256: its step is GPU work (forward, loss and backward replay as
+    # one CUDA graph), about proportional to the pixels, so ~0.56x of its 22 s on an H100 if quality holds (the
+    # other candidate: semsplat-fast's 3000-step prior took 22 of its 92.5-99.8 s of stages on townA at 28cdb21).
+    "semsplat-prior3k-crop192": Method("prior", prior=dict(steps=3000, crop=192)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
     # 2026-11-27 balances the prior's classes and tolerates 5 (3 since the rows of 2bab260); these take either back
