@@ -74,8 +74,8 @@ METHODS: Dict[str, Method] = {
     # ... or with semsplat-fast's 3000-step prior (from a931229), e.g. at 6000 steps (semsplat-prior3k@6000 in
     # grid_rows.sh: the schedule compressed to them), the next candidate for a semsplat-fast of <= 90 s.
     "semsplat-prior3k": Method("prior", prior=dict(steps=3000)),
-    # ... or that prior on 192-pixel crops instead of 256: its step is GPU work (forward, loss and backward replay as
-    # one CUDA graph), about proportional to the pixels, so ~0.56x of its 22 s on an H100 if quality holds (the
+    # ... or that prior on 192-pixel crops instead of 256: its step should be mostly GPU work (forward, loss, backward
+    # replay as one CUDA graph; not profiled), about proportional to the pixels: ~0.56x of its 22 s on an H100 (the
     # other candidate: semsplat-fast's 3000-step prior took 22 of its 92.5-99.8 s of stages on townA at 28cdb21).
     "semsplat-prior3k-crop192": Method("prior", prior=dict(steps=3000, crop=192)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
