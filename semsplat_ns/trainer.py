@@ -8,9 +8,11 @@ file pairing, cameras, labels, classes), so a bad scene gives its one line befor
 ``<run>/stage_times.json`` (benchmarks read ``end_to_end_s`` from it):
 
 * ``seed_points_s``: triangulating (or reading the cached) seed points, as the dataparser reports it;
-* ``pseudo_labels_s``: the automatic pseudo labels (the prior), as the datamanager reports it;
+* ``pseudo_labels_s``: the automatic pseudo labels (the prior), as the datamanager reports it, and
+  ``pseudo_label_stages_s`` the stages of their pipeline when it ran (depth, reprojection, the prior's training, ...);
 * ``setup_s``: all of the trainer's setup (data loading, the two stages above, model, optimisers, viewer);
-* ``train_s``: the training loop, evaluation renders and checkpoint writes left out;
+* ``train_s``: the training loop, evaluation renders and checkpoint writes left out; ``first_step_s`` its first step
+  (the CUDA graph captures and the kernels' warm-up happen there);
 * ``eval_s`` / ``first_eval_s``: the evaluation renders inside the loop (all of them / the first);
 * ``checkpoint_s``: writing checkpoints;
 * ``end_to_end_s``: from the start of the setup to the end of the last step.
@@ -29,7 +31,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import Optimizers
@@ -40,13 +42,29 @@ from rich.table import Table
 from semsplat_ns.atomic import write_bytes_atomic
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data.capture_dataparser import SemSplatDataParserConfig, capture_layout
-from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY, IRTDataParser, IRTDataParserConfig
+from semsplat_ns.data.irt_dataparser import (
+    PSEUDO_LABEL_STAGE_PREFIX,
+    STAGE_SECONDS_KEY,
+    IRTDataParser,
+    IRTDataParserConfig,
+)
 from semsplat_ns.event_writers import write_per_step_series_at_logging_steps
 from semsplat_ns.model.semsplat_model import SemSplatModel
 from semsplat_ns.optimizers import SteppedTogetherOptimizers
 
 STAGE_TIMES_NAME = "stage_times.json"
 """File name of the stage times, in the run's folder (beside config.yml)."""
+
+PSEUDO_LABEL_STAGE_NAMES = {
+    "read_scene": "reading the scene",
+    "depth": "depth of the views",
+    "read_photos": "reading the photos",
+    "reproject": "reprojecting the labelled views",
+    "prior_train": "training the prior",
+    "prior_predict": "the prior's predictions",
+    "write": "writing them",
+}
+"""The pseudo-label pipeline's stages (``meta.json``'s ``times_s``) as the stage table names them, in their order."""
 
 
 @dataclass
@@ -59,8 +77,13 @@ class StageTimes:
     """Seed points: triangulated from the known poses, or read from their cache or the capture's sparse model."""
     pseudo_labels_s: Optional[float] = None
     """Automatic pseudo labels (made, checked or reused)."""
+    pseudo_label_stages_s: Dict[str, float] = field(default_factory=dict)
+    """The pseudo-label pipeline's stages when it ran (stage name -> s, :data:`PSEUDO_LABEL_STAGE_NAMES`); empty when
+    the pseudo labels were reused or none were made."""
     train_s: float = 0.0
     """The training loop, less evaluation renders and checkpoint writes."""
+    first_step_s: Optional[float] = None
+    """The loop's first step, part of ``train_s``: the loss graphs' captures and the kernels' first launches."""
     eval_s: float = 0.0
     """Evaluation renders inside the training loop."""
     first_eval_s: Optional[float] = None
@@ -89,6 +112,30 @@ def data_stage_seconds(metadata: Dict) -> Dict[str, float]:
     """
     seconds = metadata.get(STAGE_SECONDS_KEY) or {}
     return {str(name): float(value) for name, value in seconds.items()}
+
+
+def stage_rows(times: StageTimes) -> List[Tuple[str, float]]:
+    """The stage table's rows (name, seconds), the stages that ran only; sub-stages are indented under theirs.
+
+    Args:
+        times: A run's stage times.
+    """
+    pseudo_stages = sorted(
+        times.pseudo_label_stages_s.items(),
+        key=lambda item: list(PSEUDO_LABEL_STAGE_NAMES).index(item[0]) if item[0] in PSEUDO_LABEL_STAGE_NAMES else 99,
+    )
+    rows: List[Tuple[str, Optional[float]]] = [
+        ("seed points", times.seed_points_s),
+        ("pseudo labels", times.pseudo_labels_s),
+        *((f"  {PSEUDO_LABEL_STAGE_NAMES.get(name, name)}", seconds) for name, seconds in pseudo_stages),
+        ("setup (data, points, pseudo labels, model)", times.setup_s),
+        (f"training ({times.steps} steps, {times.steps_per_s:.1f} steps/s)", times.train_s),
+        ("  first step (graph captures, warm-up)", times.first_step_s),
+        ("evaluation renders in the loop", times.eval_s),
+        ("checkpoints", times.checkpoint_s),
+        ("end to end", times.end_to_end_s),
+    ]
+    return [(name, seconds) for name, seconds in rows if seconds is not None]
 
 
 def check_scene(config: TrainerConfig) -> None:
@@ -162,6 +209,11 @@ class SemSplatTrainer(Trainer):
         seconds = data_stage_seconds(outputs.metadata) if outputs is not None else {}
         self.stage_times.seed_points_s = seconds.get("seed_points")
         self.stage_times.pseudo_labels_s = seconds.get("pseudo_labels")
+        self.stage_times.pseudo_label_stages_s = {
+            name[len(PSEUDO_LABEL_STAGE_PREFIX) :]: value
+            for name, value in seconds.items()
+            if name.startswith(PSEUDO_LABEL_STAGE_PREFIX)
+        }
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimisers; with ``optimizers_step_together`` their Adam steps are taken together
@@ -175,6 +227,16 @@ class SemSplatTrainer(Trainer):
         """nerfstudio's training loop; the stage times are completed when it ends (:meth:`_after_train`)."""
         self._loop_started = time.perf_counter()
         super().train()
+
+    def train_iteration(self, step: int):
+        """nerfstudio's training step; the loop's first one is timed (one wait for the device, after it)."""
+        if self.stage_times.first_step_s is not None:
+            return super().train_iteration(step)
+        started = time.perf_counter()
+        result = super().train_iteration(step)
+        self._synchronize()
+        self.stage_times.first_step_s = time.perf_counter() - started
+        return result
 
     def eval_iteration(self, step: int) -> None:
         """nerfstudio's evaluation of this step, timed when it renders anything."""
@@ -220,19 +282,9 @@ class SemSplatTrainer(Trainer):
 
     def _report_stage_times(self) -> None:
         times = self.stage_times
-        rows = [
-            ("seed points", times.seed_points_s),
-            ("pseudo labels", times.pseudo_labels_s),
-            ("setup (data, points, pseudo labels, model)", times.setup_s),
-            (f"training ({times.steps} steps, {times.steps_per_s:.1f} steps/s)", times.train_s),
-            ("evaluation renders in the loop", times.eval_s),
-            ("checkpoints", times.checkpoint_s),
-            ("end to end", times.end_to_end_s),
-        ]
         table = Table(title="Stage times", show_header=False)
-        for name, seconds in rows:
-            if seconds is not None:
-                table.add_row(name, f"{seconds:.1f} s")
+        for name, seconds in stage_rows(times):
+            table.add_row(name, f"{seconds:.1f} s")
         CONSOLE.print(table)
         path = self.base_dir / STAGE_TIMES_NAME
         record = {**asdict(times), "steps_per_s": times.steps_per_s}

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import TYPE_CHECKING, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -29,10 +29,18 @@ from PIL import Image
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.data import irt_io
-from semsplat_ns.data.irt_dataparser import STAGE_SECONDS_KEY, IRTDataParserConfig, resolve_scene_dir
+from semsplat_ns.data.irt_dataparser import (
+    PSEUDO_LABEL_STAGE_PREFIX,
+    STAGE_SECONDS_KEY,
+    IRTDataParserConfig,
+    resolve_scene_dir,
+)
 from semsplat_ns.geometry.visibility import ReprojectSettings
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.store import read_confidence
+
+if TYPE_CHECKING:  # imported when pseudo labels are made: it pulls the depth and reprojection code
+    from semsplat_ns.pseudo.auto import AutoPseudoLabels
 
 # Kinds of view (see SemSplatModel): a labelled view, a view with pseudo labels, a photo only.
 VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED = 0, 1, 2
@@ -214,27 +222,33 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
     ):
         # Only training needs pseudo labels ("val" is ns-train's mode; ns-eval and ns-render use the others),
         # and one process makes them. Before the dataparser runs, so that it lists what was made.
-        pseudo_seconds: Optional[float] = None
+        pseudo_seconds: Dict[str, float] = {}
         if config.auto_pseudo_labels != "off" and test_mode == "val" and local_rank == 0:
             started = time.perf_counter()
-            self._ensure_pseudo_labels(config, device)
-            pseudo_seconds = time.perf_counter() - started
+            outcome = self._ensure_pseudo_labels(config, device)
+            pseudo_seconds["pseudo_labels"] = time.perf_counter() - started
+            if outcome is not None:  # the pipeline's own stages, when it ran (the prior's training, depth, ...)
+                stages = outcome.stage_seconds.items()
+                pseudo_seconds.update({PSEUDO_LABEL_STAGE_PREFIX + name: seconds for name, seconds in stages})
         super().__init__(
             config, device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, **kwargs
         )
-        if pseudo_seconds is not None:
+        if pseudo_seconds:
             # Reported where ns-train's stage times read the data stages (semsplat_ns.trainer).
             metadata = self.train_dataparser_outputs.metadata
-            metadata[STAGE_SECONDS_KEY] = {**(metadata.get(STAGE_SECONDS_KEY) or {}), "pseudo_labels": pseudo_seconds}
+            metadata[STAGE_SECONDS_KEY] = {**(metadata.get(STAGE_SECONDS_KEY) or {}), **pseudo_seconds}
 
     @staticmethod
-    def _ensure_pseudo_labels(config: SemSplatDataManagerConfig, device: Union[torch.device, str]) -> None:
-        """Makes, reuses or rebuilds the prior's pseudo labels of the scene (one console line says which)."""
+    def _ensure_pseudo_labels(
+        config: SemSplatDataManagerConfig, device: Union[torch.device, str]
+    ) -> Optional[AutoPseudoLabels]:
+        """Makes, reuses or rebuilds the prior's pseudo labels of the scene (one console line says which); returns
+        what was done (None: the dataparser loads no pseudo labels, so none are made)."""
         if not config.dataparser.load_pseudo_labels:
             CONSOLE.print(
                 "Pseudo labels: not made automatically (--pipeline.datamanager.dataparser.load-pseudo-labels False)"
             )
-            return
+            return None
         # Imported here: the pipeline pulls the depth and reprojection code that training otherwise skips.
         from semsplat_ns.pseudo.auto import ensure_pseudo_labels
 
@@ -243,7 +257,7 @@ class SemSplatDataManager(FullImageDatamanager[SemanticIRTDataset]):
             data = resolve_scene_dir(data)
         # A capture is read with the run's own options (nerfstudio's split, downscaled or undistorted pictures).
         parser = replace(config.dataparser, data=data)
-        ensure_pseudo_labels(
+        return ensure_pseudo_labels(
             data, config.pseudo_prior, device=str(device), dataparser=parser, reproject=config.pseudo_reproject
         )
 

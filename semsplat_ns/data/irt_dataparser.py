@@ -36,7 +36,11 @@ EVAL_INTERVAL_FLAG = "--pipeline.datamanager.dataparser.eval-interval"
 
 STAGE_SECONDS_KEY = "stage_seconds"
 """Key of the train split's metadata under which the data stages report their wall seconds (name -> s): the
-dataparser ``seed_points``, the datamanager ``pseudo_labels``; ``ns-train`` prints them (semsplat_ns.trainer)."""
+dataparser ``seed_points``, the datamanager ``pseudo_labels`` and, when it made them, their pipeline's stages under
+:data:`PSEUDO_LABEL_STAGE_PREFIX`; ``ns-train`` prints them (semsplat_ns.trainer)."""
+
+PSEUDO_LABEL_STAGE_PREFIX = "pseudo_labels."
+"""Prefix of the pseudo-label pipeline's stages among the stage seconds (e.g. ``pseudo_labels.prior_train``)."""
 
 
 @dataclass

@@ -5,9 +5,9 @@ and they are made once, then cached in the scene's store (``train/pseudo/`` of a
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Dict, Literal, Optional
 
 from semsplat_ns.console import CONSOLE
 from semsplat_ns.geometry.visibility import ReprojectSettings
@@ -15,6 +15,25 @@ from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, ou
 from semsplat_ns.pseudo.prior import PriorSettings
 from semsplat_ns.pseudo.scene import read_scene
 from semsplat_ns.pseudo.store import PSEUDO_DIR, input_digest, meta_path, read_previous_meta
+
+AutoStatus = Literal["made", "reused", "rebuilt", "kept", "skipped"]
+"""What :func:`ensure_pseudo_labels` did."""
+
+
+@dataclass(frozen=True)
+class AutoPseudoLabels:
+    """What :func:`ensure_pseudo_labels` did, and how long each stage of the pipeline took when it ran it."""
+
+    status: AutoStatus
+    """made, reused, rebuilt, kept or skipped."""
+    stage_seconds: Dict[str, float] = field(default_factory=dict)
+    """Stage name -> wall seconds of the pipeline's run (``meta.json``'s ``times_s`` without its total: read_scene,
+    depth, read_photos, reproject, prior_train, prior_predict, write); empty when nothing was made."""
+
+
+def _made(record: Dict[str, Any], status: AutoStatus) -> AutoPseudoLabels:
+    times = record.get("times_s") or {}
+    return AutoPseudoLabels(status, {str(k): float(v) for k, v in times.items() if k != "total"})
 
 
 def _pseudo_files_exist(root: Path) -> bool:
@@ -36,7 +55,7 @@ def ensure_pseudo_labels(
     device: Optional[str] = None,
     dataparser: Optional[Any] = None,
     reproject: Optional[ReprojectSettings] = None,
-) -> Literal["made", "reused", "rebuilt", "kept", "skipped"]:
+) -> AutoPseudoLabels:
     """The datamanager's automatic pseudo labels: prior pseudo labels made before training when the scene
     has none, cached under train/pseudo with their parameters and input digest in meta.json.
 
@@ -56,7 +75,7 @@ def ensure_pseudo_labels(
         reproject: The reprojection's tolerances (part of the cache key); None: semsplat-pseudo-labels' defaults.
 
     Returns:
-        What was done.
+        What was done, with the stage times of the pipeline when it ran (made or rebuilt).
     """
     scene_dir = Path(scene_dir)
     args = PseudoLabelArgs(
@@ -77,17 +96,16 @@ def ensure_pseudo_labels(
     if previous is not None and previous.get("cache_key") == want and previous.get("inputs_sha256") == digest:
         if complete:
             CONSOLE.print(f"Pseudo labels: reusing the prior's in {where} (inputs and parameters unchanged)")
-            return "reused"
+            return AutoPseudoLabels("reused")
     if (previous is None or previous.get("origin") == "auto") and not _writable(root):
         CONSOLE.print(
             f"[bold yellow]Pseudo labels: {root} is not writable, so none are made; training goes "
             "on without them (copy the scene somewhere writable, or run semsplat-pseudo-labels on a copy)"
         )
-        return "skipped"
+        return AutoPseudoLabels("skipped")
     if previous is None and not _pseudo_files_exist(root):
         CONSOLE.print(f"Pseudo labels: none in {where}; making them with the prior (cached for the next run)")
-        run(args, origin="auto", dataparser=dataparser)
-        return "made"
+        return _made(run(args, origin="auto", dataparser=dataparser), "made")
     if previous is not None and previous.get("origin") == "auto":
         reasons = []
         if previous.get("cache_key") != want:
@@ -104,10 +122,9 @@ def ensure_pseudo_labels(
         if not complete:
             reasons.append("files missing")
         CONSOLE.print(f"Pseudo labels: rebuilding the prior's pseudo labels in {where}: {'; '.join(reasons)}")
-        run(args, origin="auto", dataparser=dataparser)
-        return "rebuilt"
+        return _made(run(args, origin="auto", dataparser=dataparser), "rebuilt")
     made_by = f"backend {previous.get('backend')}" if previous is not None else "an unrecorded run"
     CONSOLE.print(
         f"Pseudo labels: using those already in {where} ({made_by}); automatic pseudo labels leave them as they are"
     )
-    return "kept"
+    return AutoPseudoLabels("kept")

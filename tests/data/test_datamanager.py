@@ -23,7 +23,7 @@ from semsplat_ns.data.datamanager import (
     SemSplatDataManagerConfig,
     TrainViewCamera,
 )
-from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
+from semsplat_ns.data.irt_dataparser import PSEUDO_LABEL_STAGE_PREFIX, STAGE_SECONDS_KEY, IRTDataParserConfig
 from semsplat_ns.data.irt_io import IRTDataError
 from semsplat_ns.geometry.visibility import ReprojectSettings
 from semsplat_ns.pseudo.pipeline import PseudoLabelArgs, run
@@ -250,6 +250,13 @@ def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatc
     dm = _auto(town)
     assert "none in" in capsys.readouterr().out
     meta = json.loads((town / "train" / "pseudo" / "meta.json").read_text())
+    # ns-train's stage table gets the time of the whole and of each stage of the pipeline that made them
+    seconds = dm.train_dataparser_outputs.metadata[STAGE_SECONDS_KEY]
+    stages = {
+        k[len(PSEUDO_LABEL_STAGE_PREFIX) :]: v for k, v in seconds.items() if k.startswith(PSEUDO_LABEL_STAGE_PREFIX)
+    }
+    assert stages == {k: pytest.approx(v) for k, v in meta["times_s"].items() if k != "total"}
+    assert "prior_train" in stages and 0.0 < sum(stages.values()) <= seconds["pseudo_labels"]
     assert meta["origin"] == "auto" and meta["backend"] == "prior" and meta["cache_key"]["prior"]["steps"] == 40
     assert "too few points" in meta["counts"]["depth_error"] and meta["counts"]["prior_reprojected_views"] == 0
     kinds = dm.train_dataset.view_kinds
@@ -259,8 +266,12 @@ def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatc
     stamps = _stamps(town)
     assert len(stamps) == 3 * len(targets)
 
-    _auto(town)  # unchanged: the cache is used as it is
+    reused = _auto(town)  # unchanged: the cache is used as it is
     assert "reusing" in capsys.readouterr().out
+    reused_seconds = reused.train_dataparser_outputs.metadata[STAGE_SECONDS_KEY]
+    assert "pseudo_labels" in reused_seconds and not any(
+        k.startswith(PSEUDO_LABEL_STAGE_PREFIX) for k in reused_seconds
+    )
     assert _stamps(town) == stamps
 
     _auto(town, _with_steps(41))
