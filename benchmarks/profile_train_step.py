@@ -295,24 +295,28 @@ class KernelWindow:
         """The window's wall and GPU-busy ms per step and its ``top`` kernels by their own GPU time."""
         assert self.profiler is not None and self.steps > 0, "no step was profiled"
         # the kernels and copies themselves: an operator's own device time repeats its kernels' (counted twice)
-        events = [
-            e for e in self.profiler.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0
-        ]
-        events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+        events = self._busiest(DeviceType.CUDA, "self_device_time_total")
         busy_us = sum(e.self_device_time_total for e in events)
         return dict(
             steps=self.steps,
             wall_ms_per_step=1000 * self.wall_s / self.steps,
             gpu_busy_ms_per_step=busy_us / 1000 / self.steps,
-            kernels=[
-                dict(
-                    name=e.key[:160],
-                    calls_per_step=e.count / self.steps,
-                    ms_per_step=e.self_device_time_total / 1000 / self.steps,
-                )
-                for e in events[:top]
-            ],
+            kernels=self._per_step(events[:top], "self_device_time_total", "ms_per_step"),
         )
+
+    def _busiest(self, device_type: DeviceType, own_time: str) -> list:
+        """The window's events of one device type with some of their own time (``own_time``), most first."""
+        assert self.profiler is not None
+        events = [e for e in self.profiler.key_averages() if e.device_type == device_type and getattr(e, own_time) > 0]
+        return sorted(events, key=lambda e: getattr(e, own_time), reverse=True)
+
+    def _per_step(self, events: list, own_time: str, name: str) -> List[dict]:
+        """Each event's name, calls per step and own time per step in ms (under ``name``)."""
+        steps = self.steps
+        return [
+            {"name": e.key[:160], "calls_per_step": e.count / steps, name: getattr(e, own_time) / 1000 / steps}
+            for e in events
+        ]
 
     def table(self) -> str:
         """Torch's table of the window, by own GPU time."""
@@ -329,21 +333,12 @@ class KernelWindow:
         functions by their own host time per step (an operator that waits for the GPU, e.g.
         ``aten::_local_scalar_dense`` behind ``.item()``, holds the wait)."""
         assert self.profiler is not None and self.steps > 0, "no step was profiled"
-        averages = self.profiler.key_averages()
-        events = [e for e in averages if e.device_type == DeviceType.CPU and e.self_cpu_time_total > 0]
-        events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+        events = self._busiest(DeviceType.CPU, "self_cpu_time_total")
         aten_calls = sum(e.count for e in events if e.key.startswith("aten::"))
         return dict(
             aten_ops_per_step=aten_calls / self.steps,
             host_self_ms_per_step=sum(e.self_cpu_time_total for e in events) / 1000 / self.steps,
-            host_ops=[
-                dict(
-                    name=e.key[:160],
-                    calls_per_step=e.count / self.steps,
-                    self_ms_per_step=e.self_cpu_time_total / 1000 / self.steps,
-                )
-                for e in events[:top]
-            ],
+            host_ops=self._per_step(events[:top], "self_cpu_time_total", "self_ms_per_step"),
         )
 
 

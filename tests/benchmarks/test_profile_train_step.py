@@ -14,7 +14,14 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from benchmarks.profile_train_step import SYNC_WARNING, TORCH_DIR, SyncLocations, outside_torch, preset_config
+from benchmarks.profile_train_step import (
+    SYNC_WARNING,
+    TORCH_DIR,
+    KernelWindow,
+    SyncLocations,
+    outside_torch,
+    preset_config,
+)
 
 SOFTMAX_WARNING = "Implicit dimension choice for softmax"
 
@@ -113,3 +120,28 @@ def test_the_optimizers_apart_variant_is_the_preset_stepping_per_group(tmp_path)
     preset = preset_config(tmp_path / "scene", "semsplat", 40, tmp_path / "runs")
     assert not config.optimizers_step_together and preset.optimizers_step_together
     assert config.pipeline.model == preset.pipeline.model
+
+
+def test_kernel_window_host_summary_counts_the_operators_each_step_launches():
+    # The window's own start and stop sync CUDA; its summaries read any profiler, here one of host activity alone.
+    window = KernelWindow(first=0, steps=2)
+    window.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    x = torch.ones(64, 64)
+    with window.profiler:
+        for _ in range(2):  # two "steps": three adds and one matmul each
+            y = x + 1
+            y = y + 1
+            y = y + 1
+            torch.mm(y, y)
+    window.steps = 2
+    host = window.host_summary(top=5)
+    by_name = {entry["name"]: entry for entry in host["host_ops"]}
+    assert by_name["aten::add"]["calls_per_step"] == 3 and by_name["aten::mm"]["calls_per_step"] == 1
+    assert host["aten_ops_per_step"] >= 4
+    times = [entry["self_ms_per_step"] for entry in host["host_ops"]]
+    assert times == sorted(times, reverse=True) and len(times) <= 5 and all(t > 0 for t in times)
+    assert host["host_self_ms_per_step"] >= sum(times)
+    # no device work in the window: nothing busy, no kernels
+    window.wall_s = 0.01
+    summary = window.summary()
+    assert summary["gpu_busy_ms_per_step"] == 0 and summary["kernels"] == [] and summary["wall_ms_per_step"] == 5.0
