@@ -61,8 +61,8 @@ PSEUDO_LABEL_STAGE_NAMES = {
     "read_photos": "reading the photos",
     "reproject": "reprojecting the labelled views",
     "prior_train": "training the prior",
-    "prior_predict": "the prior's predictions",
-    "write": "writing them",
+    "prior_predict": "predicting with the prior",
+    "write": "writing the pseudo labels",
 }
 """The pseudo-label pipeline's stages (``meta.json``'s ``times_s``) as the stage table names them, in their order."""
 

@@ -76,7 +76,7 @@ def test_stage_rows_indent_the_pseudo_label_stages_in_pipeline_order_and_leave_o
         "pseudo labels",
         "  depth of the views",
         "  training the prior",
-        "  writing them",
+        "  writing the pseudo labels",
         "  a_new_stage",  # a stage this table does not know keeps its own name, last
     ]
     assert dict(rows)["  training the prior"] == 22.9 and dict(rows)["  first step (graph captures, warm-up)"] == 2.5
