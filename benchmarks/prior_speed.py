@@ -16,9 +16,20 @@ Two kinds of rows, printed and written as a JSON list to ``--out``:
 
 Variants that cannot run on the device (CUDA graphs on the CPU) get a row that says why, with no time.
 
+``--gpu-busy`` runs one more block of each variant under torch's profiler and adds the GPU's busy ms per step (its
+kernels' and copies' own time) beside that block's wall ms per step: a step whose GPU is busy for most of its wall
+time is bound by the GPU (fewer pixels per step make it shorter), one busy for a small part of it waits on the host.
+
 GPU box, from the repository root (about 2-3 minutes on one H100)::
 
     .venv/bin/python benchmarks/prior_speed.py .scenes/townA .scenes/townB --out $OUT/prior_speed.json
+
+Whether the default step (a CUDA graph) waits on the GPU or on the host, and the same at 192-pixel crops::
+
+    .venv/bin/python benchmarks/prior_speed.py .scenes/townA --variants cuda-graph --gpu-busy --check-steps 0 \
+        --no-stages --out $OUT/prior_busy.json
+    .venv/bin/python benchmarks/prior_speed.py .scenes/townA --variants cuda-graph --gpu-busy --check-steps 0 \
+        --no-stages --prior.crop 192 --out $OUT/prior_busy_192.json
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import tyro
+from torch._C._autograd import DeviceType  # the profiler events' device kind (torch.autograd re-exports it privately)
+from torch.profiler import ProfilerActivity
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
@@ -98,6 +111,8 @@ class PriorSpeedConfig:
     """Timed blocks; ms per step is the median over blocks."""
     check_steps: int = 12
     """Steps of the two short runs per variant that test determinism and distance to the eager step (0: none)."""
+    gpu_busy: bool = False
+    """Also run one block of each variant under torch's profiler: the GPU's busy ms per step beside its wall ms."""
     stages: bool = True
     """Also time the pseudo-label stages once per scene."""
     prior: PriorSettings = field(default_factory=PriorSettings)
@@ -123,9 +138,10 @@ def check_config(config: PriorSpeedConfig) -> None:
             raise PriorSpeedError(f"{flag} must be at least 1, got {value}")
     if config.warmup_steps < 0 or config.check_steps < 0:
         raise PriorSpeedError("--warmup-steps and --check-steps must be at least 0")
-    if config.prior.unet.steps < config.warmup_steps + config.blocks * config.block_steps:
+    if config.prior.unet.steps < config.warmup_steps + (config.blocks + config.gpu_busy) * config.block_steps:
         raise PriorSpeedError(
             "--prior.steps (the schedule's length) must cover --warmup-steps + --blocks x --block-steps"
+            + " (+ one block with --gpu-busy)"
         )
     for scene in config.scenes:
         if not Path(scene).is_dir():
@@ -214,12 +230,16 @@ def scene_pools(data: SceneData, settings: PriorSettings, device: torch.device) 
     return prior_pools(labelled, propagated, settings, crop, device)
 
 
-def time_steps(training: UnetTraining, warmup: int, block_steps: int, blocks: int) -> Dict[str, Any]:
+def time_steps(
+    training: UnetTraining, warmup: int, block_steps: int, blocks: int, gpu_busy: bool = False
+) -> Dict[str, Any]:
     """ms per step of a training run: ``warmup`` untimed steps, then ``blocks`` blocks of ``block_steps`` steps, the
-    device synced before and after each block.
+    device synced before and after each block; with ``gpu_busy``, one more block under torch's profiler.
 
     Returns:
-        ``ms_per_step`` (median over blocks), ``ms_per_step_blocks``, ``warmup_s`` and ``final_loss``.
+        ``ms_per_step`` (median over blocks), ``ms_per_step_blocks``, ``warmup_s`` and ``final_loss``; with
+        ``gpu_busy`` also ``profiled_ms_per_step`` (the profiled block's wall, profiler overhead included) and
+        ``gpu_busy_ms_per_step`` (the device's kernels and copies, their own time; None off CUDA).
     """
     device = training.device
     per_block: List[float] = []
@@ -238,11 +258,27 @@ def time_steps(training: UnetTraining, warmup: int, block_steps: int, blocks: in
                 loss = training.step()
             synchronize(device)
             per_block.append(1000.0 * (time.perf_counter() - started) / block_steps)
+        profiled: Dict[str, Any] = {}
+        if gpu_busy:
+            on_cuda = device.type == "cuda"
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+            with torch.profiler.profile(activities=activities) as profiler:
+                synchronize(device)
+                started = time.perf_counter()
+                for _ in range(block_steps):
+                    loss = training.step()
+                synchronize(device)
+                wall_s = time.perf_counter() - started
+            # the kernels and copies themselves (an operator's own device time would count its kernels twice)
+            busy_us = sum(e.self_device_time_total for e in profiler.key_averages() if e.device_type == DeviceType.CUDA)
+            profiled["profiled_ms_per_step"] = 1000.0 * wall_s / block_steps
+            profiled["gpu_busy_ms_per_step"] = busy_us / 1000.0 / block_steps if on_cuda else None
     return {
         "ms_per_step": statistics.median(per_block),
         "ms_per_step_blocks": per_block,
         "warmup_s": warmup_s,
         "final_loss": float(loss.detach()),
+        **profiled,
     }
 
 
@@ -299,7 +335,7 @@ def variant_rows(
             torch.cuda.reset_peak_memory_stats(device)
         CONSOLE.print(f"{name}: timing {config.blocks} x {config.block_steps} steps after {config.warmup_steps}")
         training = UnetTraining(pools, num_classes, settings.unet, device)
-        row.update(time_steps(training, config.warmup_steps, config.block_steps, config.blocks))
+        row.update(time_steps(training, config.warmup_steps, config.block_steps, config.blocks, config.gpu_busy))
         row["steps"] = config.blocks * config.block_steps
         row["batch"] = sum(count for _, count in pools)
         row["crop"] = settings.unet.crop
@@ -327,6 +363,11 @@ def variant_rows(
             + ", ".join(f"{ms:.2f}" for ms in row["ms_per_step_blocks"])
             + f"), warm-up {row['warmup_s']:.1f} s, deterministic {row.get('same_network_repeat')}, "
             f"max |w - w_eager| {row.get('max_abs_diff_vs_eager')}"
+            + (
+                f"; GPU busy {row['gpu_busy_ms_per_step']:.2f} of {row['profiled_ms_per_step']:.2f} ms/step profiled"
+                if row.get("gpu_busy_ms_per_step") is not None
+                else ""
+            )
         )
         rows.append(row)
     return rows, eager_training

@@ -77,6 +77,8 @@ def test_bad_settings_are_one_clear_error_before_any_work(tmp_path):
         (dict(blocks=0), "--blocks must be at least 1"),
         (dict(scenes=(tmp_path / "nowhere",)), "nowhere: scene folder does not exist"),
         (dict(prior=replace(TINY, unet=replace(TINY.unet, steps=1))), "--prior.steps"),
+        # 2 steps cover the warm-up step and the timed block, not the profiled one
+        (dict(prior=replace(TINY, unet=replace(TINY.unet, steps=2)), gpu_busy=True), r"\+ one block with --gpu-busy"),
     ]
     for changes, message in cases:
         quick = PriorSpeedConfig(
@@ -100,3 +102,9 @@ def test_time_steps_counts_blocks_and_weights_difference_sees_a_change():
     assert len(timed["ms_per_step_blocks"]) == 4 and timed["ms_per_step"] > 0 and timed["warmup_s"] > 0
     assert weights_difference(before, before) == 0.0
     assert weights_difference(before, training.model.state_dict()) > 0  # 9 steps moved the weights
+    assert "gpu_busy_ms_per_step" not in timed
+
+    # one more block under torch's profiler: its wall per step; the GPU's busy time needs CUDA
+    profiled = time_steps(training, warmup=0, block_steps=2, blocks=1, gpu_busy=True)
+    assert profiled["profiled_ms_per_step"] > 0 and profiled["gpu_busy_ms_per_step"] is None
+    assert len(profiled["ms_per_step_blocks"]) == 1  # the profiled block is not one of the timed blocks
