@@ -242,33 +242,27 @@ def time_steps(
         ``gpu_busy_ms_per_step`` (the device's kernels and copies, their own time; None off CUDA).
     """
     device = training.device
-    per_block: List[float] = []
     loss = torch.zeros(())
-    with training.kernel_settings():
+
+    def run(steps: int) -> float:
+        """Wall seconds of ``steps`` steps, the device synced before and after."""
+        nonlocal loss
         synchronize(device)
         started = time.perf_counter()
-        for _ in range(warmup):
+        for _ in range(steps):
             loss = training.step()
         synchronize(device)
-        warmup_s = time.perf_counter() - started
-        for _ in range(blocks):
-            synchronize(device)
-            started = time.perf_counter()
-            for _ in range(block_steps):
-                loss = training.step()
-            synchronize(device)
-            per_block.append(1000.0 * (time.perf_counter() - started) / block_steps)
-        profiled: Dict[str, Any] = {}
+        return time.perf_counter() - started
+
+    profiled: Dict[str, Any] = {}
+    with training.kernel_settings():
+        warmup_s = run(warmup)
+        per_block = [1000.0 * run(block_steps) / block_steps for _ in range(blocks)]
         if gpu_busy:
             on_cuda = device.type == "cuda"
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
             with torch.profiler.profile(activities=activities) as profiler:
-                synchronize(device)
-                started = time.perf_counter()
-                for _ in range(block_steps):
-                    loss = training.step()
-                synchronize(device)
-                wall_s = time.perf_counter() - started
+                wall_s = run(block_steps)
             # the kernels and copies themselves (an operator's own device time would count its kernels twice)
             busy_us = sum(e.self_device_time_total for e in profiler.key_averages() if e.device_type == DeviceType.CUDA)
             profiled["profiled_ms_per_step"] = 1000.0 * wall_s / block_steps
