@@ -294,6 +294,20 @@ def test_auto_pseudo_labels_are_made_reused_and_rebuilt(town, capsys, monkeypatc
     assert "scene inputs changed" in capsys.readouterr().out
 
 
+def test_ensure_pseudo_labels_says_what_it_did_and_how_long_the_pipeline_took(town):
+    from semsplat_ns.pseudo.auto import ensure_pseudo_labels
+
+    made = ensure_pseudo_labels(town, TINY_PRIOR, device="cpu")
+    meta = json.loads((town / "train" / "pseudo" / "meta.json").read_text())
+    assert made.status == "made"
+    assert made.stage_seconds == {k: v for k, v in meta["times_s"].items() if k != "total"}
+    assert {"read_scene", "prior_train", "prior_predict", "write"} <= set(made.stage_seconds)
+    reused = ensure_pseudo_labels(town, TINY_PRIOR, device="cpu")
+    assert reused.status == "reused" and reused.stage_seconds == {}  # nothing ran
+    rebuilt = ensure_pseudo_labels(town, _with_steps(41), device="cpu")
+    assert rebuilt.status == "rebuilt" and rebuilt.stage_seconds["prior_train"] > 0
+
+
 def test_auto_pseudo_labels_keep_pseudo_labels_made_otherwise(town, capsys):
     # By hand: a pseudo label without any record.
     stem = next(s for s, lab in zip(*_stems_and_labels(town)) if lab is None)
