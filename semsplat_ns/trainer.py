@@ -120,10 +120,10 @@ def stage_rows(times: StageTimes) -> List[Tuple[str, float]]:
     Args:
         times: A run's stage times.
     """
-    pseudo_stages = sorted(
-        times.pseudo_label_stages_s.items(),
-        key=lambda item: list(PSEUDO_LABEL_STAGE_NAMES).index(item[0]) if item[0] in PSEUDO_LABEL_STAGE_NAMES else 99,
-    )
+    stages = times.pseudo_label_stages_s
+    # the pipeline's order first, then any stage the table does not know, under its own name
+    pseudo_stages = [(name, stages[name]) for name in PSEUDO_LABEL_STAGE_NAMES if name in stages]
+    pseudo_stages += [(name, seconds) for name, seconds in stages.items() if name not in PSEUDO_LABEL_STAGE_NAMES]
     rows: List[Tuple[str, Optional[float]]] = [
         ("seed points", times.seed_points_s),
         ("pseudo labels", times.pseudo_labels_s),
