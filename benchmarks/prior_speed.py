@@ -90,6 +90,9 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 """Named ways of running the prior's step: settings of the prior's recipe."""
 
+TOP_KERNELS = 12
+"""Kernels listed by ``--gpu-busy``, busiest first."""
+
 
 @dataclass
 class PriorSpeedConfig:
@@ -239,7 +242,8 @@ def time_steps(
     Returns:
         ``ms_per_step`` (median over blocks), ``ms_per_step_blocks``, ``warmup_s`` and ``final_loss``; with
         ``gpu_busy`` also ``profiled_ms_per_step`` (the profiled block's wall, profiler overhead included) and
-        ``gpu_busy_ms_per_step`` (the device's kernels and copies, their own time; None off CUDA).
+        ``gpu_busy_ms_per_step`` (the device's kernels and copies, their own time; None off CUDA) and
+        ``gpu_top_kernels`` (the :data:`TOP_KERNELS` busiest kernels with their ms per step; empty off CUDA).
     """
     device = training.device
     loss = torch.zeros(())
@@ -264,9 +268,15 @@ def time_steps(
             with torch.profiler.profile(activities=activities) as profiler:
                 wall_s = run(block_steps)
             # the kernels and copies themselves (an operator's own device time would count its kernels twice)
-            busy_us = sum(e.self_device_time_total for e in profiler.key_averages() if e.device_type == DeviceType.CUDA)
+            kernels = [e for e in profiler.key_averages() if e.device_type == DeviceType.CUDA]
+            busy_us = sum(e.self_device_time_total for e in kernels)
             profiled["profiled_ms_per_step"] = 1000.0 * wall_s / block_steps
             profiled["gpu_busy_ms_per_step"] = busy_us / 1000.0 / block_steps if on_cuda else None
+            # what a GPU-bound step would have to shorten: its busiest kernels, ms per step each
+            busiest = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:TOP_KERNELS]
+            profiled["gpu_top_kernels"] = [
+                {"kernel": e.key[:160], "ms_per_step": e.self_device_time_total / 1000.0 / block_steps} for e in busiest
+            ]
     return {
         "ms_per_step": statistics.median(per_block),
         "ms_per_step_blocks": per_block,
@@ -363,6 +373,8 @@ def variant_rows(
                 else ""
             )
         )
+        for kernel in row.get("gpu_top_kernels", []):
+            CONSOLE.print(f"  {kernel['ms_per_step']:.3f} ms/step  {kernel['kernel'][:110]}")
         rows.append(row)
     return rows, eager_training
 

@@ -107,4 +107,5 @@ def test_time_steps_counts_blocks_and_weights_difference_sees_a_change():
     # one more block under torch's profiler: its wall per step; the GPU's busy time needs CUDA
     profiled = time_steps(training, warmup=0, block_steps=2, blocks=1, gpu_busy=True)
     assert profiled["profiled_ms_per_step"] > 0 and profiled["gpu_busy_ms_per_step"] is None
+    assert profiled["gpu_top_kernels"] == []  # no CUDA kernel on the CPU
     assert len(profiled["ms_per_step_blocks"]) == 1  # the profiled block is not one of the timed blocks
