@@ -78,6 +78,9 @@ METHODS: Dict[str, Method] = {
     # replay as one CUDA graph; not profiled), about proportional to the pixels: ~0.56x of its 22 s on an H100 (the
     # other candidate: semsplat-fast's 3000-step prior took 22 of its 92.5-99.8 s of stages on townA at 28cdb21).
     "semsplat-prior3k-crop192": Method("prior", prior=dict(steps=3000, crop=192)),
+    # ... or semsplat-fast's prior since e8b926c (4500 steps of 192-pixel crops), e.g. at 6000 training steps
+    # (semsplat-prior4500@6000 in grid_rows.sh): is the loop's last thousand steps worth more than the prior's?
+    "semsplat-prior4500": Method("prior", prior=dict(steps=4500)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since
     # 2026-11-27 balances the prior's classes and tolerates 5 (3 since the rows of 2bab260); these take either back

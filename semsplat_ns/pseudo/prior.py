@@ -36,13 +36,17 @@ from semsplat_ns.pseudo.unet import (
     CropSampler,
     Unet,
     UnetRecipe,
-    predict_probabilities,
+    predict_batch_probabilities,
     recipe_problems,
     train_unet,
 )
 
 PRIOR_VERSION = 1
 """Changes whenever the prior's algorithm changes, so cached pseudo labels of an older one are rebuilt."""
+
+PREDICT_BATCH_VIEWS = 8
+"""Views the prior predicts per forward pass (of one size): the device is waited on once per batch, not per view.
+Eight 512x512 views hold about 0.2 GB of float32 logits (20 classes)."""
 
 
 @dataclass
@@ -216,23 +220,6 @@ def train_prior(
     return model, seconds, crop
 
 
-def predict_prior(
-    model: Unet, photo: np.ndarray, settings: PriorSettings, device: torch.device
-) -> Tuple[np.ndarray, np.ndarray]:
-    """The prior's class and its probability per pixel of one photo.
-
-    Args:
-        model: The trained prior (eval mode).
-        photo: uint8 [H, W, 3].
-        settings: For bf16.
-        device: The model's device.
-
-    Returns:
-        uint8 [H, W] class ids and float32 [H, W] softmax probabilities.
-    """
-    return predict_probabilities(model, photo, device, settings.unet.bf16)
-
-
 def fuse(
     carried: np.ndarray, prior_ids: np.ndarray, prior_probability: np.ndarray, threshold: float, margin: int = 0
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -311,14 +298,29 @@ def predict_views(
     confidence: Dict[int, np.ndarray] = {}
     kept = 0.0
     task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending)) if progress else None
-    for i in pending:
-        ids, probability = predict_prior(model, photos[i], settings, device)  # [H, W], [H, W]
-        carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
-        pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
-        kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
+    for batch in same_size_batches(pending, photos, PREDICT_BATCH_VIEWS):
+        predicted = predict_batch_probabilities(model, [photos[i] for i in batch], device, settings.unet.bf16)
+        for i, (ids, probability) in zip(batch, predicted):  # [H, W], [H, W]
+            carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
+            pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
+            kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
         if progress is not None and task is not None:
-            progress.advance(task)
+            progress.advance(task, len(batch))
     return pseudo, confidence, kept / max(len(pending), 1)
+
+
+def same_size_batches(views: Sequence[int], photos: Dict[int, np.ndarray], most: int) -> List[List[int]]:
+    """``views`` in order, cut into runs of at most ``most`` consecutive views whose photos have one size (a batch
+    of the prior's forward pass must)."""
+    assert most >= 1, f"a batch holds at least one view, got {most}"
+    batches: List[List[int]] = []
+    for i in views:
+        last = batches[-1] if batches else None
+        if last is not None and len(last) < most and photos[last[0]].shape == photos[i].shape:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def prior_pseudo_labels(

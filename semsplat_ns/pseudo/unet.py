@@ -4,7 +4,7 @@ Two users share it: the prior of ``semsplat-pseudo-labels --backend prior`` (tra
 plus the labels that depth-tested reprojection carries into the other training views) and the benchmark's
 Unet baseline (``benchmarks/baselines/unet.py``, labelled views only). No pretrained weights, no download.
 
-Recipe: a 5-level Unet (base width 32, BatchNorm), random square crops (256 px) under the 8 symmetries of
+Recipe: a 5-level Unet (base width 32, BatchNorm), random square crops (192 px) under the 8 symmetries of
 the square and a +-20 % brightness jitter, AdamW with a one-cycle learning rate peaking at 2e-3, bf16
 autocast on CUDA. Label id 255 means "no label" and is left out of the loss, so partly labelled views
 (reprojected labels) train where they have labels only.
@@ -70,8 +70,12 @@ class UnetRecipe:
 
     steps: int = 6000
     """Optimisation steps."""
-    crop: int = 256
-    """Side of the square random training crops, pixels (a multiple of 2**(levels-1))."""
+    crop: int = 192
+    """Side of the square random training crops, pixels (a multiple of 2**(levels-1)). 192 rather than 256: the
+    prior's step is bound by the GPU (6.8 of its 6.6-6.9 ms busy at 256 on an H200) and took 4.53 ms at 192, 0.69x;
+    at the same steps semsplat scored as high on townA with 192 (e8b926c, 4 x H200, one run each: 75.70 mIoU with
+    the 6000-step prior against 75.18 / 75.56 at 256 on an H100, 28cdb21; 73.96 with 3000 steps against
+    73.79 / 74.13)."""
     width: int = 32
     """Channels of the first Unet level; each deeper level doubles it."""
     levels: int = 5
@@ -638,16 +642,32 @@ def predict_logits(model: Unet, image: Tensor, bf16: bool = False) -> Tensor:
     Returns:
         float32 logits ``[C, H, W]``.
     """
-    _, height, width = image.shape
+    return predict_batch_logits(model, image[None], bf16)[0]  # [C, H, W]
+
+
+@torch.no_grad()
+def predict_batch_logits(model: Unet, images: Tensor, bf16: bool = False) -> Tensor:
+    """Class logits of whole views of one size in one forward pass (padded to the Unet's divisor, cropped back).
+
+    Args:
+        model: The network, in eval mode.
+        images: RGB in [0, 1], ``[B, 3, H, W]``, on the model's device.
+        bf16: bf16 autocast on CUDA.
+
+    Returns:
+        float32 logits ``[B, C, H, W]``.
+    """
+    assert images.dim() == 4 and images.shape[1] == 3, f"images must be [B, 3, H, W], got {tuple(images.shape)}"
+    _, _, height, width = images.shape
     divisor = model.divisor
     pad_bottom, pad_right = -height % divisor, -width % divisor
-    batch = image[None]  # [1, 3, H, W]
+    batch = images  # [B, 3, H, W]
     if pad_bottom or pad_right:
-        batch = F.pad(batch, (0, pad_right, 0, pad_bottom), mode="replicate")  # [1, 3, H', W']
+        batch = F.pad(batch, (0, pad_right, 0, pad_bottom), mode="replicate")  # [B, 3, H', W']
     batch = batch.contiguous(memory_format=torch.channels_last)
-    with autocast(image.device, bf16):
-        logits = model(batch)  # [1, C, H', W']
-    return logits[0, :, :height, :width].float()  # [C, H, W]
+    with autocast(images.device, bf16):
+        logits = model(batch)  # [B, C, H', W']
+    return logits[:, :, :height, :width].float()  # [B, C, H, W]
 
 
 @torch.no_grad()
@@ -663,6 +683,31 @@ def predict_probabilities(model: Unet, photo: np.ndarray, device: torch.device, 
     Returns:
         (uint8 ``[H, W]`` class ids, float32 ``[H, W]`` probability in [0, 1]) as numpy arrays.
     """
-    logits = predict_logits(model, photo_tensor(photo, device), bf16)  # [C, H, W]
-    probability, ids = logits.softmax(dim=0).max(dim=0)  # [H, W], [H, W]
-    return ids.to(torch.uint8).cpu().numpy(), probability.cpu().numpy().astype(np.float32)
+    return predict_batch_probabilities(model, [photo], device, bf16)[0]
+
+
+@torch.no_grad()
+def predict_batch_probabilities(
+    model: Unet, photos: Sequence[np.ndarray], device: torch.device, bf16: bool = False
+) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Most likely class and its softmax probability per pixel of photos of one size, in one forward pass and one
+    copy back to the host (a view at a time waits on the device once per view).
+
+    Args:
+        model: The network, in eval mode, on ``device``.
+        photos: uint8 ``[H, W, 3]`` each, all of one size.
+        device: Where to compute.
+        bf16: bf16 autocast on CUDA.
+
+    Returns:
+        Per photo, in order: (uint8 ``[H, W]`` class ids, float32 ``[H, W]`` probability in [0, 1]) as numpy arrays.
+    """
+    sizes = {photo.shape for photo in photos}
+    if len(sizes) != 1:
+        raise ValueError(f"predict_batch_probabilities needs photos of one size, got {sorted(sizes)}")
+    images = torch.stack([photo_tensor(photo, device) for photo in photos])  # [B, 3, H, W]
+    logits = predict_batch_logits(model, images, bf16)  # [B, C, H, W]
+    probability, ids = logits.softmax(dim=1).max(dim=1)  # [B, H, W], [B, H, W]
+    ids_host = ids.to(torch.uint8).cpu().numpy()  # [B, H, W]
+    probability_host = probability.cpu().numpy().astype(np.float32)  # [B, H, W]
+    return [(ids_host[k], probability_host[k]) for k in range(len(photos))]

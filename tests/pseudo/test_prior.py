@@ -21,7 +21,7 @@ from semsplat_ns.data.irt_io import IGNORE_ID, IRTDataError
 from semsplat_ns.model.losses import inverse_sqrt_frequency_weights
 from semsplat_ns.pseudo import store
 from semsplat_ns.pseudo.pipeline import BACKENDS, PseudoLabelArgs, cache_key, run
-from semsplat_ns.pseudo.prior import PriorError, PriorSettings, fuse, load_prior
+from semsplat_ns.pseudo.prior import PriorError, PriorSettings, fuse, load_prior, same_size_batches
 from semsplat_ns.pseudo.unet import (
     STEP_RUNNERS,
     CropSampler,
@@ -33,6 +33,7 @@ from semsplat_ns.pseudo.unet import (
     cudnn_settings,
     effective_step_runner,
     masked_cross_entropy,
+    predict_batch_probabilities,
     predict_probabilities,
     train_unet,
 )
@@ -194,6 +195,29 @@ def test_resume_remakes_incomplete_views_identically_and_another_backend_drops_s
     # Reprojection's pseudo labels have no confidence: stale maps of the prior must not stay beside them.
     run(PseudoLabelArgs(data=scene, backend="reproject", depth_dir=depth_dir, overwrite=True))
     assert _digests(scene, "confidence") == {}
+
+
+def test_batched_prediction_matches_one_view_at_a_time_and_needs_one_size():
+    torch.manual_seed(0)
+    model = Unet(5, width=4, levels=2).eval()
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(3)]  # 20, 28: padded to 4s
+    batched = predict_batch_probabilities(model, photos, torch.device("cpu"))
+    assert len(batched) == 3
+    for photo, (ids, probability) in zip(photos, batched):
+        single_ids, single_probability = predict_probabilities(model, photo, torch.device("cpu"))
+        assert ids.shape == (20, 28) and ids.dtype == np.uint8 and probability.dtype == np.float32
+        assert np.array_equal(ids, single_ids)
+        np.testing.assert_allclose(probability, single_probability, atol=1e-5)
+    with pytest.raises(ValueError, match="one size"):
+        predict_batch_probabilities(model, [photos[0], photos[0][:16]], torch.device("cpu"))
+
+
+def test_same_size_batches_keep_the_order_and_cut_at_a_size_change_or_the_limit():
+    photos = {i: np.zeros((8, 8, 3) if i != 3 else (4, 8, 3), np.uint8) for i in range(7)}
+    assert same_size_batches([0, 1, 2, 3, 4, 5, 6], photos, 2) == [[0, 1], [2], [3], [4, 5], [6]]
+    assert same_size_batches([6, 0], photos, 8) == [[6, 0]]
+    assert same_size_batches([], photos, 8) == []
 
 
 def test_fuse_prefers_reprojection_then_confident_prior():
