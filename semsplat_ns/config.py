@@ -36,14 +36,14 @@ bring them back."""
 FAST_PRIOR_STEPS = 4_500
 """Steps of the automatic pseudo labels' prior in ``semsplat-fast`` (the default prior trains 6000; 1000 steps of
 192-pixel crops take ~4.5 s on an H200, ~5 s on an H100, with the CUDA-graph step). On 192-pixel crops (e8b926c, 4 x
-H200, one run each, townA): 4500 steps scored 74.88 mIoU, 3000 steps 73.96, 6000 steps (the default) 75.70.
-Before e8b926c the prior trained on 256-pixel crops, and this preset took 3000 steps of them: Measured on one 2 x H200 machine at 26f758e, each run alone on its GPU
-with 16 cores (benchmarks/results/semsplat_26f758e.json): 3000 steps scored 74.73 / 60.47 mIoU on townA / townB
-against 75.58 / 59.11 for the preset on the same machine (-0.85 / +1.36) in 99.6 / 103.1 s of seed points, pseudo
-labels and training (preset 127.0 / 121.8 s); 2000 steps scored 74.26 / 57.16 (-1.32 / -1.95) in 97.4 / 95.5 s.
-One run each: townB's preset scored 60.65 on another machine (aa28cb5), so its spread is about as large; townB's
-gain is mostly one rare class (Other), and Static, Bridge (townA), Wall, Fence (townB) are over 3 points under. A
-2000-step prior keeps the small objects and loses 2-10 IoU points on some large classes (Static, Fence, Wall,
+H200, one run each, townA): 4500 steps scored 74.88 mIoU, 3000 steps 73.96, 6000 steps (the default) 75.70. Before
+e8b926c the prior trained on 256-pixel crops, and this preset took 3000 steps of them. Measured on one 2 x H200 machine
+at 26f758e, each run alone on its GPU with 16 cores (benchmarks/results/semsplat_26f758e.json): 3000 steps scored 74.73
+/ 60.47 mIoU on townA / townB against 75.58 / 59.11 for the preset on the same machine (-0.85 / +1.36) in 99.6 / 103.1 s
+of seed points, pseudo labels and training (preset 127.0 / 121.8 s); 2000 steps scored 74.26 / 57.16 (-1.32 / -1.95) in
+97.4 / 95.5 s. One run each: townB's preset scored 60.65 on another machine (aa28cb5), so its spread is about as large;
+townB's gain is mostly one rare class (Other), and Static, Bridge (townA), Wall, Fence (townB) are over 3 points under.
+A 2000-step prior keeps the small objects and loses 2-10 IoU points on some large classes (Static, Fence, Wall,
 RailTrack, Bridge; 17f17cd). On one H100 (28cdb21, benchmarks/results/semsplat_28cdb21.json) it scored 73.79 and 74.13
 against 75.18 and 75.56 on townA (two pairs of runs) and 59.75 against 60.20 on townB, in 92.5-99.8 / 91.4 s against
 111-117 / 123 s."""

@@ -74,9 +74,7 @@ def _baseline_recipe() -> UnetRecipe:
     launch-bound and float32 with TF32 convolutions trained a step faster than bf16, 9.8 vs 11.0 ms, at equal
     mIoU), cuDNN free to pick its kernels (as the published timings were taken), 256-pixel crops (the prior's
     were 256 too until e8b926c)."""
-    return UnetRecipe(
-        steps=3000, crop=256, labelled_batch=8, bf16=False, deterministic=False, class_balance="none"
-    )
+    return UnetRecipe(steps=3000, crop=256, labelled_batch=8, bf16=False, deterministic=False, class_balance="none")
 
 
 @dataclass
