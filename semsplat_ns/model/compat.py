@@ -12,6 +12,10 @@
   call comes from the viewer's render thread, where a camera move interrupts the render by raising from a
   trace function; raised during compilation it arrives as ``InternalTorchDynamoError``, which the render
   thread does not catch, and the viewer stops rendering. :func:`renders_run_eagerly` runs it eagerly.
+- ``ns-train`` turns cuDNN's benchmarking on for the whole process, so each new shape of a convolution first
+  times every algorithm. Splatfacto's ground-truth downscaling is one small box-filter convolution whose shape
+  changes with the resolution schedule: about 1.4 s of the first 30 steps went to timing it (cProfile, one H200,
+  023e95c). :func:`cudnn_benchmark_off` lets cuDNN's heuristics pick at once.
 """
 
 from __future__ import annotations
@@ -135,3 +139,16 @@ def renders_run_eagerly() -> Iterator[None]:
         return
     with set_stance("force_eager"):
         yield
+
+
+@contextlib.contextmanager
+def cudnn_benchmark_off() -> Iterator[None]:
+    """Within the block, cuDNN picks convolution algorithms by its heuristics instead of timing them (the
+    process's ``torch.backends.cudnn.benchmark`` is restored after it). The flag is process-wide: a viewer thread
+    convolving at the same time would not time its algorithms either."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -29,6 +29,7 @@ from semsplat_ns.model import losses as L
 from semsplat_ns.model.compat import (
     allow_numpy_scalars_in_checkpoints,
     cuda_calls_stay_on,
+    cudnn_benchmark_off,
     lazy_lpips_during_setup,
     renders_run_eagerly,
 )
@@ -648,7 +649,13 @@ class SemSplatModel(ResumableSplatfacto):
         """
         if not self.training:
             return super().get_gt_img(image)
-        return self._step_gt_images.get(image, (str(self.device), self._get_downscale_factor()), super().get_gt_img)
+        return self._step_gt_images.get(image, (str(self.device), self._get_downscale_factor()), self._gt_img_untimed)
+
+    def _gt_img_untimed(self, image: torch.Tensor) -> torch.Tensor:
+        """Splatfacto's ground-truth photo, its downscaling convolution without cuDNN's algorithm timing (each
+        downscale factor is a new shape; :func:`~semsplat_ns.model.compat.cudnn_benchmark_off`)."""
+        with cudnn_benchmark_off():
+            return super().get_gt_img(image)
 
     def _pseudo_logits(self, outputs: Dict) -> torch.Tensor:
         """The logits the pseudo loss sees [H, W, C]: the outputs' own, or with pseudo_trains_head off the

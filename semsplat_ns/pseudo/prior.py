@@ -36,6 +36,7 @@ from semsplat_ns.pseudo.unet import (
     CropSampler,
     Unet,
     UnetRecipe,
+    cudnn_settings,
     predict_batch_probabilities,
     recipe_problems,
     train_unet,
@@ -299,7 +300,11 @@ def predict_views(
     kept = 0.0
     task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending)) if progress else None
     for batch in same_size_batches(pending, photos, PREDICT_BATCH_VIEWS):
-        predicted = predict_batch_probabilities(model, [photos[i] for i in batch], device, settings.unet.bf16)
+        # Under the training's cuDNN settings: ns-train turns benchmarking on, which times every algorithm of each
+        # new shape first (the likely share of the prediction's 3-4 s on an H200 at 023e95c); deterministic kernels
+        # also give the same labels on every run.
+        with cudnn_settings(settings.unet, device):
+            predicted = predict_batch_probabilities(model, [photos[i] for i in batch], device, settings.unet.bf16)
         for i, (ids, probability) in zip(batch, predicted):  # [H, W], [H, W]
             carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
             pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)

@@ -131,3 +131,16 @@ def test_lean_step_trains_bit_for_bit_as_before(lean_and_reference):
     assert lean_gaussians.keys() == reference_gaussians.keys()
     for name, value in lean_gaussians.items():
         assert torch.equal(value, reference_gaussians[name]), name
+
+
+@pytest.mark.parametrize("benchmark", [True, False])
+def test_ground_truth_downscaling_runs_without_cudnn_timing_and_restores_the_flag(monkeypatch, benchmark):
+    from semsplat_ns.model.compat import cudnn_benchmark_off
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", benchmark)
+    with cudnn_benchmark_off():
+        assert torch.backends.cudnn.benchmark is False
+    assert torch.backends.cudnn.benchmark is benchmark
+    with pytest.raises(RuntimeError), cudnn_benchmark_off():
+        raise RuntimeError("a failed downscale")
+    assert torch.backends.cudnn.benchmark is benchmark

@@ -298,7 +298,9 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
     assert (datamanager.pseudo_prior.unet.steps, datamanager.pseudo_prior.unet.width) == (5, 8)
     baseline = tyro.cli(UnetBaselineConfig, args=["--data", "s", "--steps", "9", "--labelled-batch", "3", "--bf16"])
     assert (baseline.unet.steps, baseline.unet.labelled_batch, baseline.unet.bf16) == (9, 3, True)
-    baseline_recipe = UnetRecipe(steps=3000, labelled_batch=8, bf16=False, deterministic=False, class_balance="none")
+    baseline_recipe = UnetRecipe(
+        steps=3000, crop=256, labelled_batch=8, bf16=False, deterministic=False, class_balance="none"
+    )
     assert UnetBaselineConfig(data=[]).unet == baseline_recipe  # as the baseline's rows were measured
     assert PriorSettings().unet.class_balance == "inverse-sqrt-frequency"  # the prior's own default
     key = cache_fields(PriorSettings())
