@@ -45,9 +45,7 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
       --out "$work/results/label_path_timing_$label.json" >> "$work/batch_$label.log" 2>&1
     say "label path timing $label rc $?"
     if [ -f "$prior" ]; then
-      local prior_args=(--method prior)
-      [ "$preset" = semsplat-fast ] && prior_args=(--method prior-fast --prior.steps \
-        "$(python -c 'from semsplat_ns.config import FAST_PRIOR_STEPS; print(FAST_PRIOR_STEPS)' | tail -n 1)")
+      local prior_args=(--method prior)  # semsplat-fast's prior is the preset's (since a676606)
       python -m benchmarks.prior --scene "$work/scenes/$label/$scene" --weights "$prior" "${prior_args[@]}" \
         --out "$work/results/prior_$label.json" >> "$work/batch_$label.log" 2>&1
       say "prior alone $label rc $?"
