@@ -31,7 +31,8 @@ FAST_STEPS = 5_000
 default preset's (the same prior, so either preset reuses the labels the other made). Measured on one 4 x H200
 machine, each run alone on its GPU with 16 cores, code a676606 (benchmarks/results/semsplat_a676606.json): 5000
 steps scored 76.02 / 61.07 mIoU on townA / townB against 75.52 / 61.05 for the 7000-step preset (75.70 / 60.94 at
-023e95c), in 79.7 / 79.9 s of seed points, pseudo labels and training against 97.1 / 95.4 s; 6000 steps scored
+023e95c), in 79.7 / 79.9 s of seed points, pseudo labels and training against 97.1 / 95.4 s; on one H100 (17a4080)
+75.45 / 60.09 in 87.0 / 89.1 s, townA's preset 75.34 in 109.3 s on the same machine; 6000 steps scored
 75.49 / 60.63 in 92.3 / 91.0 s. The prior decides more than the loop's length: with a 4500-step prior, 6000 and 7000
 steps both scored 59.4-59.8 on townB (Wall, Fence, Water and TrafficLight under), and a 3000-step prior, this
 preset's from a931229 to 28cdb21 (256-pixel crops), scored 73.79 / 74.13 on townA against 75.18 / 75.56 on one H100.

@@ -73,9 +73,9 @@ class UnetRecipe:
     crop: int = 192
     """Side of the square random training crops, pixels (a multiple of 2**(levels-1)). 192 rather than 256: the
     prior's step is bound by the GPU (6.8 of its 6.6-6.9 ms busy at 256 on an H200) and took 4.53 ms at 192, 0.69x;
-    at the same steps semsplat scored as high on townA with 192 (e8b926c, 4 x H200, one run each: 75.70 mIoU with
-    the 6000-step prior against 75.18 / 75.56 at 256 on an H100, 28cdb21; 73.96 with 3000 steps against
-    73.79 / 74.13)."""
+    at the same steps semsplat scored as high (6000-step prior: townA 75.70, 75.52 on H200s and 75.34 on an H100
+    against 75.18 / 75.56 at 256 on an H100; townB 60.94, 61.05 against 60.20 there and 60.58-60.89 on H200s;
+    BENCHMARKS.md, session 15)."""
     width: int = 32
     """Channels of the first Unet level; each deeper level doubles it."""
     levels: int = 5
