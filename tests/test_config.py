@@ -58,7 +58,9 @@ def test_presets_compress_the_whole_schedule():
                 assert scheduler.max_steps == config.max_num_iterations, name
     # semsplat-fast: the paper's schedule compressed to fewer steps, and the preset's pseudo labels (one cache for both)
     assert fast.max_num_iterations == FAST_STEPS < PRESET_STEPS
-    fast_model = compress_schedule(semsplat_trainer_config().pipeline.model, FAST_STEPS, paper_model.refine_every)
+    unscheduled = semsplat_trainer_config().pipeline.model
+    assert isinstance(unscheduled, SemSplatModelConfig)
+    fast_model = compress_schedule(unscheduled, FAST_STEPS, paper_model.refine_every)
     assert fast.pipeline.model == fast_model and fast.steps_per_eval_image == FAST_STEPS // 10
     assert fast.pipeline.datamanager == preset.pipeline.datamanager
     # the pseudo-label weights and the thin-object settings the preset was measured with
