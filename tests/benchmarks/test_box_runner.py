@@ -261,3 +261,22 @@ def test_box_scripts_parse():
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, (script, done.stderr)
     assert not (REPO / "benchmarks" / "box" / "batch.py").exists()  # the home-made runner is retired
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+def test_chain_records_each_runners_exit_status_and_marks_done_at_the_end(tmp_path, at_once):
+    env = {"PATH": "/usr/bin:/bin", "WORK": str(tmp_path)}
+    if at_once:
+        env["AT_ONCE"] = "1"
+    # at once, the slow first runner ends last; one after another, it ends first
+    commands = ["sleep 0.5; echo first >> $WORK/order", "echo second >> $WORK/order; exit 3"]
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "box" / "chain.sh"), *commands], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    order = (tmp_path / "order").read_text().split()
+    assert order == (["second", "first"] if at_once else ["first", "second"])
+    status = (tmp_path / "status.txt").read_text().splitlines()
+    assert any(line.endswith(f"rc 0 of: {commands[0]}") for line in status), status
+    assert any(line.endswith(f"rc 3 of: {commands[1]}") for line in status), status
+    assert status[-1].endswith("runner done") and (tmp_path / "done").is_file()
