@@ -74,12 +74,12 @@ METHODS: Dict[str, Method] = {
     # ... or with semsplat-fast's 3000-step prior (from a931229), e.g. at 6000 steps (semsplat-prior3k@6000 in
     # grid_rows.sh: the schedule compressed to them), the next candidate for a semsplat-fast of <= 90 s.
     "semsplat-prior3k": Method("prior", prior=dict(steps=3000)),
-    # ... or that prior on 192-pixel crops instead of 256: its step should be mostly GPU work (forward, loss, backward
-    # replay as one CUDA graph; not profiled), about proportional to the pixels: ~0.56x of its 22 s on an H100 (the
-    # other candidate: semsplat-fast's 3000-step prior took 22 of its 92.5-99.8 s of stages on townA at 28cdb21).
+    # ... or that prior on 192-pixel crops instead of 256 (192 is every prior's crop since 91bfafd: the step is bound
+    # by the GPU and took 0.69x as long on an H200; this scored 73.96 on townA, e8b926c, as at 256) ...
     "semsplat-prior3k-crop192": Method("prior", prior=dict(steps=3000, crop=192)),
-    # ... or semsplat-fast's prior since e8b926c (4500 steps of 192-pixel crops), e.g. at 6000 training steps
-    # (semsplat-prior4500@6000 in grid_rows.sh): is the loop's last thousand steps worth more than the prior's?
+    # ... or 4500 steps (semsplat-fast's prior from 91bfafd to a676606), e.g. at 6000 training steps
+    # (semsplat-prior4500@6000 in grid_rows.sh: 75.07 / 59.48 on townA / townB, a676606; the preset's prior at
+    # 5000 steps, semsplat@5000, scored 76.02 / 61.07 and is semsplat-fast since 17a4080).
     "semsplat-prior4500": Method("prior", prior=dict(steps=4500)),
     # Thin objects (pole, light, sign) under the pseudo labels. With reprojection's colour tolerance of 20 and an
     # unweighted prior, half of townA's pole pixels got a pseudo label, 1 % of them right. The preset since

@@ -301,8 +301,8 @@ def predict_views(
     task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending)) if progress else None
     for batch in same_size_batches(pending, photos, PREDICT_BATCH_VIEWS):
         # Under the training's cuDNN settings: ns-train turns benchmarking on, which times every algorithm of each
-        # new shape first (the likely share of the prediction's 3-4 s on an H200 at 023e95c); deterministic kernels
-        # also give the same labels on every run.
+        # new shape first. Batched but timed, the prediction took 2.9-4.0 s on H200s (023e95c); untimed, 0.7-1.0 s
+        # (a676606, six runs). Deterministic kernels also give the same labels on every run.
         with cudnn_settings(settings.unet, device):
             predicted = predict_batch_probabilities(model, [photos[i] for i in batch], device, settings.unet.bf16)
         for i, (ids, probability) in zip(batch, predicted):  # [H, W], [H, W]
