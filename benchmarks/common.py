@@ -238,3 +238,11 @@ def append_rows(path: Union[str, Path], rows: Sequence[Dict[str, Any]]) -> List[
             os.unlink(tmp)
         raise
     return merged
+
+
+def busiest_events(profiler: Any, device_type: Any, own_time: str) -> List[Any]:
+    """A finished torch profiler's averaged events of one device type (``torch.autograd.DeviceType``) that have some
+    of their own time (the attribute ``own_time``, e.g. ``self_device_time_total``), most first. Own time, because an
+    operator's total device time repeats its kernels' (summed, they would count twice)."""
+    events = [e for e in profiler.key_averages() if e.device_type == device_type and getattr(e, own_time) > 0]
+    return sorted(events, key=lambda e: getattr(e, own_time), reverse=True)

@@ -56,7 +56,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from benchmarks.common import device_name, git_commit  # noqa: E402
+from benchmarks.common import busiest_events, device_name, git_commit  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 from semsplat_ns.console import CONSOLE, progress_bar  # noqa: E402
 from semsplat_ns.data.irt_io import IGNORE_ID  # noqa: E402
@@ -267,15 +267,15 @@ def time_steps(
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
             with torch.profiler.profile(activities=activities) as profiler:
                 wall_s = run(block_steps)
-            # the kernels and copies themselves (an operator's own device time would count its kernels twice)
-            kernels = [e for e in profiler.key_averages() if e.device_type == DeviceType.CUDA]
+            # the kernels and copies themselves, busiest first
+            kernels = busiest_events(profiler, DeviceType.CUDA, "self_device_time_total")
             busy_us = sum(e.self_device_time_total for e in kernels)
             profiled["profiled_ms_per_step"] = 1000.0 * wall_s / block_steps
             profiled["gpu_busy_ms_per_step"] = busy_us / 1000.0 / block_steps if on_cuda else None
             # what a GPU-bound step would have to shorten: its busiest kernels, ms per step each
-            busiest = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:TOP_KERNELS]
             profiled["gpu_top_kernels"] = [
-                {"kernel": e.key[:160], "ms_per_step": e.self_device_time_total / 1000.0 / block_steps} for e in busiest
+                {"kernel": e.key[:160], "ms_per_step": e.self_device_time_total / 1000.0 / block_steps}
+                for e in kernels[:TOP_KERNELS]
             ]
     return {
         "ms_per_step": statistics.median(per_block),

@@ -56,6 +56,7 @@ from torch._C._autograd import DeviceType  # the profiler events' device kind (t
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import busiest_events  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 VARIANTS = {
@@ -307,8 +308,7 @@ class KernelWindow:
     def _busiest(self, device_type: DeviceType, own_time: str) -> list:
         """The window's events of one device type with some of their own time (``own_time``), most first."""
         assert self.profiler is not None
-        events = [e for e in self.profiler.key_averages() if e.device_type == device_type and getattr(e, own_time) > 0]
-        return sorted(events, key=lambda e: getattr(e, own_time), reverse=True)
+        return busiest_events(self.profiler, device_type, own_time)
 
     def _per_step(self, events: list, own_time: str, name: str) -> List[dict]:
         """Each event's name, calls per step and own time per step in ms (under ``name``)."""

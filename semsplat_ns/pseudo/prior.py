@@ -299,18 +299,18 @@ def predict_views(
     confidence: Dict[int, np.ndarray] = {}
     kept = 0.0
     task = progress.add_task("Predicting the unlabelled views with the prior", total=len(pending)) if progress else None
-    for batch in same_size_batches(pending, photos, PREDICT_BATCH_VIEWS):
-        # Under the training's cuDNN settings: ns-train turns benchmarking on, which times every algorithm of each
-        # new shape first. Batched but timed, the prediction took 2.9-4.0 s on H200s (023e95c); untimed, 0.7-1.0 s
-        # (a676606, six runs). Deterministic kernels also give the same labels on every run.
-        with cudnn_settings(settings.unet, device):
+    # Under the training's cuDNN settings: ns-train turns benchmarking on, which times every algorithm of each new
+    # shape first. Batched but timed, the prediction took 2.9-4.0 s on H200s (023e95c); untimed, 0.7-1.0 s (a676606,
+    # six runs). Deterministic kernels also give the same labels on every run.
+    with cudnn_settings(settings.unet, device):
+        for batch in same_size_batches(pending, photos, PREDICT_BATCH_VIEWS):
             predicted = predict_batch_probabilities(model, [photos[i] for i in batch], device, settings.unet.bf16)
-        for i, (ids, probability) in zip(batch, predicted):  # [H, W], [H, W]
-            carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
-            pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
-            kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
-        if progress is not None and task is not None:
-            progress.advance(task, len(batch))
+            for i, (ids, probability) in zip(batch, predicted):  # [H, W], [H, W]
+                carried = carried_of.get(i, np.full(ids.shape, IGNORE_ID, np.uint8))  # [H, W]
+                pseudo[i], confidence[i] = fuse(carried, ids, probability, settings.threshold, settings.margin)
+                kept += float(((carried == IGNORE_ID) & (pseudo[i] != IGNORE_ID)).mean())
+            if progress is not None and task is not None:
+                progress.advance(task, len(batch))
     return pseudo, confidence, kept / max(len(pending), 1)
 
 
