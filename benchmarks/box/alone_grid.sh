@@ -3,7 +3,9 @@
 # equal share of the CPU cores (on a 4-GPU machine of 64 cores, each gets the 16 cores of a one-H100 box).
 # Each ENTRY is "GPU PRESET SCENE LABEL [TREE [FLAG ...]]": ns-train PRESET (through semsplat-batch, the pseudo labels
 # made inside ns-train as a user's are) on a fresh copy of SCENE, with the code of TREE (an absolute path to
-# another copy of the repo, e.g. the commit before a change; "-" or none: this copy) and more ns-train FLAGs.
+# another copy of the repo, e.g. the commit before a change; "-" or none: this copy) and more ns-train FLAGs. A TREE
+# with a file COMMIT stamps its rows with that commit instead of $SEMSPLAT_COMMIT:
+#   mkdir .before && git archive 28cdb21 | tar -x -C .before && echo 28cdb21 > .before/COMMIT
 # Rows: /tmp/work/results/alone_LABEL.json; then the trained run's evaluation label path is timed alone on its GPU
 # (python -m semsplat_ns.eval.label_path_timing) into /tmp/work/results/label_path_timing_LABEL.json, and the run's
 # automatic prior (saved under /tmp/work/priors: a saved prior is too large to bring back) is scored alone on the
@@ -30,6 +32,8 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
     source benchmarks/box/env.sh > /dev/null || exit 1
     prior=$work/priors/$label.pt
     export CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$share
+    # another tree's rows carry its own commit (a file COMMIT written beside its code, e.g. by git archive's caller)
+    [ "$tree" = "$here" ] || [ ! -f "$tree/COMMIT" ] || export SEMSPLAT_COMMIT=$(cat "$tree/COMMIT")
     export EXTRA_FLAGS="--pipeline.datamanager.pseudo-prior.save-weights $prior ${extra:-}"
     scenes=("$scene")
     source benchmarks/box/lib.sh
