@@ -74,9 +74,13 @@ METHODS: Dict[str, Method] = {
     # ... or with semsplat-fast's 3000-step prior (from a931229), e.g. at 6000 steps (semsplat-prior3k@6000 in
     # grid_rows.sh: the schedule compressed to them), the next candidate for a semsplat-fast of <= 90 s.
     "semsplat-prior3k": Method("prior", prior=dict(steps=3000)),
-    # ... or that prior on 192-pixel crops instead of 256 (192 is every prior's crop since 91bfafd: the step is bound
-    # by the GPU and took 0.69x as long on an H200; this scored 73.96 on townA, e8b926c, as at 256) ...
+    # ... or that prior on 192-pixel crops instead of 256 (every prior's crop from 91bfafd to d8f048f, semsplat-fast's
+    # since: the step is bound by the GPU and took 0.69x as long on an H200; this scored 73.96 on townA, e8b926c, as
+    # at 256) ...
     "semsplat-prior3k-crop192": Method("prior", prior=dict(steps=3000, crop=192)),
+    # ... or the preset's prior on 192-pixel crops (the preset from 91bfafd to d8f048f: equal mIoU over nine runs a
+    # town, but townB's Wall and Bridge 6-9 IoU points lower) ...
+    "semsplat-crop192": Method("prior", prior=dict(crop=192)),
     # ... or 4500 steps (semsplat-fast's prior from 91bfafd to a676606), e.g. at 6000 training steps
     # (semsplat-prior4500@6000 in grid_rows.sh: 75.07 / 59.48 on townA / townB, a676606; the preset's prior at
     # 5000 steps, semsplat@5000, scored 76.02 / 61.07 and is semsplat-fast since 17a4080).

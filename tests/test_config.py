@@ -1,13 +1,15 @@
 """The registered methods: semsplat (the paper's schedule compressed to 7000 steps), semsplat-fast (compressed to
-5000, the same pseudo labels) and semsplat-30k (the paper's schedule as it is)."""
+5000, its prior on smaller crops) and semsplat-30k (the paper's schedule as it is)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib.metadata import entry_points
 
 import pytest
 
 from semsplat_ns.config import (
+    FAST_PRIOR_CROP,
     FAST_STEPS,
     PAPER_STEPS,
     PRESET_STEPS,
@@ -16,7 +18,9 @@ from semsplat_ns.config import (
     semsplat_preset_config,
     semsplat_trainer_config,
 )
+from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from semsplat_ns.pseudo.unet import UnetRecipe
 from semsplat_ns.trainer import SemSplatTrainerConfig
 
 
@@ -56,13 +60,20 @@ def test_presets_compress_the_whole_schedule():
             scheduler = group["scheduler"]
             if scheduler is not None:
                 assert scheduler.max_steps == config.max_num_iterations, name
-    # semsplat-fast: the paper's schedule compressed to fewer steps, and the preset's pseudo labels (one cache for both)
+    # semsplat-fast: the paper's schedule compressed to fewer steps, and the preset's pseudo labels but for the prior's
+    # smaller crops
     assert fast.max_num_iterations == FAST_STEPS < PRESET_STEPS
     unscheduled = semsplat_trainer_config().pipeline.model
     assert isinstance(unscheduled, SemSplatModelConfig)
     fast_model = compress_schedule(unscheduled, FAST_STEPS, paper_model.refine_every)
     assert fast.pipeline.model == fast_model and fast.steps_per_eval_image == FAST_STEPS // 10
-    assert fast.pipeline.datamanager == preset.pipeline.datamanager
+    fast_datamanager, preset_datamanager = fast.pipeline.datamanager, preset.pipeline.datamanager
+    assert isinstance(fast_datamanager, SemSplatDataManagerConfig)
+    assert isinstance(preset_datamanager, SemSplatDataManagerConfig)
+    assert preset_datamanager.pseudo_prior.unet.crop == UnetRecipe().crop == 256
+    assert fast_datamanager.pseudo_prior.unet.crop == FAST_PRIOR_CROP == 192
+    fast_prior = replace(fast_datamanager.pseudo_prior, unet=replace(fast_datamanager.pseudo_prior.unet, crop=256))
+    assert replace(fast_datamanager, pseudo_prior=fast_prior) == preset_datamanager
     # the pseudo-label weights and the thin-object settings the preset was measured with
     assert preset_model.pseudo_weight_by_label_support and preset_model.pseudo_weight_by_agreement
     datamanager = preset.pipeline.datamanager

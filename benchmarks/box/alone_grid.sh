@@ -49,7 +49,7 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
       --out "$work/results/label_path_timing_$label.json" >> "$work/batch_$label.log" 2>&1
     say "label path timing $label rc $?"
     if [ -f "$prior" ]; then
-      local prior_args=(--method prior)  # semsplat-fast's prior is the preset's (since a676606)
+      local prior_args=(--method prior)  # the saved weights are scored; their recipe does not matter here
       python -m benchmarks.prior --scene "$work/scenes/$label/$scene" --weights "$prior" "${prior_args[@]}" \
         --out "$work/results/prior_$label.json" >> "$work/batch_$label.log" 2>&1
       say "prior alone $label rc $?"

@@ -4,7 +4,7 @@ Two users share it: the prior of ``semsplat-pseudo-labels --backend prior`` (tra
 plus the labels that depth-tested reprojection carries into the other training views) and the benchmark's
 Unet baseline (``benchmarks/baselines/unet.py``, labelled views only). No pretrained weights, no download.
 
-Recipe: a 5-level Unet (base width 32, BatchNorm), random square crops (192 px) under the 8 symmetries of
+Recipe: a 5-level Unet (base width 32, BatchNorm), random square crops (256 px) under the 8 symmetries of
 the square and a +-20 % brightness jitter, AdamW with a one-cycle learning rate peaking at 2e-3, bf16
 autocast on CUDA. Label id 255 means "no label" and is left out of the loss, so partly labelled views
 (reprojected labels) train where they have labels only.
@@ -70,12 +70,13 @@ class UnetRecipe:
 
     steps: int = 6000
     """Optimisation steps."""
-    crop: int = 192
-    """Side of the square random training crops, pixels (a multiple of 2**(levels-1)). 192 rather than 256: the
-    prior's step is bound by the GPU (6.8 of its 6.6-6.9 ms busy at 256 on an H200) and took 4.53 ms at 192, 0.69x;
-    at the same steps semsplat scored as high (6000-step prior: townA 75.70, 75.52 on H200s and 75.34 on an H100
-    against 75.18 / 75.56 at 256 on an H100; townB 60.94, 61.05 against 60.20 there and 60.58-60.89 on H200s;
-    BENCHMARKS.md, session 15)."""
+    crop: int = 256
+    """Side of the square random training crops, pixels (a multiple of 2**(levels-1)). The prior's step is bound by
+    the GPU, so smaller crops train faster (192: 4.53 against 6.6 ms per step on an H200; ``semsplat-fast`` uses
+    them), at equal mIoU but not equal classes: over nine semsplat runs each on townB, 192-pixel priors scored Wall
+    8.9 and Bridge 5.8 IoU points lower (Other 16.7, Water 2.7 higher); on one H100 at d8f048f, townB's preset
+    scored 60.38 and 60.69 mIoU at 256 (Wall 64.5 / 64.0) against 60.02 at 192 (Wall 54.1), for 14.6 s more of
+    prior training (BENCHMARKS.md, session 16)."""
     width: int = 32
     """Channels of the first Unet level; each deeper level doubles it."""
     levels: int = 5
