@@ -40,7 +40,8 @@ steps: townA's TrafficSign and townB's Dynamic at 0 IoU)."""
 FAST_PRIOR_CROP = 192
 """Crop side of ``semsplat-fast``'s prior (the preset's is ``UnetRecipe.crop``, 256): the prior trains in ~30 s
 instead of ~44 s on an H100, which keeps the fast preset under 90 s end to end. Measured on one H100 at d8f048f
-(benchmarks/results/semsplat_before_after_d8f048f.json): 75.43 / 60.28 mIoU in 83.7 / 84.4 s on townA / townB.
+(benchmarks/results/semsplat_before_after_d8f048f.json): 75.43 / 60.28 mIoU in 83.7 / 84.4 s on townA / townB; as
+registered (33066aa) 75.28 in 84.6 s on townA, against 75.07 in 115.8 s for the preset on the same machine.
 192-pixel priors cost townB's Wall and Bridge 6-9 IoU points on average (see ``UnetRecipe.crop``), so the preset
 keeps 256. The two presets' pseudo labels differ: switching a scene between them rebuilds its cached labels."""
 
