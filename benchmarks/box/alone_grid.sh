@@ -5,7 +5,8 @@
 # made inside ns-train as a user's are) on a fresh copy of SCENE, with the code of TREE (an absolute path to
 # another copy of the repo, e.g. the commit before a change; "-" or none: this copy) and more ns-train FLAGs. A TREE
 # with a file COMMIT stamps its rows with that commit instead of $SEMSPLAT_COMMIT:
-#   mkdir .before && git archive 28cdb21 | tar -x -C .before && echo 28cdb21 > .before/COMMIT
+#   mkdir .before && git archive 28cdb21 semsplat_ns benchmarks pyproject.toml | tar -x -C .before \
+#     && rm -r .before/benchmarks/results && echo 28cdb21 > .before/COMMIT   # 1.4 MB: a call carries 64 MiB
 # Rows: /tmp/work/results/alone_LABEL.json; then the trained run's evaluation label path is timed alone on its GPU
 # (python -m semsplat_ns.eval.label_path_timing) into /tmp/work/results/label_path_timing_LABEL.json, and the run's
 # automatic prior (saved under /tmp/work/priors: a saved prior is too large to bring back) is scored alone on the
