@@ -3,7 +3,7 @@
 # separate GPUs (start it with launch.sh, MPS=1):
 #   ALONE_GPUS (default 0,1; one scene per GPU, one training at a time on each):
 #     D. the semsplat preset alone (the #13 end-to-end row of `ns-train semsplat`), then C. semsplat-fast alone
-#        (its own prior, the preset's), then each of LATER methods alone;
+#        (its own prior, on 192-pixel crops), then each of LATER methods alone;
 #   SHARED_GPUS (default 2,3): METHODS as concurrent semsplat-batch runs, each on its own copy of the scenes (one
 #     scene per GPU, so each GPU trains that scene of every method at once).
 # Every run makes the prior's pseudo labels inside ns-train where its method needs them, as a user's does.

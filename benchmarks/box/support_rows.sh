@@ -5,7 +5,7 @@
 #      semsplat-batch runs, each on its own copy of the SCENES (one scene per GPU, so each GPU trains one scene of
 #      every method at once); ns-train makes the prior's pseudo labels itself where a method needs them
 #      (--pseudo-backend none), as `ns-train semsplat --data X` does for a user;
-#   C. semsplat-fast alone on each GPU (fresh copies: its own prior, the preset's), rows with end_to_end_s;
+#   C. semsplat-fast alone on each GPU (fresh copies: its own prior, on 192-pixel crops), rows with end_to_end_s;
 #   D. the semsplat preset alone on each GPU (fresh copies), the #13 end-to-end row of `ns-train semsplat`.
 # Rows: /tmp/work/results/semsplat_prior.json (A, D) and semsplat_fast.json (C), with jobs_sharing_gpu counted
 # over the concurrent batches (batch_rows.py --concurrent).
