@@ -1,0 +1,70 @@
+"""benchmarks/step_trace.py on a real CPU training: every step stamped once, and tagged with what it did (the first
+step, densification, the neighbour pool's rebuilds, logging steps, the view's kind and render size)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.step_trace import StepTrace, trace_training
+from tests.cpu_training import DENSIFYING_EVERY_3, seeded_trainer
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def scene(demo_town) -> Path:
+    return demo_town(n_views=10, resolution=33, n_labelled=2, seed=11)
+
+
+def test_trace_tags_the_steps_of_a_real_run(scene, tmp_path):
+    settings = dict(DENSIFYING_EVERY_3, semantic_start_step=0, agg3d_knn_refresh_every=4)
+    trainer = seeded_trainer(scene, tmp_path, STEPS, "trace", trainer_settings={"logging.steps_per_log": 5}, **settings)
+    trainer.pipeline.model.strategy.pause_refine_after_reset = 0
+    trace = trace_training(trainer)
+
+    assert len(trace.before) == len(trace.after) == len(trace.tags) == STEPS
+    assert all(b < a for b, a in zip(trace.before, trace.after))  # each step stamped before and after its work
+    assert all(a <= b for a, b in zip(trace.after, trace.before[1:]))
+    tagged = {tag: [step for step, tags in enumerate(trace.tags) if tag in tags] for tag in ("first", "refine", "log")}
+    assert tagged["first"] == [0]
+    assert tagged["refine"] == [3, 6]  # DENSIFYING_EVERY_3 densifies at steps 3 and 6
+    assert tagged["log"] == [0, 5]
+    # the pool is built on the first L3D step and again after each densification (its Gaussians changed)
+    pool_steps = [step for step, tags in enumerate(trace.tags) if "pool" in tags]
+    assert 0 in pool_steps and {4, 7} <= set(pool_steps)
+    kinds = {tag for tags in trace.tags for tag in tags if tag in ("labelled", "pseudo", "unlabelled")}
+    assert "labelled" in kinds and len(kinds) >= 2  # the scene's labelled views and the others are drawn
+    assert {tag for tags in trace.tags for tag in tags if tag.startswith("size")} == {"size2", "size1"}
+
+    summary = trace.summary(windows=4, slowest=3)
+    assert summary["steps"] == STEPS and len(summary["windows"]) == 2 and len(summary["slowest"]) == 3
+    assert summary["inside_s"] + summary["outside_s"] == pytest.approx(summary["loop_s"], rel=1e-6)
+    assert summary["tags"]["refine"]["steps"] == 2
+    slowest = summary["slowest"]
+    assert slowest[0]["ms"] >= slowest[1]["ms"] >= slowest[2]["ms"]
+    assert summary["per_step_tags"][3].split() == trace.tags[3]
+
+
+def test_collections_are_timed_in_the_step_they_ran():
+    clock = iter([0.0, 1.0, 1.0025, 2.0, 3.0, 4.0])
+    trace = StepTrace(lambda: dict(captures=0, gaussians=1, pool_built_at=0, pool_key=None, downscale=1))
+    import benchmarks.step_trace as module
+
+    real = module.time.perf_counter
+    module.time.perf_counter = lambda: next(clock)  # type: ignore[assignment]
+    try:
+        trace.before_step(0)  # 0.0
+        trace.on_gc("start", {"generation": 2})  # 1.0
+        trace.on_gc("stop", {"generation": 2})  # 1.0025
+        trace.after_step(0)  # 2.0
+        trace.before_step(1)  # 3.0
+        trace.after_step(1)  # 4.0
+    finally:
+        module.time.perf_counter = real
+    assert trace.gc_ms == [pytest.approx(2.5), 0.0]
+    assert trace.tags[0] == ["first", "size1", "gc2"] and trace.tags[1] == ["size1"]
+    assert trace.summary()["outside_s"] == pytest.approx(1.0)
