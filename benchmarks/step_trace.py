@@ -57,6 +57,8 @@ class StepTrace:
     """
 
     state: Callable[[], Dict[str, object]]
+    phases: Optional[PhaseClock] = None
+    """Also times these phases inside each step (None: none)."""
     before: List[float] = field(default_factory=list)
     """``perf_counter`` at the start of each step."""
     after: List[float] = field(default_factory=list)
@@ -82,6 +84,9 @@ class StepTrace:
         tags += [f"gc{generation}" for generation in sorted(set(self._gc_generations))]
         self.tags.append(tags)
         self.gc_ms.append(self._gc_now_ms)
+        if self.phases is not None:
+            self.phases.add("step", 1000 * (self.after[-1] - self.before[-1]))
+            self.phases.end_step()
 
     @staticmethod
     def tags_of(before: Dict[str, object], after: Dict[str, object]) -> List[str]:
@@ -148,7 +153,90 @@ class StepTrace:
             ],
             per_step=dict(inside_ms=[round(v, 3) for v in inside], outside_ms=[round(v, 3) for v in outside]),
             per_step_tags=[" ".join(tags) for tags in self.tags],
+            **self._phase_summary(),
         )
+
+    PLAIN_EXCLUDES = ("first", "capture", "refine", "pool", "log")
+    """Tags of steps with work besides the usual (left out of the phases' summary)."""
+
+    def _phase_summary(self) -> dict:
+        """The phases' mean and median ms over the plain steps at full resolution (no tag of :attr:`PLAIN_EXCLUDES`,
+        tag ``size1``), with ``callbacks``: the step's time outside ``train_iteration`` (nerfstudio's callbacks:
+        densification, the schedulers' bookkeeping)."""
+        if self.phases is None:
+            return {}
+        plain = [
+            step
+            for step, tags in enumerate(self.tags)
+            if "size1" in tags and not any(tag in tags for tag in self.PLAIN_EXCLUDES)
+        ]
+        per_step = self.phases.per_step
+        if "train_iteration" in per_step:
+            per_step["callbacks"] = [a - b for a, b in zip(per_step["step"], per_step["train_iteration"])]
+            if "callbacks" not in self.phases.names:
+                self.phases.names.append("callbacks")
+        return dict(phase_steps=len(plain), phases=self.phases.summary(plain))
+
+
+@dataclass
+class PhaseClock:
+    """Host milliseconds of named phases inside each step: functions wrapped to add their own duration (their callees
+    included: phases nest) to the step's total, read at the end of each step.
+
+    The host's time, not the device's: a phase that makes the host wait for the device (gsplat's tile intersection
+    counts its intersections on the host) holds the wait.
+    """
+
+    names: List[str] = field(default_factory=list)
+    per_step: Dict[str, List[float]] = field(default_factory=dict)
+    """Phase -> its milliseconds in each step."""
+    _now: Dict[str, float] = field(default_factory=dict)
+    _undo: List[Callable[[], None]] = field(default_factory=list)
+
+    def wrap(self, owner: object, attribute: str, name: str) -> None:
+        """Times ``owner.attribute`` (a function or bound method, set on the owner itself) as phase ``name``."""
+        function = getattr(owner, attribute)
+        had_own = isinstance(owner, type) or attribute in vars(owner)
+        previous = vars(owner).get(attribute) if had_own else None
+        now = self._now
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                now[name] = now.get(name, 0.0) + 1000 * (time.perf_counter() - started)
+
+        setattr(owner, attribute, timed)
+        self._undo.append(lambda: setattr(owner, attribute, previous) if had_own else delattr(owner, attribute))
+        if name not in self.names:
+            self.names.append(name)
+
+    def add(self, name: str, ms: float) -> None:
+        """Adds ``ms`` to phase ``name`` in this step (for work between stamps rather than inside one function)."""
+        self._now[name] = self._now.get(name, 0.0) + ms
+        if name not in self.names:
+            self.names.append(name)
+
+    def end_step(self) -> None:
+        """Files this step's phase times (0 for a phase that did not run) and starts the next step's."""
+        for name in self.names:
+            self.per_step.setdefault(name, []).append(self._now.get(name, 0.0))
+        self._now.clear()
+
+    def restore(self) -> None:
+        """Unwraps every function wrapped."""
+        while self._undo:
+            self._undo.pop()()
+
+    def summary(self, steps: List[int]) -> Dict[str, Dict[str, float]]:
+        """Each phase's mean and median milliseconds over ``steps`` (e.g. the steps with no extra work)."""
+        result = {}
+        for name in self.names:
+            values = [self.per_step[name][s] for s in steps if s < len(self.per_step[name])]
+            if values:
+                result[name] = dict(mean_ms=sum(values) / len(values), median_ms=statistics.median(values))
+        return result
 
 
 def preset_config(scene: Path, method: str, output_dir: Path, iterations: Optional[int] = None):
@@ -168,19 +256,22 @@ def preset_config(scene: Path, method: str, output_dir: Path, iterations: Option
     return config
 
 
-def trace_run(scene: Path, method: str, output_dir: Path, iterations: Optional[int] = None) -> StepTrace:
+def trace_run(
+    scene: Path, method: str, output_dir: Path, iterations: Optional[int] = None, phases: bool = False
+) -> StepTrace:
     """Trains ``method`` on ``scene`` over its schedule (or its first ``iterations`` steps), tracing every step."""
     config = preset_config(scene, method, output_dir, iterations)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
-    return trace_training(trainer)
+    return trace_training(trainer, phases)
 
 
-def trace_training(trainer) -> StepTrace:
+def trace_training(trainer, phases: bool = False) -> StepTrace:
     """Runs a set-up semsplat trainer's loop (``trainer.train()``) with every step traced.
 
     Args:
         trainer: A :class:`~semsplat_ns.trainer.SemSplatTrainer` after ``setup()``.
+        phases: Also time the phases of each step (:func:`phase_clock`).
     """
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
@@ -210,7 +301,8 @@ def trace_training(trainer) -> StepTrace:
             downscale=int(model._get_downscale_factor()),
         )
 
-    trace = StepTrace(state)
+    clock = phase_clock(trainer) if phases else None
+    trace = StepTrace(state, phases=clock)
     # first of the callbacks before a step, last after it: the step's stamps hold every other callback's work
     trainer.callbacks.insert(0, TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], trace.before_step))
     trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], trace.after_step))
@@ -219,7 +311,40 @@ def trace_training(trainer) -> StepTrace:
         trainer.train()
     finally:
         gc.callbacks.remove(trace.on_gc)
+        if clock is not None:
+            clock.restore()
     return trace
+
+
+def phase_clock(trainer) -> PhaseClock:
+    """A :class:`PhaseClock` on the functions a semsplat training step runs through (names nest with "/")."""
+    import semsplat_ns.model.losses as losses
+    import semsplat_ns.model.semsplat_model as semsplat_model
+    from semsplat_ns.model.neighbour_pool import NeighbourPool
+    from semsplat_ns.model.view_losses import ViewLossRunner
+
+    model = trainer.pipeline.model
+    optimizers = trainer.optimizers
+    clock = PhaseClock()
+    for owner, attribute, name in (
+        (trainer, "train_iteration", "train_iteration"),
+        (optimizers, "zero_grad_some", "zero_grad"),
+        (trainer.pipeline.datamanager, "next_train", "next_train"),
+        (model, "get_outputs", "forward"),
+        (model, "_rasterize", "forward/rasterize"),
+        (semsplat_model, "rasterization", "forward/rasterize/gsplat"),
+        (model, "_view_colors", "forward/rasterize/view_colors"),
+        (model, "get_metrics_dict", "metrics"),
+        (model, "get_loss_dict", "losses"),
+        (ViewLossRunner, "__call__", "losses/view_losses"),
+        (losses, "aggregation_3d_loss", "losses/l3d"),
+        (NeighbourPool, "sample", "losses/l3d/pool"),
+        (torch.autograd, "backward", "backward"),
+        (optimizers, "optimizer_scaler_step_some", "optimizer"),
+        (optimizers, "scheduler_step_all", "scheduler"),
+    ):
+        clock.wrap(owner, attribute, name)
+    return clock
 
 
 def main() -> None:
@@ -229,9 +354,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("trace-out"))
     parser.add_argument("--output-dir", type=Path, default=Path("/tmp/trace-runs"))
     parser.add_argument("--iterations", type=int, default=None, help="stop after this many steps (default: all)")
+    parser.add_argument("--phases", action="store_true", help="also time the phases of each step (host ms)")
     parser.add_argument("--label", default=None, help="names this run's file (e.g. before / after)")
     args = parser.parse_args()
-    trace = trace_run(args.scene, args.method, args.output_dir, args.iterations)
+    trace = trace_run(args.scene, args.method, args.output_dir, args.iterations, args.phases)
     summary = trace.summary()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     name = f"step_trace_{args.label}.json" if args.label else "step_trace.json"
@@ -246,6 +372,8 @@ def main() -> None:
     )
     for tag, entry in list(summary["tags"].items())[:12]:
         print(f"  {tag:12s} {entry['steps']:6d} steps, excess {entry['excess_ms'] / 1000:7.2f} s", flush=True)
+    for name, entry in summary.get("phases", {}).items():
+        print(f"  phase {name:32s} {entry['mean_ms']:6.2f} ms mean, {entry['median_ms']:6.2f} median", flush=True)
     for entry in summary["slowest"][:15]:
         print(f"  step {entry['step']:5d}: {entry['ms']:7.1f} ms  {' '.join(entry['tags'])}", flush=True)
 

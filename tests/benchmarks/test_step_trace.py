@@ -68,3 +68,29 @@ def test_collections_are_timed_in_the_step_they_ran():
     assert trace.gc_ms == [pytest.approx(2.5), 0.0]
     assert trace.tags[0] == ["first", "size1", "gc2"] and trace.tags[1] == ["size1"]
     assert trace.summary()["outside_s"] == pytest.approx(1.0)
+
+
+def test_phases_of_each_step_are_timed_and_unwrapped_after(scene, tmp_path):
+    import semsplat_ns.model.semsplat_model as semsplat_model
+
+    real_rasterization = semsplat_model.rasterization
+    settings = dict(semantic_start_step=0, num_downscales=0)  # full size from the first step, no densification
+    trainer = seeded_trainer(scene, tmp_path, 6, "phases", trainer_settings={"logging.steps_per_log": 100}, **settings)
+    trace = trace_training(trainer, phases=True)
+
+    assert trace.phases is not None
+    per_step = trace.phases.per_step
+    for name in ("train_iteration", "next_train", "forward", "forward/rasterize/gsplat", "losses", "backward"):
+        assert len(per_step[name]) == 6 and all(ms > 0 for ms in per_step[name]), name
+    for step in range(6):  # nested phases within their parents, and the step holds them all
+        assert per_step["forward/rasterize/gsplat"][step] <= per_step["forward/rasterize"][step]
+        assert per_step["forward/rasterize"][step] <= per_step["forward"][step]
+        parts = ("next_train", "forward", "metrics", "losses", "backward", "optimizer", "scheduler")
+        assert sum(per_step[name][step] for name in parts) <= per_step["train_iteration"][step]
+        assert per_step["train_iteration"][step] <= per_step["step"][step]
+    summary = trace.summary()
+    assert summary["phase_steps"] == 5  # steps 1-5: step 0 is the first
+    assert set(summary["phases"]) >= {"step", "callbacks", "backward", "losses/l3d"}
+    # every wrapped function is the original again
+    assert semsplat_model.rasterization is real_rasterization
+    assert "get_outputs" not in vars(trainer.pipeline.model) and "train_iteration" not in vars(trainer)
