@@ -2,7 +2,7 @@
 # GPU box runner: benchmarks/step_trace.py, one traced training after another, each alone on GPU 0 with every core.
 # Each ENTRY is "SCENE METHOD LABEL [REPEATS [TREE]]": a fresh copy of SCENE (no pseudo labels) traced REPEATS times
 # (default 1; the first run makes the pseudo labels, the others reuse them) with the code of TREE ("-" or none: this
-# copy). Files: /tmp/work/results/profile/step_trace_LABEL_rN.json, logs /tmp/work/trace_LABEL_rN.log.
+# copy), with TRACE_FLAGS (e.g. --phases) added to each run. Files: /tmp/work/results/profile/step_trace_LABEL_rN.json, logs /tmp/work/trace_LABEL_rN.log.
 #   bash benchmarks/box/launch.sh benchmarks/box/trace_rows.sh "townA semsplat head 2"
 set -u
 work=${WORK:-/tmp/work}
@@ -22,7 +22,7 @@ for entry in "$@"; do
       export CUDA_VISIBLE_DEVICES=0
       say "trace ${label}_r$r: $method $scene, code of $tree"
       python benchmarks/step_trace.py --scene "$copy/$scene" --method "$method" --label "${label}_r$r" \
-        --out "$work/results/profile" --output-dir "$work/trace_runs/$label" > "$work/trace_${label}_r$r.log" 2>&1
+        --out "$work/results/profile" --output-dir "$work/trace_runs/$label" ${TRACE_FLAGS:-} > "$work/trace_${label}_r$r.log" 2>&1
       say "trace ${label}_r$r rc $?: $(grep -a 'steps in' "$work/trace_${label}_r$r.log" | tail -n 1)"
     )
   done
