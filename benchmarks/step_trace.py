@@ -28,7 +28,9 @@ steps with their tags, and every step's times and tags.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
+import os
 import statistics
 import sys
 import time
@@ -347,6 +349,27 @@ def phase_clock(trainer) -> PhaseClock:
     return clock
 
 
+PER_STEP_KEYS = ("per_step", "per_step_tags")
+"""Keys of the summary holding a value per step: written apart, compactly (``step_trace[_<label>]_steps.json``)."""
+
+
+def write_trace(out: Path, label: Optional[str], about: Dict[str, object], summary: dict) -> None:
+    """Writes a trace's summary (readable) and its per-step values (compact) into ``out``.
+
+    Args:
+        out: The folder.
+        label: Names the files (``step_trace_<label>.json``, ``step_trace_<label>_steps.json``).
+        about: What was traced (device, scene, method), put first.
+        summary: :meth:`StepTrace.summary`.
+    """
+    stem = f"step_trace_{label}" if label else "step_trace"
+    stamp = dict(label=label, date=datetime.date.today().isoformat(), commit=os.environ.get("SEMSPLAT_COMMIT", ""))
+    record = {**about, **stamp, **{key: value for key, value in summary.items() if key not in PER_STEP_KEYS}}
+    write_json_atomic(out / f"{stem}.json", record, indent=1)
+    steps = {**about, **stamp, **{key: summary[key] for key in PER_STEP_KEYS if key in summary}}
+    write_json_atomic(out / f"{stem}_steps.json", steps, indent=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene", type=Path, required=True)
@@ -360,10 +383,8 @@ def main() -> None:
     trace = trace_run(args.scene, args.method, args.output_dir, args.iterations, args.phases)
     summary = trace.summary()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    name = f"step_trace_{args.label}.json" if args.label else "step_trace.json"
     args.out.mkdir(parents=True, exist_ok=True)
-    record = dict(device=device, scene=args.scene.name, method=args.method, label=args.label, **summary)
-    write_json_atomic(args.out / name, record, indent=1)
+    write_trace(args.out, args.label, dict(device=device, scene=args.scene.name, method=args.method), summary)
     print(
         f"{summary['steps']} steps in {summary['loop_s']:.1f} s: {summary['steps_per_s']:.1f} steps/s; "
         f"median {summary['median_ms']:.2f} ms; excess over the median {summary['excess_over_median_s']:.1f} s; "

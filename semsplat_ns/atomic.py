@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, Optional, Union
 
 
 def current_umask() -> int:
@@ -66,7 +66,7 @@ def write_bytes_atomic(path: Union[str, Path], data: bytes) -> None:
         handle.write(data)
 
 
-def write_json_atomic(path: Union[str, Path], payload, indent: int = 2) -> None:
-    """Writes ``payload`` as JSON to ``path`` atomically."""
+def write_json_atomic(path: Union[str, Path], payload, indent: Optional[int] = 2) -> None:
+    """Writes ``payload`` as JSON to ``path`` atomically (``indent`` None: on one line)."""
     with atomic_open(path, "w") as handle:
         json.dump(payload, handle, indent=indent)

@@ -94,3 +94,23 @@ def test_phases_of_each_step_are_timed_and_unwrapped_after(scene, tmp_path):
     # every wrapped function is the original again
     assert semsplat_model.rasterization is real_rasterization
     assert "get_outputs" not in vars(trainer.pipeline.model) and "train_iteration" not in vars(trainer)
+
+
+def test_trace_files_summary_readable_and_steps_apart(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks.step_trace import write_trace
+
+    trace = StepTrace(lambda: dict(captures=0, gaussians=1, pool_built_at=0, pool_key=None, downscale=1))
+    for step in range(3):
+        trace.before_step(step)
+        trace.after_step(step)
+    monkeypatch.setenv("SEMSPLAT_COMMIT", "abc1234")
+    write_trace(tmp_path, "x", dict(device="cpu", scene="s", method="semsplat"), trace.summary())
+    summary = json.loads((tmp_path / "step_trace_x.json").read_text())
+    steps_text = (tmp_path / "step_trace_x_steps.json").read_text()
+    steps = json.loads(steps_text)
+    assert summary["commit"] == steps["commit"] == "abc1234" and summary["steps"] == 3
+    assert "per_step" not in summary and "per_step_tags" not in summary
+    assert len(steps["per_step"]["inside_ms"]) == 3 and len(steps["per_step_tags"]) == 3
+    assert "\n" not in steps_text.strip()  # one line: 7000 steps stay small
