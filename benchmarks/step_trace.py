@@ -319,7 +319,10 @@ def trace_training(trainer, phases: bool = False) -> StepTrace:
 
 
 def phase_clock(trainer) -> PhaseClock:
-    """A :class:`PhaseClock` on the functions a semsplat training step runs through (names nest with "/")."""
+    """A :class:`PhaseClock` on the functions a semsplat training step runs through (names nest with "/"): the draw,
+    the forward pass (gsplat's projection, tile intersection and rasterization calls where gsplat renders, the SH
+    colours, the transfer head), the losses, the backward pass (gsplat's backward functions among it), the optimiser,
+    the schedulers and each of nerfstudio's callbacks. Each wrap adds ~1 us of host time per call."""
     import semsplat_ns.model.losses as losses
     import semsplat_ns.model.semsplat_model as semsplat_model
     from semsplat_ns.model.neighbour_pool import NeighbourPool
@@ -327,8 +330,7 @@ def phase_clock(trainer) -> PhaseClock:
 
     model = trainer.pipeline.model
     optimizers = trainer.optimizers
-    clock = PhaseClock()
-    for owner, attribute, name in (
+    wraps: List[tuple] = [
         (trainer, "train_iteration", "train_iteration"),
         (optimizers, "zero_grad_some", "zero_grad"),
         (trainer.pipeline.datamanager, "next_train", "next_train"),
@@ -336,6 +338,8 @@ def phase_clock(trainer) -> PhaseClock:
         (model, "_rasterize", "forward/rasterize"),
         (semsplat_model, "rasterization", "forward/rasterize/gsplat"),
         (model, "_view_colors", "forward/rasterize/view_colors"),
+        (model.transfer_head, "forward", "forward/transfer_head"),
+        (model.strategy, "step_pre_backward", "forward/strategy_pre_backward"),
         (model, "get_metrics_dict", "metrics"),
         (model, "get_loss_dict", "losses"),
         (ViewLossRunner, "__call__", "losses/view_losses"),
@@ -344,7 +348,24 @@ def phase_clock(trainer) -> PhaseClock:
         (torch.autograd, "backward", "backward"),
         (optimizers, "optimizer_scaler_step_some", "optimizer"),
         (optimizers, "scheduler_step_all", "scheduler"),
-    ):
+    ]
+    try:  # gsplat's calls and backward functions (where gsplat is installed and renders: CUDA)
+        import gsplat.cuda._wrapper as kernels
+        import gsplat.rendering as rendering
+    except ImportError:
+        pass
+    else:
+        for function in ("fully_fused_projection", "isect_tiles", "isect_offset_encode", "rasterize_to_pixels"):
+            wraps.append((rendering, function, f"forward/rasterize/gsplat/{function}"))
+        for name, function in (("projection", "_FullyFusedProjection"), ("raster", "_RasterizeToPixels")):
+            wraps.append((getattr(kernels, function), "backward", f"backward/gsplat_{name}"))
+        wraps.append((kernels._SphericalHarmonics, "backward", "backward/gsplat_sh"))
+    for callback in trainer.callbacks:  # nerfstudio's callbacks (densification, the schedulers' bookkeeping, ...)
+        function = callback.func
+        name = getattr(function, "__qualname__", type(function).__name__)
+        wraps.append((callback, "func", f"callbacks/{name}"))
+    clock = PhaseClock()
+    for owner, attribute, name in wraps:
         clock.wrap(owner, attribute, name)
     return clock
 

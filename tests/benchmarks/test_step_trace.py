@@ -76,9 +76,12 @@ def test_phases_of_each_step_are_timed_and_unwrapped_after(scene, tmp_path):
     real_rasterization = semsplat_model.rasterization
     settings = dict(semantic_start_step=0, num_downscales=0)  # full size from the first step, no densification
     trainer = seeded_trainer(scene, tmp_path, 6, "phases", trainer_settings={"logging.steps_per_log": 100}, **settings)
+    callbacks_before = [callback.func for callback in trainer.callbacks]
     trace = trace_training(trainer, phases=True)
 
     assert trace.phases is not None
+    callback_phases = [name for name in trace.phases.names if name.startswith("callbacks/")]
+    assert any("step_post_backward" in name for name in callback_phases)  # densification's callback is timed
     per_step = trace.phases.per_step
     for name in ("train_iteration", "next_train", "forward", "forward/rasterize/gsplat", "losses", "backward"):
         assert len(per_step[name]) == 6 and all(ms > 0 for ms in per_step[name]), name
@@ -94,6 +97,8 @@ def test_phases_of_each_step_are_timed_and_unwrapped_after(scene, tmp_path):
     # every wrapped function is the original again
     assert semsplat_model.rasterization is real_rasterization
     assert "get_outputs" not in vars(trainer.pipeline.model) and "train_iteration" not in vars(trainer)
+    own = [callback.func for callback in trainer.callbacks[1:-1]]  # the trace's own callbacks are first and last
+    assert own == callbacks_before
 
 
 def test_trace_files_summary_readable_and_steps_apart(tmp_path, monkeypatch):
