@@ -104,7 +104,7 @@ def main(argv: Optional[list] = None) -> None:
     query_ids = torch.randperm(args.n, generator=generator)[: args.m].to(device)  # [M]
     queries = points[query_ids]  # [M, 3]
     exact = knn_exact(queries, points, args.k, query_ids)  # [M, k]
-    row = dict(
+    row: Dict[str, object] = dict(
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         n=args.n,
         m=args.m,

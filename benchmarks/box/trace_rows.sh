@@ -2,7 +2,8 @@
 # GPU box runner: benchmarks/step_trace.py, one traced training after another, each alone on GPU 0 with every core.
 # Each ENTRY is "SCENE METHOD LABEL [REPEATS [TREE]]": a fresh copy of SCENE (no pseudo labels) traced REPEATS times
 # (default 1; the first run makes the pseudo labels, the others reuse them) with the code of TREE ("-" or none: this
-# copy), with TRACE_FLAGS (e.g. --phases) added to each run. Files: /tmp/work/results/profile/step_trace_LABEL_rN.json, logs /tmp/work/trace_LABEL_rN.log.
+# copy), with TRACE_FLAGS (e.g. --phases) added to each run. SHARE_PSEUDO=1: the entries of a scene share one copy
+# (the first makes the pseudo labels, the others, of any tree, reuse them: for before/after pairs). Files: /tmp/work/results/profile/step_trace_LABEL_rN.json, logs /tmp/work/trace_LABEL_rN.log.
 #   bash benchmarks/box/launch.sh benchmarks/box/trace_rows.sh "townA semsplat head 2"
 set -u
 work=${WORK:-/tmp/work}
@@ -13,8 +14,11 @@ for entry in "$@"; do
   read -r scene method label repeats tree <<< "$entry"
   [ -z "${tree:-}" ] || [ "$tree" = - ] && tree=$here
   copy=$work/scenes/trace_$label
-  rm -rf "$copy" && mkdir -p "$copy" && cp -r "${SCENES:-$here/.scenes}/$scene" "$copy/$scene"
-  rm -rf "$copy/$scene/train/pseudo" "$copy/$scene/train/boundary" "$copy/$scene/train/confidence"
+  [ -z "${SHARE_PSEUDO:-}" ] || copy=$work/scenes/trace_shared
+  if [ -z "${SHARE_PSEUDO:-}" ] || [ ! -d "$copy/$scene" ]; then
+    rm -rf "$copy/$scene" && mkdir -p "$copy" && cp -r "${SCENES:-$here/.scenes}/$scene" "$copy/$scene"
+    rm -rf "$copy/$scene/train/pseudo" "$copy/$scene/train/boundary" "$copy/$scene/train/confidence"
+  fi
   for r in $(seq 1 "${repeats:-1}"); do
     (
       cd "$tree" || exit 1

@@ -4,6 +4,7 @@ step, densification, the neighbour pool's rebuilds, logging steps, the view's ki
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_phases_of_each_step_are_timed_and_unwrapped_after(scene, tmp_path):
     import semsplat_ns.model.semsplat_model as semsplat_model
 
     real_rasterization = semsplat_model.rasterization
-    settings = dict(semantic_start_step=0, num_downscales=0)  # full size from the first step, no densification
+    settings: Dict[str, Any] = dict(semantic_start_step=0, num_downscales=0)  # full size first, no densification
     trainer = seeded_trainer(scene, tmp_path, 6, "phases", trainer_settings={"logging.steps_per_log": 100}, **settings)
     callbacks_before = [callback.func for callback in trainer.callbacks]
     trace = trace_training(trainer, phases=True)

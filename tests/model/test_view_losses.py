@@ -271,7 +271,7 @@ def test_views_of_too_many_shapes_make_the_runner_give_up_graphs(monkeypatch):
     runner is told the CPU takes graphs, and a capture returns the eager function, counted)."""
     captured = []
 
-    def counted_capture(settings, ssim, names, tensors, semantic, photometric):
+    def counted_capture(settings, ssim, names, tensors, semantic, photometric, head=None, head_names=()):
         captured.append(tuple(tensors[0].shape[:2]))
         return lambda *inputs: view_losses(settings, ssim, dict(zip(names, inputs)), semantic, photometric)
 
@@ -290,3 +290,111 @@ def test_views_of_too_many_shapes_make_the_runner_give_up_graphs(monkeypatch):
         losses = runner(SETTINGS, ssim, _view_maps("labelled", torch.device("cpu"), 0, size=(40, 32)), semantic=True)
     assert runner.runner == "eager" and runner.num_graphs == 0 and len(captured) == 3
     assert torch.isfinite(torch.stack(list(losses.values()))).all()
+
+
+def _head(seed: int = 0) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(CHANNELS, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, CLASSES))
+
+
+@pytest.mark.parametrize("kind", ["labelled", "pseudo"])
+@pytest.mark.parametrize("pseudo_trains_head", [True, False])
+def test_losses_that_apply_the_head_equal_those_given_its_logits(kind, pseudo_trains_head):
+    """The head run inside the losses (as the loss graphs run it) gives the losses and every gradient (features, head
+    parameters, render) of the head applied before them, as the eager path applies it."""
+    settings = dataclasses.replace(SETTINGS, agg2d_loss_weight=0.0, pseudo_trains_head=pseudo_trains_head)
+    ssim = SSIM(data_range=1.0, channel=3)
+    drawn = _view_maps(kind, torch.device("cpu"), seed=4).items()
+    base = {k: v for k, v in drawn if v is not None and k not in ("logits", "pseudo_logits")}
+    results = []
+    for inside in (False, True):
+        head = _head()
+        maps = {k: (v.detach().clone().requires_grad_(v.requires_grad)) for k, v in base.items()}
+        if not inside:
+            maps["logits"] = head(maps["features"])
+            if kind == "pseudo" and not pseudo_trains_head:
+                frozen = {name: value.detach() for name, value in head.named_parameters()}
+                maps["pseudo_logits"] = torch.func.functional_call(head, frozen, (maps["features"],))
+        losses = view_losses(settings, ssim, maps, semantic=True, head=head if inside else None)
+        torch.stack(list(losses.values())).sum().backward()
+        grads = {name: p.grad.clone() for name, p in head.named_parameters() if p.grad is not None}
+        grads.update({f"map_{k}": v.grad.clone() for k, v in maps.items() if v.is_leaf and v.grad is not None})
+        results.append(({k: v.detach() for k, v in losses.items()}, grads))
+    (given_losses, given_grads), (inside_losses, inside_grads) = results
+    assert given_losses.keys() == inside_losses.keys()
+    for name in given_losses:
+        assert torch.allclose(inside_losses[name], given_losses[name], rtol=1e-6, atol=1e-7), name
+    assert given_grads.keys() == inside_grads.keys() and {"0.weight", "map_features"} <= given_grads.keys()
+    for name in given_grads:
+        assert torch.allclose(inside_grads[name], given_grads[name], rtol=1e-5, atol=1e-7), name
+    if kind == "pseudo" and not pseudo_trains_head:  # the pseudo loss alone moves the features, not the head
+        head = _head()
+        maps = {k: (v.detach().clone().requires_grad_(v.requires_grad)) for k, v in base.items()}
+        only_pseudo = dataclasses.replace(settings, ssim_lambda=0.0)
+        view_losses(only_pseudo, ssim, maps, semantic=True, photometric=False, head=head)["pseudo_loss"].backward()
+        assert all(p.grad is None for p in head.parameters()) and maps["features"].grad is not None
+
+
+def test_without_logits_or_head_the_losses_say_what_is_missing():
+    maps = {k: v for k, v in _view_maps("labelled", torch.device("cpu"), seed=1).items() if v is not None}
+    del maps["logits"]
+    with pytest.raises(ValueError, match="needs the 'logits' map or the transfer head"):
+        view_losses(SETTINGS, SSIM(channel=3), maps, semantic=True)
+
+
+def test_a_graph_runs_the_head_with_its_parameters_among_the_inputs(monkeypatch):
+    """The runner hands a capture the head and its parameter names, and each call the parameters' current tensors
+    after the maps (CPU: the runner is told the CPU takes graphs; a capture returns the eager function)."""
+    seen = []
+
+    def capture(settings, ssim, names, tensors, semantic, photometric, head=None, head_names=()):
+        def replay(*inputs):
+            seen.append(inputs[len(names) :])
+            maps, parameters = dict(zip(names, inputs[: len(names)])), dict(zip(head_names, inputs[len(names) :]))
+            return view_losses(settings, ssim, maps, semantic, photometric, head, parameters)
+
+        assert head is not None and head_names == ("0.weight", "0.bias", "2.weight", "2.bias")
+        return replay
+
+    monkeypatch.setattr(ViewLossRunner, "graphs_on", lambda self, device: self.runner == "cuda-graph")
+    monkeypatch.setattr(ViewLossRunner, "_capture", staticmethod(capture))
+    head, runner, ssim = _head(), ViewLossRunner("cuda-graph"), SSIM(channel=3)
+    maps = _view_maps("labelled", torch.device("cpu"), seed=3)
+    maps["logits"] = None
+    runner(SETTINGS, ssim, maps, semantic=True, head=head)
+    first = head[0]
+    assert isinstance(first, torch.nn.Linear)
+    with torch.no_grad():
+        first.weight.mul_(2.0)  # an optimiser step between two views
+    runner(SETTINGS, ssim, maps, semantic=True, head=head)
+    assert runner.captures == 1 and len(seen) == 2
+    assert all(got is expected for got, expected in zip(seen[1], head.parameters()))  # the live tensors
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["labelled", "pseudo"])
+def test_replayed_graphs_that_run_the_head_give_the_eager_losses_and_gradients(kind):
+    """The head inside the graphs: each replay reads the head's parameters as they are then (an optimiser step in
+    between), and the losses and gradients are the eager ones."""
+    device = torch.device("cuda")
+    ssim = SSIM(data_range=1.0, channel=3).to(device)
+    settings = dataclasses.replace(SETTINGS, agg2d_loss_weight=0.0, pseudo_trains_head=False)
+    head = _head().to(device)
+    graphs, eager = ViewLossRunner("cuda-graph"), ViewLossRunner("eager")
+    for seed in range(3):
+        maps = {k: v for k, v in _view_maps(kind, device, seed).items() if k not in ("logits", "pseudo_logits")}
+        results = []
+        for runner in (eager, graphs):
+            head.zero_grad(set_to_none=True)
+            losses = runner(settings, ssim, maps, semantic=True, head=head)
+            leaves = [v for v in maps.values() if v is not None and v.requires_grad] + list(head.parameters())
+            grads = torch.autograd.grad(torch.stack(list(losses.values())).sum(), leaves, allow_unused=True)
+            results.append(([v.detach().clone() for v in losses.values()], grads))
+        assert graphs.num_graphs == 1
+        for expected, got in zip(results[0][0] + list(results[0][1]), results[1][0] + list(results[1][1])):
+            assert (expected is None) == (got is None)
+            if expected is not None:
+                assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7), seed
+        with torch.no_grad():
+            for parameter in head.parameters():
+                parameter.add_(0.05)  # the next replay must see the new values
