@@ -3,10 +3,16 @@
 A stand-in for a training step's semantic part at 512²: 16 rendered features per pixel, the preset's head (16 -> 64
 -> ReLU -> 20 classes), a cross-entropy over every pixel captured as a CUDA graph with
 ``torch.cuda.make_graphed_callables`` (as :class:`semsplat_ns.model.view_losses.ViewLossRunner` captures the losses).
-``before``: the head's module runs eagerly and the graph takes its logits; ``inside``: the graph takes the features and
-the head's parameters and applies the head itself (:func:`semsplat_ns.model.view_losses.head_applied`). Each variant's
-forward + backward is timed on the host (no wait for the device but every tenth call), alternately, and the
+``before``: the head's module runs eagerly and the graph takes its logits (what semsplat does); ``inside``: the graph
+takes the features and the head's parameters and applies the head itself (``torch.func.functional_call``). Each
+variant's forward + backward is timed on the host (no wait for the device but every tenth call), alternately, and the
 gradients of both are checked equal. CUDA only.
+
+Measured 2026-11-27 (one H100, ``head_in_graph.json``): 0.95 ms of host time before, 0.48 inside. Tried in training
+(7c126c8: the loss graphs applied the head), four alternated before/after pairs of whole runs
+(``step_trace_{before,after}[1-4]_r1.json``) showed no steady difference (after - before: +6.2, +0.4, -4.6, +6.1
+steps/s), and on the faster machines the time saved turned into waiting at gsplat's per-step intersection count; the
+change was taken back.
 
     python benchmarks/head_in_graph.py --out benchmarks/results/profile/head_in_graph.json
 """
@@ -29,7 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
-from semsplat_ns.model.view_losses import head_applied  # noqa: E402
 
 SIZE, FEATURES, HIDDEN, CLASSES = 512, 16, 64, 20
 
@@ -67,7 +72,7 @@ def main(argv: Optional[list] = None) -> None:
         return F.cross_entropy(logits.reshape(-1, CLASSES), labels)
 
     def loss_of_features(features: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
-        return loss_of_logits(head_applied(head, dict(zip(names, parameters)), features))
+        return loss_of_logits(torch.func.functional_call(head, dict(zip(names, parameters)), (features,)))
 
     def leaf(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, device=device, requires_grad=True)

@@ -351,13 +351,6 @@ class SemSplatModel(ResumableSplatfacto):
         return name != LabelSupport.KEY or self._support.accepts(value, count)
 
     # -- rendering ------------------------------------------------------------------------------
-    def losses_run_head(self) -> bool:
-        """Whether a training render's losses apply the transfer head themselves: in training, with gradients on, where
-        they replay as CUDA graphs (``loss_runner``). The head's forward and backward are then replayed with the
-        losses' kernels instead of launched op by op from the host (0.65 ms less host time per step, measured on an
-        H100: benchmarks/results/profile/head_in_graph_*.json); everywhere else :meth:`get_outputs` applies it."""
-        return self.training and torch.is_grad_enabled() and self._view_loss_runner.graphs_on(self.device)
-
     def get_outputs(self, camera: Cameras) -> Dict[str, Union[torch.Tensor, List]]:
         """Splatfacto's outputs plus the semantic features and logits, rendered in the same raster pass.
 
@@ -373,8 +366,6 @@ class SemSplatModel(ResumableSplatfacto):
             Splatfacto's outputs, plus "semantic_features" [H, W, S] and "semantic_logits" [H, W, C]
             (at the render's resolution, which follows the downscale schedule in training), and
             "label_support" [H, W, 1] in evaluation (and in training with pseudo_weight_by_label_support).
-            A training render whose losses run as CUDA graphs (:meth:`losses_run_head`) has no "semantic_logits":
-            the loss graph applies the transfer head to the features itself.
         """
         if not isinstance(camera, Cameras):
             raise TypeError("SemSplatModel.get_outputs expects a Cameras object")
@@ -393,8 +384,7 @@ class SemSplatModel(ResumableSplatfacto):
         if feature_map is None:  # the crop box holds no Gaussian: splatfacto rendered nothing
             feature_map = rgb.new_zeros(*rgb.shape[:2], self.config.semantic_dim)
         outputs["semantic_features"] = feature_map
-        if not self.losses_run_head():
-            outputs["semantic_logits"] = self.transfer_head(feature_map)  # [H, W, C]
+        outputs["semantic_logits"] = self.transfer_head(feature_map)  # [H, W, C]
         if "label_support" in rendered:
             outputs["label_support"] = rendered["label_support"]  # [H, W, 1]
         elif not self.training:  # nothing rendered (empty crop box): no support either
@@ -744,23 +734,22 @@ class SemSplatModel(ResumableSplatfacto):
     def _semantic_maps(self, outputs: Dict, batch: Dict) -> Dict[str, Optional[torch.Tensor]]:
         """This training view's maps for the semantic losses (:data:`~semsplat_ns.model.view_losses.VIEW_MAPS`), at
         the render's size; counts the view's labelled pixels per class when class_balance is on."""
-        logits = outputs.get("semantic_logits")  # [H, W, C]; None: the losses apply the head (losses_run_head)
-        features = outputs["semantic_features"]  # [H, W, S]
-        height, width = features.shape[:2]
+        logits = outputs["semantic_logits"]  # [H, W, C]
+        height, width = logits.shape[:2]
         labels = self._labels_at(batch, "semantics", height, width)  # [H, W] or None
         maps: Dict[str, Optional[torch.Tensor]] = {
             "logits": logits,
             "labels": labels,
             "class_weights": self._class_weights(labels),  # [C] or None
         }
-        if self.config.agg2d_loss_weight > 0 or logits is None:
-            maps["features"] = features
+        if self.config.agg2d_loss_weight > 0:
+            maps["features"] = outputs["semantic_features"]  # [H, W, S]
         pseudo = self._labels_at(batch, "pseudo_semantics", height, width) if labels is None else None
         if pseudo is not None and self.config.pseudo_loss_weight > 0:
             maps["pseudo"] = pseudo  # [H, W]
             if self.config.pseudo_inside_boundary_only:
                 maps["boundary"] = self._labels_at(batch, "boundary_mask", height, width)  # [H, W] or None
-            if not self.config.pseudo_trains_head and logits is not None:
+            if not self.config.pseudo_trains_head:
                 maps["pseudo_logits"] = self._pseudo_logits(outputs)  # [H, W, C]
             if self.config.pseudo_weight_by_label_support:
                 maps["support"] = outputs["label_support"].detach()[..., 0]  # [H, W], a constant of the loss
@@ -774,22 +763,19 @@ class SemSplatModel(ResumableSplatfacto):
         :class:`~semsplat_ns.model.view_losses.ViewLossRunner` (``loss_runner``: replayed CUDA graphs on CUDA);
         the scale regulariser, the camera optimiser's losses and L3D, which depend on the Gaussians, run eagerly.
         """
-        semantic = self.training and "semantic_features" in outputs and self.step >= self.config.semantic_start_step
+        semantic = self.training and "semantic_logits" in outputs and self.step >= self.config.semantic_start_step
         settings = ViewLossSettings.of(self.config)
         if self.training and self._view_loss_runner.graphs_on(outputs["rgb"].device) and torch.is_grad_enabled():
             gt_img, pred_img = self._photometric_images(outputs, batch)  # [H, W, 3] each
             maps = {"pred_rgb": pred_img, "gt_rgb": gt_img, **(self._semantic_maps(outputs, batch) if semantic else {})}
-            head = self.transfer_head if "semantic_logits" not in outputs else None  # see losses_run_head
-            image_losses = self._view_loss_runner(settings, self.ssim, maps, semantic, head=head)
+            image_losses = self._view_loss_runner(settings, self.ssim, maps, semantic)
             loss_dict = self._photometric_regularisers({"main_loss": image_losses.pop("main_loss")})
             loss_dict.update(image_losses)
         else:
             loss_dict = self.photometric_loss_dict(outputs, batch)
             if semantic:
                 maps = self._semantic_maps(outputs, batch)
-                head = self.transfer_head if "semantic_logits" not in outputs else None  # rendered under other modes
-                losses = view_losses(settings, self.ssim, maps, semantic=True, photometric=False, head=head)  # type: ignore[arg-type]
-                loss_dict.update(losses)
+                loss_dict.update(view_losses(settings, self.ssim, maps, semantic=True, photometric=False))  # type: ignore[arg-type]
         if not semantic:
             return loss_dict
 

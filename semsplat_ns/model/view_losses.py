@@ -19,7 +19,7 @@ import inspect
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, Literal, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -55,8 +55,7 @@ VIEW_MAPS = (
 - ``pred_rgb``, ``gt_rgb``: the render and the photo [H, W, 3] (masked already where the view has a mask);
 - ``features``: the rendered semantic features [H, W, S];
 - ``logits``: the transfer head's logits [H, W, C]; ``pseudo_logits``: those the pseudo loss trains, when they differ
-  (the head's weights detached); otherwise ``logits``. Both absent when the losses run the head themselves (a
-  ``head`` given to :func:`view_losses` or the runner): it then maps ``features`` to the logits;
+  (the head's weights detached); otherwise ``logits``;
 - ``labels``: class ids of a labelled view [H, W]; ``pseudo``: pseudo labels [H, W] (255: none), ``boundary``: the
   boundary mask B [H, W];
 - ``support``: the rendered label support [H, W]; ``confidence``: the pseudo labels' confidence [H, W];
@@ -78,7 +77,6 @@ class ViewLossSettings:
     agg2d_loss_weight: float
     agg2d_num_samples: int
     agg_k: int
-    pseudo_trains_head: bool = True
 
     @classmethod
     def of(cls, config: object) -> ViewLossSettings:
@@ -130,20 +128,8 @@ def pseudo_pixel_weights(
     return weights
 
 
-def head_applied(head: nn.Module, parameters: Mapping[str, Tensor], features: Tensor) -> Tensor:
-    """The transfer head's logits of ``features`` [..., S] -> [..., C], with ``parameters`` (by the head's own
-    parameter names) in place of its own: inside a graph they are the graph's inputs, which the replays refill."""
-    return torch.func.functional_call(head, dict(parameters), (features,))
-
-
 def view_losses(
-    settings: ViewLossSettings,
-    ssim: nn.Module,
-    maps: Dict[str, Tensor],
-    semantic: bool,
-    photometric: bool = True,
-    head: Optional[nn.Module] = None,
-    head_parameters: Optional[Mapping[str, Tensor]] = None,
+    settings: ViewLossSettings, ssim: nn.Module, maps: Dict[str, Tensor], semantic: bool, photometric: bool = True
 ) -> Dict[str, Tensor]:
     """The image losses of one training view, weighted: what ``SemSplatModel.get_loss_dict`` adds for its images.
 
@@ -153,9 +139,6 @@ def view_losses(
         maps: The view's maps by name (:data:`VIEW_MAPS`); absent ones left out or None.
         semantic: Whether the semantic losses apply (past ``semantic_start_step``, with logits rendered).
         photometric: Whether to compute splatfacto's main loss (from ``pred_rgb`` and ``gt_rgb``).
-        head: The transfer head, when ``maps`` has no ``logits``: the logits are then ``head`` of ``features`` with
-            ``head_parameters`` (the pseudo loss's, with ``pseudo_trains_head`` off, with them detached).
-        head_parameters: The head's parameters by name (default: its own).
 
     Returns:
         With ``photometric`` "main_loss"; with ``semantic`` "semantic_loss" and "pseudo_loss" (0 with a graph to the
@@ -166,14 +149,7 @@ def view_losses(
         losses["main_loss"] = photometric_main_loss(maps["gt_rgb"], maps["pred_rgb"], ssim, settings.ssim_lambda)
     if not semantic:
         return losses
-    logits = maps.get("logits")  # [H, W, C]
-    pseudo_logits = maps.get("pseudo_logits")  # [H, W, C] or None
-    parameters: Dict[str, Tensor] = {}
-    if logits is None:
-        if head is None:
-            raise ValueError("view_losses needs the 'logits' map or the transfer head (with the 'features' map)")
-        parameters = dict(head.named_parameters() if head_parameters is None else head_parameters.items())
-        logits = head_applied(head, parameters, maps["features"])  # [H, W, C]
+    logits = maps["logits"]  # [H, W, C]
     zero = logits.sum() * 0.0
     labels = maps.get("labels")  # [H, W] or None
     class_weights = maps.get("class_weights")  # [C] or None
@@ -189,10 +165,7 @@ def view_losses(
         if settings.pseudo_inside_boundary_only:
             boundary = maps.get("boundary")
             boundary = boundary.bool() if boundary is not None else torch.zeros_like(pseudo, dtype=torch.bool)
-        if head is not None and parameters and not settings.pseudo_trains_head:
-            # the head's weights detached: the pseudo loss's gradients reach the features only
-            frozen = {name: value.detach() for name, value in parameters.items()}
-            pseudo_logits = head_applied(head, frozen, maps["features"])  # [H, W, C]
+        pseudo_logits = maps.get("pseudo_logits")
         weights = pseudo_pixel_weights(settings, logits, pseudo, maps.get("support"), maps.get("confidence"))
         losses["pseudo_loss"] = settings.pseudo_loss_weight * L.semantic_cross_entropy(
             logits if pseudo_logits is None else pseudo_logits,
@@ -211,8 +184,7 @@ def view_losses(
 
 
 GraphedLosses = Callable[..., Dict[str, Tensor]]
-"""A graphed :func:`view_losses`: the present maps in :data:`VIEW_MAPS` order, then the transfer head's parameters
-when it runs inside -> the losses."""
+"""A graphed :func:`view_losses`: the present maps in :data:`VIEW_MAPS` order -> the losses."""
 
 
 def effective_loss_runner(runner: str, device: torch.device) -> LossRunner:
@@ -277,19 +249,15 @@ class ViewLossRunner:
         maps: Dict[str, Optional[Tensor]],
         semantic: bool,
         photometric: bool = True,
-        head: Optional[nn.Module] = None,
     ) -> Dict[str, Tensor]:
-        """The view's losses (:func:`view_losses`' arguments and result). With ``head`` (and no ``logits`` map) the
-        transfer head runs inside the graph too, its parameters among the graph's inputs: its forward and backward
-        are then replayed with the losses', not launched op by op."""
+        """The view's losses (:func:`view_losses`' arguments and result)."""
         unknown = set(maps) - set(VIEW_MAPS)
         if unknown:
             raise ValueError(f"unknown view maps {sorted(unknown)}; known: {', '.join(VIEW_MAPS)}")
         present = {name: maps[name] for name in VIEW_MAPS if maps.get(name) is not None}
         tensors: Tuple[Tensor, ...] = tuple(present.values())  # type: ignore[assignment]
-        head_parameters = dict(head.named_parameters()) if head is not None else {}
         if not tensors or not self.graphs_on(tensors[0].device) or not torch.is_grad_enabled():
-            return view_losses(settings, ssim, present, semantic, photometric, head)  # type: ignore[arg-type]
+            return view_losses(settings, ssim, present, semantic, photometric)  # type: ignore[arg-type]
         window = getattr(ssim, "window", None)
         key = (
             settings,
@@ -299,8 +267,6 @@ class ViewLossRunner:
             None if window is None else window.data_ptr(),  # a moved module needs another graph
             tensors[0].device,
             tuple((name, tuple(t.shape), t.dtype, t.requires_grad) for name, t in zip(present, tensors)),
-            None if head is None else id(head),
-            tuple((name, tuple(p.shape), p.requires_grad) for name, p in head_parameters.items()),
         )
         graphed = self._graphs.get(key)
         if graphed is not None:
@@ -308,22 +274,17 @@ class ViewLossRunner:
         else:
             if self.captures >= self.max_captures:
                 many = f"the views came in so many shapes that {self.captures} graphs were captured"
-                return self._give_up(many, settings, ssim, present, semantic, photometric, head)
+                return self._give_up(many, settings, ssim, present, semantic, photometric)
             while len(self._graphs) >= self.max_graphs:
                 self._graphs.popitem(last=False)  # its memory pool goes with it
             self.captures += 1
             try:
-                graphed = self._capture(
-                    settings, ssim, tuple(present), tensors, semantic, photometric, head, tuple(head_parameters)
-                )
+                graphed = self._capture(settings, ssim, tuple(present), tensors, semantic, photometric)
             except RuntimeError as error:  # an op this GPU, driver or torch cannot capture: train on, eagerly
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                failed = f"a capture failed: {reason}"
-                return self._give_up(failed, settings, ssim, present, semantic, photometric, head)
+                return self._give_up(f"a capture failed: {reason}", settings, ssim, present, semantic, photometric)
             self._graphs[key] = graphed
-        replayed = graphed(
-            *tensors, *head_parameters.values()
-        )  # the graph's own outputs, which the next replay overwrites
+        replayed = graphed(*tensors)  # the graph's own outputs, which the next replay overwrites
         # one stack copies them all (one kernel): the returned losses keep their values after later replays
         return dict(zip(replayed, torch.stack(list(replayed.values())).unbind(0)))
 
@@ -335,7 +296,6 @@ class ViewLossRunner:
         present: Dict[str, Optional[Tensor]],
         semantic: bool,
         photometric: bool,
-        head: Optional[nn.Module],
     ) -> Dict[str, Tensor]:
         """Runs eagerly from now on (warning once why) and returns this view's losses, eager."""
         self.runner = "eager"
@@ -345,7 +305,7 @@ class ViewLossRunner:
             "--pipeline.model.loss-runner eager skips the attempt.",
             stacklevel=3,
         )
-        return view_losses(settings, ssim, present, semantic, photometric, head)  # type: ignore[arg-type]
+        return view_losses(settings, ssim, present, semantic, photometric)  # type: ignore[arg-type]
 
     @staticmethod
     def _capture(
@@ -355,17 +315,12 @@ class ViewLossRunner:
         tensors: Tuple[Tensor, ...],
         semantic: bool,
         photometric: bool,
-        head: Optional[nn.Module] = None,
-        head_names: Tuple[str, ...] = (),
     ) -> GraphedLosses:
         def losses_of(*inputs: Tensor) -> Dict[str, Tensor]:
-            maps = dict(zip(names, inputs[: len(names)]))
-            head_parameters = dict(zip(head_names, inputs[len(names) :]))
-            return view_losses(settings, ssim, maps, semantic, photometric, head, head_parameters)
+            return view_losses(settings, ssim, dict(zip(names, inputs)), semantic, photometric)
 
         # the graph's inputs: tensors of their own, leaves, needing gradients where the view's do
-        head_tensors = tuple(dict(head.named_parameters()).values()) if head is not None else ()
-        samples = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in tensors + head_tensors)
+        samples = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in tensors)
         with torch.cuda.device(tensors[0].device):
             options = capture_options()
             graphed = torch.cuda.make_graphed_callables(losses_of, samples, allow_unused_input=True, **options)
