@@ -57,6 +57,7 @@ STAGE_TIMES_NAME = "stage_times.json"
 
 PSEUDO_LABEL_STAGE_NAMES = {
     "read_scene": "reading the scene",
+    "points": "points for depth (triangulated, or read from the seed points' cache)",
     "depth": "depth of the views",
     "read_photos": "reading the photos",
     "reproject": "reprojecting the labelled views",

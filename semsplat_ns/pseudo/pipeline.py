@@ -29,6 +29,7 @@ in meta.json, reused or rebuilt.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,7 @@ from semsplat_ns.data.irt_io import IGNORE_ID
 from semsplat_ns.geometry.depth import DepthError, PointsDepthSettings
 from semsplat_ns.geometry.visibility import ReferenceView, ReprojectSettings, reproject_from_references
 from semsplat_ns.pseudo import prior as prior_lib
-from semsplat_ns.pseudo.depths import DepthSource, compute_depths, select_depth_source
+from semsplat_ns.pseudo.depths import DepthSource, compute_depths, scene_points, select_depth_source
 from semsplat_ns.pseudo.prior import PRIOR_VERSION, PriorSettings, cache_fields, flat_settings
 from semsplat_ns.pseudo.scene import TrainSplit, read_labels, read_photos, read_scene
 from semsplat_ns.pseudo.store import (
@@ -403,9 +404,16 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
         if needs_depth:
             started = time.perf_counter()
             try:
+                depth_scene = scene
+                if depth_source == "points" and scene.points is None:
+                    # the points triangulated from the known poses (or read from their cache), timed as a stage of
+                    # their own: the seed points' work, which the first of the two to need them pays
+                    depth_scene = dataclasses.replace(scene, points=scene_points(scene))
+                    times["points"] = time.perf_counter() - started
+                    started = time.perf_counter()
                 points_settings = PointsDepthSettings(max_edge=args.points_max_edge, max_spread=args.points_max_spread)
                 depths = compute_depths(
-                    scene,
+                    depth_scene,
                     sorted(set(reprojected) | set(scene.labelled)),
                     depth_source,
                     args.depth_dir,

@@ -195,7 +195,7 @@ def test_cli_with_points_depth_writes_resumes_and_overwrites(scene96, tmp_path, 
     meta = json.loads((scene / "train" / "pseudo" / "meta.json").read_text())
     assert meta["depth"] == "points" and meta["counts"]["written"] == len(targets)
     assert set(meta["views"]) == set(targets)
-    assert {"depth", "reproject", "write", "total"} <= set(meta["times_s"])
+    assert {"points", "depth", "reproject", "write", "total"} <= set(meta["times_s"])  # points: triangulated
     boundaries = [irt_io.read_boundary_mask(scene / "train" / "boundary" / f"{s}.png") for s in targets]
     assert any(b.any() for b in boundaries) and any((~b).any() for b in boundaries)
     stamps = {p: p.stat().st_mtime_ns for p in (scene / "train").glob("[pb]*/*.png")}
