@@ -20,7 +20,8 @@ Every step gets tags saying what it did besides the usual work:
 
 The summary (``--out``/step_trace[_<label>].json) holds the loop's steps/s, the median inside and outside times,
 each tag's steps and the time its steps took beyond the median ("excess"), ms/step per window of steps, the slowest
-steps with their tags, and every step's times and tags.
+steps with their tags and, with ``--phases``, the host time of each phase of a plain step (:func:`phase_clock`);
+``step_trace[_<label>]_steps.json`` holds every step's times and tags.
 
     python benchmarks/step_trace.py --scene .scenes/townA --method semsplat --label head --out /tmp/trace
 """
@@ -45,9 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
+from semsplat_ns.data.datamanager import VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED  # noqa: E402
 
-KIND_TAGS = {0: "labelled", 1: "pseudo", 2: "unlabelled"}
-"""``view_kind`` of a training batch (semsplat_ns.data.datamanager's VIEW_*) -> its tag."""
+KIND_TAGS = {VIEW_LABELLED: "labelled", VIEW_PSEUDO: "pseudo", VIEW_UNLABELLED: "unlabelled"}
+"""``view_kind`` of a training batch -> its tag."""
 
 
 @dataclass
@@ -173,11 +175,10 @@ class StepTrace:
             if "size1" in tags and not any(tag in tags for tag in self.PLAIN_EXCLUDES)
         ]
         per_step = self.phases.per_step
-        if "train_iteration" in per_step:
-            per_step["callbacks"] = [a - b for a, b in zip(per_step["step"], per_step["train_iteration"])]
-            if "callbacks" not in self.phases.names:
-                self.phases.names.append("callbacks")
-        return dict(phase_steps=len(plain), phases=self.phases.summary(plain))
+        derived = {}
+        if "train_iteration" in per_step:  # the step's stamps hold the callbacks, the trace's own state reads too
+            derived["callbacks"] = [a - b for a, b in zip(per_step["step"], per_step["train_iteration"])]
+        return dict(phase_steps=len(plain), phases=self.phases.summary(plain, derived))
 
 
 @dataclass
@@ -231,11 +232,19 @@ class PhaseClock:
         while self._undo:
             self._undo.pop()()
 
-    def summary(self, steps: List[int]) -> Dict[str, Dict[str, float]]:
-        """Each phase's mean and median milliseconds over ``steps`` (e.g. the steps with no extra work)."""
+    def summary(
+        self, steps: List[int], derived: Optional[Dict[str, List[float]]] = None
+    ) -> Dict[str, Dict[str, float]]:
+        """Each phase's mean and median milliseconds over ``steps`` (e.g. the steps with no extra work).
+
+        Args:
+            steps: The steps summarised.
+            derived: More per-step series to summarise alike (name -> ms of each step), after the phases.
+        """
+        series = {**{name: self.per_step.get(name, []) for name in self.names}, **(derived or {})}
         result = {}
-        for name in self.names:
-            values = [self.per_step[name][s] for s in steps if s < len(self.per_step[name])]
+        for name, per_step in series.items():
+            values = [per_step[s] for s in steps if s < len(per_step)]
             if values:
                 result[name] = dict(mean_ms=sum(values) / len(values), median_ms=statistics.median(values))
         return result
