@@ -2,8 +2,10 @@
 # GPU box runner: benchmarks/step_trace.py, one traced training after another, each alone on GPU 0 with every core.
 # Each ENTRY is "SCENE METHOD LABEL [REPEATS [TREE]]": a fresh copy of SCENE (no pseudo labels) traced REPEATS times
 # (default 1; the first run makes the pseudo labels, the others reuse them) with the code of TREE ("-" or none: this
-# copy), with TRACE_FLAGS (e.g. --phases) added to each run. SHARE_PSEUDO=1: the entries of a scene share one copy
-# (the first makes the pseudo labels, the others, of any tree, reuse them: for before/after pairs). Files: /tmp/work/results/profile/step_trace_LABEL_rN.json, logs /tmp/work/trace_LABEL_rN.log.
+# copy; a TREE with a file COMMIT stamps its files with that commit), with TRACE_FLAGS (e.g. --phases) added to each
+# run. SHARE_PSEUDO=1: the entries of a scene share one copy (the first makes the pseudo labels, the others, of any
+# tree, reuse them: for before/after pairs). Files: /tmp/work/results/profile/step_trace_LABEL_rN{,_steps}.json,
+# logs /tmp/work/trace_LABEL_rN.log.
 #   bash benchmarks/box/launch.sh benchmarks/box/trace_rows.sh "townA semsplat head 2"
 set -u
 work=${WORK:-/tmp/work}
@@ -24,9 +26,12 @@ for entry in "$@"; do
       cd "$tree" || exit 1
       source benchmarks/box/env.sh > /dev/null || exit 1
       export CUDA_VISIBLE_DEVICES=0
+      [ "$tree" = "$here" ] || [ ! -f "$tree/COMMIT" ] || export SEMSPLAT_COMMIT=$(cat "$tree/COMMIT")
       say "trace ${label}_r$r: $method $scene, code of $tree"
+      # shellcheck disable=SC2086  # TRACE_FLAGS are split as given
       python benchmarks/step_trace.py --scene "$copy/$scene" --method "$method" --label "${label}_r$r" \
-        --out "$work/results/profile" --output-dir "$work/trace_runs/$label" ${TRACE_FLAGS:-} > "$work/trace_${label}_r$r.log" 2>&1
+        --out "$work/results/profile" --output-dir "$work/trace_runs/$label" ${TRACE_FLAGS:-} \
+        > "$work/trace_${label}_r$r.log" 2>&1
       say "trace ${label}_r$r rc $?: $(grep -a 'steps in' "$work/trace_${label}_r$r.log" | tail -n 1)"
     )
   done
