@@ -4,7 +4,8 @@ same parse reading the cache it wrote.
 The scene is copied without its caches (``sparse/``, the pseudo labels) into a temporary folder, parsed twice in
 this process (imports already paid), and the difference is the triangulation's time (pycolmap's SIFT, matching and
 triangulation on every core this process may use, ``TriangulationOptions.num_threads = -1``). The row goes to
-``--out`` (a JSON list, appended to): scene, seconds, points, cores, the CPU's name, date.
+``--out`` (a JSON list, appended to): scene, seconds, points, cores, the CPU's name, date, and the triangulation's
+own steps (``steps_s``: pycolmap's SIFT extraction, the matching of the pairs, the triangulation).
 
     python benchmarks/seed_points_speed.py --scene ../shared/data/townA --out benchmarks/results/seed_points.json
 """
@@ -53,6 +54,26 @@ def parse_seconds(scene: Path) -> float:
 
 def measure(scene: Path) -> dict:
     """The row of one scene (see the module's docstring)."""
+    import pycolmap
+
+    import semsplat_ns.data.triangulation as triangulation
+    from benchmarks.step_trace import PhaseClock
+
+    clock = PhaseClock()  # the triangulation's steps, timed where semsplat calls them
+    clock.wrap(triangulation, "_extract_features", "extract_features")
+    clock.wrap(triangulation, "_match_pairs", "match_pairs")
+    clock.wrap(pycolmap, "triangulate_points", "triangulate_points")
+    try:
+        row = _measure(scene)
+    finally:
+        clock.restore()
+    clock.end_step()
+    row["steps_s"] = {name: values[0] / 1000 for name, values in clock.per_step.items()}
+    return row
+
+
+def _measure(scene: Path) -> dict:
+    """The row's parse times and points, from a copy of ``scene`` without its caches."""
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / scene.name
         shutil.copytree(scene, copy)

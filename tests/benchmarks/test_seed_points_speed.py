@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import sys
 
+import pycolmap
 import pytest
 
+import semsplat_ns.data.triangulation as triangulation
 from benchmarks import seed_points_speed
 from semsplat_ns.data.points import read_points_ply
 
@@ -29,6 +31,12 @@ def test_first_parse_triangulates_on_a_copy_and_the_row_is_written(demo_town, tm
     assert row["parse_s"] > row["cached_parse_s"] > 0  # the second parse read the cache
     assert row["seed_points_s"] == pytest.approx(row["parse_s"] - row["cached_parse_s"])
     assert row["cores"] >= 1 and row["cpu"]
+    # the triangulation's own steps, each timed once, within the first parse
+    assert set(row["steps_s"]) == {"extract_features", "match_pairs", "triangulate_points"}
+    assert all(seconds > 0 for seconds in row["steps_s"].values())
+    assert sum(row["steps_s"].values()) <= row["parse_s"]
+    assert triangulation._extract_features.__module__ == "semsplat_ns.data.triangulation"  # unwrapped again
+    assert not hasattr(pycolmap.triangulate_points, "__wrapped__") and "timed" not in repr(pycolmap.triangulate_points)
 
 
 def test_the_points_counted_are_the_caches(demo_town, tmp_path, monkeypatch):
