@@ -173,6 +173,27 @@ def _palette_shares(screenshot: Path, view_box: Tuple[int, int, int, int], palet
     return np.bincount(nearest[close], minlength=len(palette)) / len(pixels)  # [C]
 
 
+def _choose_output(driver, output_type, name: str, attempts: int = 3, timeout: float = 15.0) -> None:
+    """Picks ``name`` in the viewer's "Output type" menu, as a user would: open it, click the option, and see the
+    choice shown. Under load (CI runs the tests two at a time) a click can land before the menu has opened, or the
+    choice can show a moment later; the menu is opened again then, ``attempts`` times in all."""
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    option = f"//*[@role='option'][normalize-space()='{name}']"
+    for _ in range(attempts):
+        try:
+            output_type.click()
+            WebDriverWait(driver, timeout).until(lambda d: d.find_element(By.XPATH, option).is_displayed())
+            driver.find_element(By.XPATH, option).click()
+            WebDriverWait(driver, timeout).until(lambda d: output_type.get_attribute("value") == name)
+            return
+        except (TimeoutException, WebDriverException):
+            continue
+    assert output_type.get_attribute("value") == name, f"the viewer did not switch its output to {name}"
+
+
 def _panel_left(driver, control, beyond: int) -> Optional[int]:
     """Left edge (CSS pixels) of the control panel that holds ``control``: the leftmost edge among its
     ancestors that start right of ``beyond`` (the panel's outer box, not the 3D view that holds it); None if
@@ -267,9 +288,7 @@ def test_viewer_paints_semantics_colormap_in_class_palette(tmp_path, demo_town):
             rgb_png = tmp_path / "viewer_rgb.png"
             driver.save_screenshot(str(rgb_png))
 
-            output_type.click()
-            driver.find_element(By.XPATH, "//*[@role='option'][normalize-space()='semantics_colormap']").click()
-            assert output_type.get_attribute("value") == "semantics_colormap"
+            _choose_output(driver, output_type, "semantics_colormap")
             _wait_for_full_frame(driver, MAX_RES, timeout=120, after_low_frame=True)
             semantics_png = tmp_path / "viewer_semantics_colormap.png"
             driver.save_screenshot(str(semantics_png))
