@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import git_commit  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 SIZE, FEATURES, HIDDEN, CLASSES = 512, 16, 64, 20
@@ -111,7 +111,7 @@ def main(argv: Optional[list] = None) -> None:
         rounds=timings,
         same_gradients=same,
         date=datetime.date.today().isoformat(),
-        commit=os.environ.get("SEMSPLAT_COMMIT", ""),
+        commit=git_commit(),
     )
     print(row, flush=True)
     if args.out is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import device_name, git_commit  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 from semsplat_ns.model.losses import knn_indices  # noqa: E402
 
@@ -109,14 +109,14 @@ def main(argv: Optional[list] = None) -> None:
         n=args.n,
         m=args.m,
         k=args.k,
-        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        device=device_name(),
     )
     for name, variant in VARIANTS.items():
         share = recall(variant(queries, points, args.k, query_ids), exact)
         ms = time_ms(lambda: variant(queries, points, args.k, query_ids), args.repeats, device)
         row[f"{name}_ms"], row[f"{name}_recall"] = ms, share
         print(f"{name:14s} {ms:8.2f} ms  recall {share:.4f}", flush=True)
-    row.update(date=datetime.date.today().isoformat(), commit=os.environ.get("SEMSPLAT_COMMIT", ""))
+    row.update(date=datetime.date.today().isoformat(), commit=git_commit())
     if args.out is not None:
         write_json_atomic(args.out, row, indent=1)
 

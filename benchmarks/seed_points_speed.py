@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import git_commit  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 CACHES = ("sparse", "train/pseudo", "train/boundary", "train/confidence")
@@ -93,7 +94,7 @@ def _measure(scene: Path) -> dict:
         cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         cpu=cpu_name(),
         date=datetime.date.today().isoformat(),
-        commit=os.environ.get("SEMSPLAT_COMMIT", ""),
+        commit=git_commit(),
     )
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import os
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import device_name, git_commit  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 from semsplat_ns.data.datamanager import VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED  # noqa: E402
 
@@ -393,7 +393,7 @@ def write_trace(out: Path, label: Optional[str], about: Dict[str, object], summa
         summary: :meth:`StepTrace.summary`.
     """
     stem = f"step_trace_{label}" if label else "step_trace"
-    stamp = dict(label=label, date=datetime.date.today().isoformat(), commit=os.environ.get("SEMSPLAT_COMMIT", ""))
+    stamp = dict(label=label, date=datetime.date.today().isoformat(), commit=git_commit())
     record = {**about, **stamp, **{key: value for key, value in summary.items() if key not in PER_STEP_KEYS}}
     write_json_atomic(out / f"{stem}.json", record, indent=1)
     steps = {**about, **stamp, **{key: summary[key] for key in PER_STEP_KEYS if key in summary}}
@@ -412,7 +412,7 @@ def main() -> None:
     args = parser.parse_args()
     trace = trace_run(args.scene, args.method, args.output_dir, args.iterations, args.phases)
     summary = trace.summary()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    device = device_name()
     args.out.mkdir(parents=True, exist_ok=True)
     write_trace(args.out, args.label, dict(device=device, scene=args.scene.name, method=args.method), summary)
     print(
