@@ -246,3 +246,25 @@ def busiest_events(profiler: Any, device_type: Any, own_time: str) -> List[Any]:
     operator's total device time repeats its kernels' (summed, they would count twice)."""
     events = [e for e in profiler.key_averages() if e.device_type == device_type and getattr(e, own_time) > 0]
     return sorted(events, key=lambda e: getattr(e, own_time), reverse=True)
+
+
+def loop_only(config: Any, scene: Union[str, Path], output_dir: Union[str, Path], name: str, steps: int) -> Any:
+    """A trainer config set to time its training loop alone, as the profiling benchmarks train: ``scene``'s data,
+    ``steps`` steps of the config's schedule, no checkpoint or evaluation render inside the loop, tensorboard logging,
+    the run under ``output_dir``/``name``; returned (changed in place).
+
+    Args:
+        config: A trainer config (e.g. a registered preset's).
+        scene: The scene folder.
+        output_dir: Where the run's folder goes.
+        name: The run's experiment name.
+        steps: Steps to run (the schedule stays the config's).
+    """
+    config.vis = "tensorboard"
+    config.output_dir = Path(output_dir)
+    config.experiment_name = name
+    config.pipeline.datamanager.data = Path(scene)
+    config.max_num_iterations = steps
+    config.steps_per_save = 10 * steps
+    config.steps_per_eval_image = 10 * steps
+    return config

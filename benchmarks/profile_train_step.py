@@ -56,7 +56,7 @@ from torch._C._autograd import DeviceType  # the profiler events' device kind (t
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import busiest_events  # noqa: E402
+from benchmarks.common import busiest_events, loop_only  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 
 VARIANTS = {
@@ -355,14 +355,7 @@ def preset_config(scene: Path, variant: str, iterations: int, output_dir: Path):
     """
     from semsplat_ns.config import semsplat_preset_config
 
-    config = semsplat_preset_config()
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
-    config.experiment_name = f"profile_{scene.name}_{variant}"
-    config.pipeline.datamanager.data = scene
-    config.max_num_iterations = iterations
-    config.steps_per_save = 10 * iterations
-    config.steps_per_eval_image = 10 * iterations
+    config = loop_only(semsplat_preset_config(), scene, output_dir, f"profile_{scene.name}_{variant}", iterations)
     for name, value in VARIANTS[variant].items():
         setattr(config.pipeline.model, name, value)
     for name, value in TRAINER_SETTINGS.get(variant, {}).items():

@@ -44,7 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import device_name, git_commit  # noqa: E402
+from benchmarks.common import device_name, git_commit, loop_only  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 from semsplat_ns.data.datamanager import VIEW_LABELLED, VIEW_PSEUDO, VIEW_UNLABELLED  # noqa: E402
 
@@ -256,13 +256,7 @@ def preset_config(scene: Path, method: str, output_dir: Path, iterations: Option
     from semsplat_ns.config import semsplat_fast_trainer_config, semsplat_preset_config
 
     config = semsplat_fast_trainer_config() if method == "semsplat-fast" else semsplat_preset_config()
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
-    config.experiment_name = f"trace_{scene.name}_{method}"
-    config.pipeline.datamanager.data = scene
-    steps = config.max_num_iterations = iterations or config.max_num_iterations
-    config.steps_per_save = 10 * steps
-    config.steps_per_eval_image = 10 * steps
+    loop_only(config, scene, output_dir, f"trace_{scene.name}_{method}", iterations or config.max_num_iterations)
     config.set_timestamp()
     return config
 
