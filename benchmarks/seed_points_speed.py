@@ -5,7 +5,8 @@ The scene is copied without its caches (``sparse/``, the pseudo labels) into a t
 this process (imports already paid), and the difference is the triangulation's time (pycolmap's SIFT, matching and
 triangulation on every core this process may use, ``TriangulationOptions.num_threads = -1``). The row goes to
 ``--out`` (a JSON list, appended to): scene, seconds, points, cores, the CPU's name, date, and the triangulation's
-own steps (``steps_s``: pycolmap's SIFT extraction, the matching of the pairs, the triangulation).
+own steps (``steps_s``: pycolmap's SIFT extraction, the matching of the pairs (the options' matcher), the
+triangulation, reading its points back).
 
     python benchmarks/seed_points_speed.py --scene ../shared/data/townA --out benchmarks/results/seed_points.json
 """
@@ -64,12 +65,15 @@ def measure(scene: Path) -> dict:
     clock.wrap(triangulation, "_extract_features", "extract_features")
     clock.wrap(triangulation, "_match_pairs", "match_pairs")
     clock.wrap(pycolmap, "triangulate_points", "triangulate_points")
+    clock.wrap(triangulation, "_collect", "read_points")
     try:
         row = _measure(scene)
     finally:
         clock.restore()
     clock.end_step()
     row["steps_s"] = {name: values[0] / 1000 for name, values in clock.per_step.items()}
+    options = triangulation.TriangulationOptions()
+    row.update(matcher=triangulation.resolve_matcher(options.matcher), refinements=options.refinements)
     return row
 
 
