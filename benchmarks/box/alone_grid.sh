@@ -29,6 +29,11 @@ run_entry() {  # run_entry "GPU PRESET SCENE LABEL [TREE [FLAG ...]]"
   read -r gpu preset scene label tree extra <<< "$1"
   [ -z "${tree:-}" ] || [ "$tree" = - ] && tree=$here
   (
+    if [ "$share" -lt "$(nproc)" ] && command -v taskset > /dev/null; then
+      # runs sharing a machine each get their own cores (GPU g: cores g*share .. g*share+share-1), as a one-GPU box
+      # of that many cores would: pycolmap and torch size their thread pools by the machine, not by OMP_NUM_THREADS
+      taskset -cp "$((gpu * share))-$((gpu * share + share - 1))" "$BASHPID" > /dev/null
+    fi
     cd "$tree" || exit 1
     source benchmarks/box/env.sh > /dev/null || exit 1
     prior=$work/priors/$label.pt
