@@ -35,7 +35,10 @@ scored 75.49 / 60.63 in 92.3 / 91.0 s. The prior decides more than the loop's le
 and 7000 steps both scored 59.4-59.8 on townB (Wall, Fence, Water and TrafficLight under), and a 3000-step prior,
 this preset's from a931229 to 28cdb21 (256-pixel crops), scored 73.79 / 74.13 on townA against 75.18 / 75.56 on one
 H100. Before the prior's 192-pixel crops (e8b926c) a shorter loop lost the smallest objects (17f17cd, 3500 and 4500
-steps: townA's TrafficSign and townB's Dynamic at 0 IoU)."""
+steps: townA's TrafficSign and townB's Dynamic at 0 IoU), and it still does on them: at 38ed0ca, first runs on one
+4 x H200 machine (benchmarks/results/semsplat_first_run_38ed0ca.json), 4000 / 4500 steps scored 73.37 / 73.61 on
+townA (TrafficSign 0) and 60.62 / 60.52 on townB, against 75.12 / 61.22 for 5000 steps and 75.17 / 60.13 for the
+preset."""
 
 FAST_PRIOR_CROP = 192
 """Crop side of ``semsplat-fast``'s prior (the preset's is ``UnetRecipe.crop``, 256): the prior trains in ~30 s

@@ -8,11 +8,11 @@ known, so a match is kept when its Sampson distance to the pair's true epipolar 
 Descriptors are COLMAP's: uint8 SIFT vectors of L2 norm ~512. Their integer dot products stay below 2**24, so
 float32 sums them exactly on any device (with TF32 too: uint8 values are exact in its 10-bit mantissa), and the
 same descriptors give the same matches on the CPU and on a GPU up to ties between equally near neighbours.
-On townA (90 views of 512x512, 392 pairs), 98 % of the mutual matches passed the epipolar test; the points
-triangulated from them (39.7k, mean error 0.337 px) lie where pycolmap's own matching puts them (39.7k, 0.333 px;
-median distance to the nearest of those 0). On one H100 the 392 pairs took 0.9 s against 2.8 s for pycolmap on
-its 16 cores; on a 2-core CPU 25 s against 9 s, which is why the CPU keeps pycolmap's matcher by default
-(:data:`~semsplat_ns.data.triangulation.TriangulationOptions.matcher`).
+On townA (90 views of 512x512, 392 pairs) the points triangulated from these matches are the ones pycolmap's own
+matching gives (39.7k either way, mean error 0.336 against 0.333 px, nine in ten at distance 0 from one of those:
+benchmarks/results/triangulation_variants.json). The 392 pairs took 0.9 s on an H200 against 2.7 s for pycolmap's
+matcher on 16 cores, but 24 s against 10 s on the 2-core CPU box: the CPU keeps pycolmap's matcher by default
+(:attr:`~semsplat_ns.data.triangulation.TriangulationOptions.matcher`).
 """
 
 from __future__ import annotations

@@ -82,9 +82,10 @@ class TriangulationOptions:
     a CPU one and the other way round."""
     refinements: int = 1
     """Rounds of pycolmap's global refinement after triangulating: bundle adjustment of the points (cameras held
-    fixed), then re-triangulation and track merging. COLMAP's default is 5; on townA one round kept the same points
-    (39,649 against 39,705, mean error 0.333 against 0.332 px) in 3.2 s instead of 6.2 s on 16 cores, and none left
-    a mean error of 0.38 px."""
+    fixed), then re-triangulation and track merging. COLMAP's default is 5. On townA with 16 cores
+    (benchmarks/results/triangulation_variants.json) one round took 2.3-2.8 s against 4.1-4.5 s for five and kept
+    the same points (39.6k against 39.7k, mean error 0.336 against 0.333-0.336 px, nine in ten unmoved); none took
+    1.4-1.9 s but left a mean error of 0.38 px and moved the points (p90 0.005 scene units, ~80 cm)."""
     num_threads: int = -1
     """CPU threads for pycolmap; -1 uses all cores. SIFT extraction always runs on the CPU."""
 
