@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from semsplat_ns.pseudo.unet import (
     CropSampler,
     Unet,
     UnetRecipe,
+    UnetTraining,
     cudnn_settings,
     predict_batch_probabilities,
     recipe_problems,
@@ -67,6 +68,10 @@ class PriorSettings:
     threshold: float = 0.9
     """Where reprojection gives no class, the prior's class is kept where its softmax probability is at least
     this; below it the pixel gets no pseudo label (255)."""
+    labelled_only_steps: int = 0
+    """The prior's first steps draw all their crops (labelled-batch + pseudo-batch) from the labelled views; the
+    reprojected labels join the batches after them, with the class weights of both pools. 0: every step has both
+    kinds of crop. (With no reprojected label at all, the labelled views fill every batch to the end.)"""
     margin: int = 0
     """Where the prior gives the class, keep it only if the prior's class is the same within this many pixels
     (a (2 margin + 1)^2 window): no pseudo label on the prior's class edges, where thin objects it half sees
@@ -90,6 +95,11 @@ def check_settings(settings: PriorSettings) -> None:
         problems.append(f"--prior.threshold must lie in [0, 1], got {settings.threshold}")
     if settings.margin < 0:
         problems.append(f"--prior.margin must be at least 0, got {settings.margin}")
+    if not 0 <= settings.labelled_only_steps < settings.unet.steps:
+        problems.append(
+            f"--prior.labelled-only-steps must lie in [0, --prior.steps), got {settings.labelled_only_steps} "
+            f"(steps {settings.unet.steps})"
+        )
     if problems:
         raise PriorError("; ".join(problems))
 
@@ -207,8 +217,20 @@ def train_prior(
     CONSOLE.print(
         f"prior: {recipe.steps} steps on {device}, {len(labelled)} labelled views and {len(propagated)} views "
         "with reprojected labels"
+        + (f" (from step {settings.labelled_only_steps})" if settings.labelled_only_steps else "")
     )
     pools = prior_pools(labelled, propagated, settings, crop, device)
+    before_step: Optional[Callable[[int, UnetTraining], None]] = None
+    if settings.labelled_only_steps > 0:
+        both = pools
+        pools = [(both[0][0], settings.unet.labelled_batch + settings.pseudo_batch)]  # the labelled views' sampler
+
+        def join_reprojected(step: int, training: UnetTraining) -> None:
+            if step == settings.labelled_only_steps and len(both) > 1:
+                training.use_pools(both)
+
+        before_step = join_reprojected
+
     model, seconds = train_unet(
         pools,
         num_classes,
@@ -216,6 +238,7 @@ def train_prior(
         device,
         progress,
         description="Training the prior",
+        before_step=before_step,
     )
     model.eval()
     return model, seconds, crop

@@ -560,9 +560,12 @@ class UnetTraining:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.model.train()
         self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.num_classes = num_classes
         class_weights = None
         if recipe.class_balance == "inverse-sqrt-frequency":
             class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes)).to(device)  # [C]
+        # The step runners hold this tensor (a CUDA graph reads it where it was captured): use_pools rewrites it.
+        self.class_weights = class_weights
         # A CUDA-only runner (the default) runs the eager step elsewhere, with the same results: nothing to warn of.
         self.step_runner = effective_step_runner(recipe, device)
         self.run_step: Callable[[Tensor, Tensor], Tensor]
@@ -572,6 +575,26 @@ class UnetTraining:
         else:
             compiled = self.step_runner == "compiled"
             self.run_step = EagerStep(self.model, recipe, class_weights, device, compiled=compiled)
+
+    def use_pools(self, pools: Sequence[Tuple[CropSampler, int]]) -> None:
+        """Draws the next steps' crops from ``pools`` instead, with the class weights of these pools.
+
+        Args:
+            pools: (sampler, crops per step) pairs of the recipe's crop side and the same crops per step in all
+                (a CUDA-graph step keeps its batch's shape).
+
+        Raises:
+            ValueError: Another crop side or another number of crops per step.
+        """
+        pools = [(sampler, count) for sampler, count in pools if count > 0]
+        if sum(count for _, count in pools) != sum(count for _, count in self.pools):
+            raise ValueError("use_pools: the new pools must give as many crops per step as the old ones")
+        if any(sampler.crop != self.recipe.crop for sampler, _ in pools):
+            raise ValueError(f"use_pools: every sampler must make {self.recipe.crop}-pixel crops")
+        self.pools = pools
+        if self.class_weights is not None:
+            weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, self.num_classes))  # [C]
+            self.class_weights.copy_(weights.to(self.device))
 
     def kernel_settings(self) -> contextlib.AbstractContextManager:
         """The cuDNN settings the steps must run under (:func:`cudnn_settings`)."""
@@ -592,6 +615,7 @@ def train_unet(
     device: torch.device,
     progress: Optional[Progress] = None,
     description: str = "Training the Unet",
+    before_step: Optional[Callable[[int, UnetTraining], None]] = None,
 ) -> Tuple[Unet, float]:
     """Trains a Unet from scratch on crops drawn from one or more pools of views.
 
@@ -603,6 +627,8 @@ def train_unet(
         device: Where to train.
         progress: Rich progress display to report on; None trains silently.
         description: The progress task's title.
+        before_step: Called with the step's index and the training before each step (e.g. to change its pools with
+            :meth:`UnetTraining.use_pools`).
 
     Returns:
         The trained model (in train mode) and the training wall time in seconds.
@@ -614,6 +640,8 @@ def train_unet(
         start = time.perf_counter()
         loss_value = math.nan
         for step in range(recipe.steps):
+            if before_step is not None:
+                before_step(step, training)
             loss = training.step()
             if task is not None and progress is not None:
                 # Reading the loss syncs the device: only now and then.

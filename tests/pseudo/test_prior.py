@@ -377,8 +377,9 @@ def test_unet_checks_its_arguments():
     assert Unet(3, width=2, levels=3).divisor == 4
 
 
-def _reference_training(pools, num_classes: int, recipe: UnetRecipe) -> Unet:
-    """The eager training loop as it was written before step runners existed (the CPU's results must not move)."""
+def _reference_training(pools, num_classes: int, recipe: UnetRecipe, later_pools=None, switch_step: int = 0) -> Unet:
+    """The eager training loop as it was written before step runners existed (the CPU's results must not move);
+    with ``later_pools``, its crops and class weights come from them from ``switch_step`` on."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = Unet(num_classes, width=recipe.width, levels=recipe.levels)
@@ -388,7 +389,10 @@ def _reference_training(pools, num_classes: int, recipe: UnetRecipe) -> Unet:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_lr, total_steps=recipe.steps)
     generator = torch.Generator().manual_seed(recipe.seed)
     class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes))  # [C]
-    for _ in range(recipe.steps):
+    for step in range(recipe.steps):
+        if later_pools is not None and step == switch_step:
+            pools = later_pools
+            class_weights = inverse_sqrt_frequency_weights(class_pixel_counts(pools, num_classes))  # [C]
         drawn = [sampler.sample(count, generator) for sampler, count in pools]
         batch = torch.cat([images for images, _ in drawn]).contiguous(memory_format=torch.channels_last)
         targets = torch.cat([labels for _, labels in drawn])  # [B, S, S]
@@ -421,6 +425,66 @@ def test_every_step_runner_but_compiled_gives_the_eager_network_on_the_cpu():
         assert all(torch.equal(weights[name], reference[name]) for name in reference), runner
     moved = train_unet(pools, 4, replace(recipe, seed=4), cpu)[0].state_dict()
     assert not all(torch.equal(moved[name], reference[name]) for name in reference)  # the comparison can fail
+
+
+def test_pools_changed_before_a_step_train_as_a_loop_that_changes_them_there():
+    """use_pools from before_step: the later steps draw from the new pools with their class weights, for every step
+    runner but compiled (the CUDA-graph step reads the weights where it captured them: they are rewritten in place)."""
+    generator = np.random.default_rng(1)
+    photos = [generator.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    labels = [generator.integers(0, 4, (40, 40), dtype=np.uint8) for _ in range(3)]
+    labels[2][:, :20] = 3  # the second pool's classes are balanced otherwise
+    cpu = torch.device("cpu")
+    first = CropSampler(photos[:1], labels[:1], 16, 0.2, cpu)
+    second = CropSampler(photos[1:], labels[1:], 16, 0.2, cpu)
+    early, later = [(first, 4)], [(first, 2), (second, 2)]
+    recipe = UnetRecipe(steps=10, crop=16, width=4, levels=2, seed=5)
+    reference = _reference_training(early, 4, recipe, later_pools=later, switch_step=6).state_dict()
+    seen = []
+
+    def switch(step: int, training) -> None:
+        seen.append(step)
+        if step == 6:
+            weights = training.class_weights
+            training.use_pools(later)
+            assert training.class_weights is weights  # rewritten, not replaced
+            expected = inverse_sqrt_frequency_weights(class_pixel_counts(later, 4))
+            assert torch.allclose(weights, expected)
+            with pytest.raises(ValueError, match="as many crops per step"):
+                training.use_pools([(first, 3)])
+
+    for runner in ("eager", "cuda-graph"):
+        seen.clear()
+        model, _ = train_unet(early, 4, replace(recipe, step_runner=runner), cpu, before_step=switch)
+        assert seen == list(range(10))
+        weights = model.state_dict()
+        assert all(torch.equal(weights[name], reference[name]) for name in reference), runner
+    unchanged = train_unet(early, 4, recipe, cpu)[0].state_dict()
+    assert not all(torch.equal(unchanged[name], reference[name]) for name in reference)  # the change mattered
+
+
+def test_labelled_only_steps_draw_no_reprojected_crop_before_them(monkeypatch):
+    from semsplat_ns.pseudo import prior as prior_module
+
+    generator = np.random.default_rng(2)
+    photo = lambda: generator.integers(0, 256, (48, 48, 3), dtype=np.uint8)  # noqa: E731
+    labelled = [(photo(), generator.integers(0, 3, (48, 48), dtype=np.uint8)) for _ in range(2)]
+    propagated = [(photo(), generator.integers(0, 3, (48, 48), dtype=np.uint8)) for _ in range(3)]
+    draws = []  # (views of the sampler, crops) of every draw, in order
+    original = CropSampler.sample
+
+    def counted(self, count, generator):
+        draws.append((self.images.shape[0], count))
+        return original(self, count, generator)
+
+    monkeypatch.setattr(CropSampler, "sample", counted)
+    settings = fast(unet=UnetRecipe(steps=8, crop=32, width=4, levels=2), labelled_only_steps=5)
+    prior_module.train_prior(3, labelled, propagated, settings, torch.device("cpu"))
+    labelled_batch, pseudo_batch = settings.unet.labelled_batch, settings.pseudo_batch
+    assert draws[:5] == [(2, labelled_batch + pseudo_batch)] * 5  # the labelled views fill the first batches
+    assert draws[5:] == [(2, labelled_batch), (3, pseudo_batch)] * 3  # then both pools, as without the setting
+    with pytest.raises(PriorError, match=r"--prior.labelled-only-steps must lie in \[0, --prior.steps\), got 8"):
+        prior_module.check_settings(replace(settings, labelled_only_steps=8))
 
 
 def test_cudnn_settings_follow_the_recipe_and_are_restored():
