@@ -62,6 +62,7 @@ PSEUDO_LABEL_STAGE_NAMES = {
     "read_photos": "reading the photos",
     "reproject": "reprojecting the labelled views",
     "prior_train": "training the prior",
+    "prior_wait": "of which waiting for its reprojected labels (made beside its first steps)",
     "prior_predict": "predicting with the prior",
     "write": "writing the pseudo labels",
 }

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
@@ -400,51 +400,16 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
         # The prior trains on the reprojected labels of every unlabelled view, not only of those to write.
         reprojected = sorted(scene.targets) if spec.reprojects_every_view else pending
         needs_depth = spec.carries_labels or boundary_mode == "unseen"
-        depths: Dict[int, torch.Tensor] = {}
-        if needs_depth:
-            started = time.perf_counter()
-            try:
-                depth_scene = scene
-                if depth_source == "points" and scene.points is None:
-                    # the points triangulated from the known poses (or read from their cache), timed as a stage of
-                    # their own: the seed points' work, which the first of the two to need them pays
-                    depth_scene = dataclasses.replace(scene, points=scene_points(scene))
-                    times["points"] = time.perf_counter() - started
-                    started = time.perf_counter()
-                points_settings = PointsDepthSettings(max_edge=args.points_max_edge, max_spread=args.points_max_spread)
-                depths = compute_depths(
-                    depth_scene,
-                    sorted(set(reprojected) | set(scene.labelled)),
-                    depth_source,
-                    args.depth_dir,
-                    args.depth_config,
-                    points_settings,
-                )
-            except DepthError as err:
-                if args.backend != "prior" or boundary_mode != "all":
-                    raise
-                # Without depth the prior still learns from the labelled views; worse, but better than none.
-                CONSOLE.print(f"[bold yellow]prior: no depth ({err}); the prior trains on the labelled views alone")
-                needs_depth = False
-                counts["depth_error"] = str(err)
-            times["depth"] = time.perf_counter() - started
-        started = time.perf_counter()
         use_color = needs_depth and args.color_tolerance > 0
-        wanted_photos: List[int] = []
-        if use_color:
-            wanted_photos = sorted(set(reprojected) | set(scene.labelled))
+        wanted_photos: List[int] = sorted(set(reprojected) | set(scene.labelled)) if use_color else []
         if args.backend == "prior":
             wanted_photos = sorted(set(scene.targets) | set(scene.labelled))
+        started = time.perf_counter()
         photos = read_photos(scene, wanted_photos)
+        times["read_photos"] = time.perf_counter() - started
         # Reprojection runs where the prior trains (its device is the user's choice), else on a GPU when there is
         # one: it is plain tensor arithmetic over every pixel, idle GPU time while the CPU cores take 12-15 s.
         reproject_device = prior_device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        references = (
-            labelled_references(scene, depths, labels_of, photos if use_color else None, reproject_device)
-            if needs_depth
-            else []
-        )
-        times["read_photos"] = time.perf_counter() - started
         reproject_settings = ReprojectSettings(
             depth_tolerance=args.depth_tolerance,
             color_tolerance=args.color_tolerance,
@@ -452,33 +417,88 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
             label_margin=args.label_margin,
         )
 
-        sam2_frames = {}
-        if args.backend == "sam2":
-            from semsplat_ns.pseudo.sam2 import sam2_pseudo_labels
+        def propagate(sam2_frames: Optional[Dict] = None) -> Tuple[Dict[int, np.ndarray], Dict[int, np.ndarray]]:
+            """Depth (with the points it needs), the labelled views as references and the reprojection: (unseen_of,
+            carried_of); ``counts["depth_error"]`` when the prior goes on without depth."""
+            started = time.perf_counter()
+            depths: Dict[int, torch.Tensor] = {}
+            depth_ok = needs_depth
+            if needs_depth:
+                try:
+                    depth_scene = scene
+                    if depth_source == "points" and scene.points is None:
+                        # the points triangulated from the known poses (or read from their cache), timed as a stage
+                        # of their own: the seed points' work, which the first of the two to need them pays
+                        depth_scene = dataclasses.replace(scene, points=scene_points(scene))
+                        times["points"] = time.perf_counter() - started
+                        started = time.perf_counter()
+                    points_settings = PointsDepthSettings(
+                        max_edge=args.points_max_edge, max_spread=args.points_max_spread
+                    )
+                    depths = compute_depths(
+                        depth_scene,
+                        sorted(set(reprojected) | set(scene.labelled)),
+                        depth_source,
+                        args.depth_dir,
+                        args.depth_config,
+                        points_settings,
+                    )
+                except DepthError as err:
+                    if args.backend != "prior" or boundary_mode != "all":
+                        raise
+                    # Without depth the prior still learns from the labelled views; worse, but better than none.
+                    CONSOLE.print(f"[bold yellow]prior: no depth ({err}); the prior trains on the labelled views alone")
+                    depth_ok = False
+                    counts["depth_error"] = str(err)
+                times["depth"] = time.perf_counter() - started
+            if sam2_frames is not None and args.backend == "sam2":
+                from semsplat_ns.pseudo.sam2 import sam2_pseudo_labels
 
-            sam2_frames = sam2_pseudo_labels(args, scene, pending, labels_of, photos, counts, times)
+                sam2_frames.update(sam2_pseudo_labels(args, scene, pending, labels_of, photos, counts, times))
+            started = time.perf_counter()
+            color = photos if depth_ok and use_color else None
+            references = labelled_references(scene, depths, labels_of, color, reproject_device) if depth_ok else []
+            # Visibility (B) and carried classes of every view that needs them.
+            unseen, carried = reproject_views(
+                scene,
+                reprojected,
+                depths if depth_ok else None,
+                references,
+                color,
+                scene.num_classes if spec.carries_labels else None,
+                reproject_settings,
+                reproject_device,
+            )
+            times["reproject"] = time.perf_counter() - started
+            return unseen, carried
 
-        # Visibility (B) and carried classes of every view that needs them.
-        started = time.perf_counter()
-        unseen_of, carried_of = reproject_views(
-            scene,
-            reprojected,
-            depths if needs_depth else None,
-            references,
-            photos if use_color else None,
-            scene.num_classes if spec.carries_labels else None,
-            reproject_settings,
-            reproject_device,
-        )
-        times["reproject"] = time.perf_counter() - started
-
+        sam2_frames: Dict = {}
         confidence_of: Dict[int, np.ndarray] = {}
         prior_labels_of: Dict[int, np.ndarray] = {}
-        if args.backend == "prior":
+        if args.backend == "prior" and args.prior.labelled_only_steps > 0 and needs_depth:
+            # The labelled-only steps of the prior run while its reprojected labels are made beside them: a scene's
+            # first run triangulates its points there (CPU cores) while the prior trains (GPU).
             assert prior_device is not None
-            prior_labels_of, confidence_of, prior_record = prior_lib.prior_pseudo_labels(
-                args.prior, scene, labels_of, photos, carried_of, pending, prior_device, times
-            )
+            with ThreadPoolExecutor(1, thread_name_prefix="semsplat-reproject") as beside:
+                made: List[Future] = []
+                late = prior_lib.LateLabels(
+                    start=lambda: made.append(beside.submit(propagate)),
+                    result=lambda: made[0].result()[1],
+                    sizes=[scene.sizes[i] for i in scene.targets],
+                )
+                prior_labels_of, confidence_of, prior_record = prior_lib.prior_pseudo_labels(
+                    args.prior, scene, labels_of, photos, late, pending, prior_device, times
+                )
+                unseen_of, carried_of = made[0].result()
+            counts["reprojected_beside_prior"] = True
+        else:
+            unseen_of, carried_of = propagate(sam2_frames)
+            if args.backend == "prior":
+                assert prior_device is not None
+                prior_labels_of, confidence_of, prior_record = prior_lib.prior_pseudo_labels(
+                    args.prior, scene, labels_of, photos, carried_of, pending, prior_device, times
+                )
+        if args.backend == "prior":
             counts["prior_reprojected_views"] = prior_record["reprojected_views"]
 
         started = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -185,13 +185,28 @@ def prior_pools(
     return pools
 
 
+@dataclass
+class LateLabels:
+    """Reprojected labels still being made when the prior starts (on a scene's first run, beside its seed points'
+    triangulation); they join the batches after ``labelled_only_steps`` steps. Pass a labelled-only-steps prior."""
+
+    start: Callable[[], None]
+    """Starts making them; called once the prior's step runner captures nothing more on the device (their CUDA work
+    may then run beside the prior's)."""
+    result: Callable[[], Dict[int, np.ndarray]]
+    """Waits for them: reprojected class ids uint8 [H, W] (255 = none) per view, as ``carried_of`` elsewhere."""
+    sizes: Sequence[Tuple[int, int]]
+    """(height, width) of every view that may get some: the crop must fit them before they exist."""
+
+
 def train_prior(
     num_classes: int,
     labelled: Sequence[Tuple[np.ndarray, np.ndarray]],
-    propagated: Sequence[Tuple[np.ndarray, np.ndarray]],
+    propagated: Union[Sequence[Tuple[np.ndarray, np.ndarray]], Callable[[], Sequence[Tuple[np.ndarray, np.ndarray]]]],
     settings: PriorSettings,
     device: torch.device,
     progress: Optional[Progress] = None,
+    late: Optional[LateLabels] = None,
 ) -> Tuple[Unet, float, int]:
     """Trains the prior from scratch.
 
@@ -199,34 +214,53 @@ def train_prior(
         num_classes: Number of classes C.
         labelled: (photo uint8 [H, W, 3], label uint8 [H, W]) of every labelled view.
         propagated: (photo, reprojected label uint8 [H, W], 255 = none) of other training views; views
-            without any reprojected label are skipped.
+            without any reprojected label are skipped. With ``late``: a function that gives them once
+            ``late.result`` has (called when they join the batches).
         settings: The recipe.
         device: Where to train.
         progress: Rich progress display; None trains silently.
+        late: Reprojected labels still being made (:class:`LateLabels`); needs ``settings.labelled_only_steps``.
 
     Returns:
         The trained network (eval mode), the training wall time in seconds, and the crop side used.
     """
     if not labelled:
         raise PriorError("the prior needs at least one labelled view")
-    propagated = [(photo, carried) for photo, carried in propagated if (carried != IGNORE_ID).any()]
-    crop = fitting_crop(settings, [photo.shape[:2] for photo, _ in list(labelled) + list(propagated)])
+    if late is None:
+        assert not callable(propagated)
+        known = [(photo, carried) for photo, carried in propagated if (carried != IGNORE_ID).any()]
+        sizes = [photo.shape[:2] for photo, _ in list(labelled) + known]
+    else:
+        assert callable(propagated) and settings.labelled_only_steps > 0, "late labels join after labelled-only steps"
+        known = []
+        sizes = [photo.shape[:2] for photo, _ in labelled] + list(late.sizes)
+    crop = fitting_crop(settings, sizes)
     recipe = settings.unet
     if crop != recipe.crop:
         CONSOLE.print(f"[yellow]prior: views are small; training on {crop}-pixel crops instead of {recipe.crop}")
     CONSOLE.print(
-        f"prior: {recipe.steps} steps on {device}, {len(labelled)} labelled views and {len(propagated)} views "
-        "with reprojected labels"
+        f"prior: {recipe.steps} steps on {device}, {len(labelled)} labelled views and "
+        + (f"{len(known)} views with reprojected labels" if late is None else "the reprojected labels being made")
         + (f" (from step {settings.labelled_only_steps})" if settings.labelled_only_steps else "")
     )
-    pools = prior_pools(labelled, propagated, settings, crop, device)
+    pools = prior_pools(labelled, known, settings, crop, device)
     before_step: Optional[Callable[[int, UnetTraining], None]] = None
     if settings.labelled_only_steps > 0:
+        labelled_pool = pools[0]
         both = pools
-        pools = [(both[0][0], settings.unet.labelled_batch + settings.pseudo_batch)]  # the labelled views' sampler
+        pools = [(labelled_pool[0], settings.unet.labelled_batch + settings.pseudo_batch)]  # labelled crops only
 
         def join_reprojected(step: int, training: UnetTraining) -> None:
-            if step == settings.labelled_only_steps and len(both) > 1:
+            nonlocal both
+            if late is not None and step == min(training.capturing_steps, settings.labelled_only_steps):
+                late.start()
+            if step != settings.labelled_only_steps:
+                return
+            if late is not None:
+                assert callable(propagated)
+                arrived = [(photo, carried) for photo, carried in propagated() if (carried != IGNORE_ID).any()]
+                both = [labelled_pool] + prior_pools(labelled, arrived, settings, crop, device)[1:]
+            if len(both) > 1:
                 training.use_pools(both)
 
         before_step = join_reprojected
@@ -356,7 +390,7 @@ def prior_pseudo_labels(
     scene: TrainSplit,
     labels_of: Dict[int, np.ndarray],
     photos: Dict[int, np.ndarray],
-    carried_of: Dict[int, np.ndarray],
+    carried_of: Union[Dict[int, np.ndarray], LateLabels],
     pending: Sequence[int],
     device: torch.device,
     times: Dict[str, float],
@@ -368,18 +402,41 @@ def prior_pseudo_labels(
         scene: The training split.
         labels_of: Labels of the labelled views.
         photos: Photos of the labelled and unlabelled views.
-        carried_of: Reprojected class ids (255 = none) of the unlabelled views (empty without depth).
+        carried_of: Reprojected class ids (255 = none) of the unlabelled views (empty without depth), or the
+            :class:`LateLabels` that will give them (a labelled-only-steps prior then starts before they exist).
         pending: Views to predict.
         device: Where the prior runs.
-        times: Step times, filled in ("prior_train", "prior_predict").
+        times: Step times, filled in ("prior_train", "prior_predict"; with late labels also "prior_wait": how long
+            the prior waited for them).
 
     Returns:
         Pseudo ids and confidence per pending view, and what is recorded about the prior.
     """
     labelled = [(photos[i], labels_of[i]) for i in scene.labelled]
-    propagated = [(photos[i], carried_of[i]) for i in scene.targets if i in carried_of]
+    late = carried_of if isinstance(carried_of, LateLabels) else None
+    waited = 0.0
+
+    def propagated_of(carried: Dict[int, np.ndarray]) -> List[Tuple[np.ndarray, np.ndarray]]:
+        return [(photos[i], carried[i]) for i in scene.targets if i in carried]
+
+    def arrived() -> List[Tuple[np.ndarray, np.ndarray]]:
+        nonlocal waited
+        assert late is not None
+        started = time.perf_counter()
+        carried = late.result()
+        waited = time.perf_counter() - started
+        return propagated_of(carried)
+
     with progress_bar() as progress:
-        model, train_s, crop = train_prior(scene.num_classes, labelled, propagated, settings, device, progress)
+        if late is None:
+            assert isinstance(carried_of, dict)
+            propagated = propagated_of(carried_of)
+            model, train_s, crop = train_prior(scene.num_classes, labelled, propagated, settings, device, progress)
+        else:
+            model, train_s, crop = train_prior(scene.num_classes, labelled, arrived, settings, device, progress, late)
+            carried_of = late.result()  # made (and waited for) while training; the prior is done with them
+            times["prior_wait"] = waited
+        propagated = propagated_of(carried_of)
         times["prior_train"] = train_s
         if settings.save_weights is not None:
             save_prior(model, settings.save_weights, settings)

@@ -576,6 +576,12 @@ class UnetTraining:
             compiled = self.step_runner == "compiled"
             self.run_step = EagerStep(self.model, recipe, class_weights, device, compiled=compiled)
 
+    @property
+    def capturing_steps(self) -> int:
+        """Steps after which the step runner captures nothing more on the device: other threads may then use it
+        (CUDA work of another thread during a graph capture breaks the capture)."""
+        return CudaGraphStep.WARMUP_STEPS + 1 if isinstance(self.run_step, CudaGraphStep) else 0
+
     def use_pools(self, pools: Sequence[Tuple[CropSampler, int]]) -> None:
         """Draws the next steps' crops from ``pools`` instead, with the class weights of these pools.
 

@@ -32,10 +32,12 @@ def test_first_parse_triangulates_on_a_copy_and_the_row_is_written(demo_town, tm
     assert row["seed_points_s"] == pytest.approx(row["parse_s"] - row["cached_parse_s"])
     assert row["cores"] >= 1 and row["cpu"]
     # the triangulation's own steps, each timed once, within the first parse
-    assert set(row["steps_s"]) == {"extract_features", "match_pairs", "triangulate_points"}
+    assert set(row["steps_s"]) == {"extract_features", "match_pairs", "triangulate_points", "read_points"}
+    assert row["matcher"] == triangulation.resolve_matcher("auto") and row["refinements"] == 1
     assert all(seconds > 0 for seconds in row["steps_s"].values())
     assert sum(row["steps_s"].values()) <= row["parse_s"]
     assert triangulation._extract_features.__module__ == "semsplat_ns.data.triangulation"  # unwrapped again
+    assert not hasattr(triangulation._collect, "__wrapped__")
     assert not hasattr(pycolmap.triangulate_points, "__wrapped__") and "timed" not in repr(pycolmap.triangulate_points)
 
 

@@ -305,7 +305,7 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
     assert PriorSettings().unet.class_balance == "inverse-sqrt-frequency"  # the prior's own default
     key = cache_fields(PriorSettings())
     how_it_runs = {"step_runner", "cudnn_benchmark"}  # like device and save_weights: not in the key
-    assert set(key) == recipe_names - how_it_runs | {"pseudo_batch", "threshold", "margin"}
+    assert set(key) == recipe_names - how_it_runs | {"pseudo_batch", "threshold", "margin", "labelled_only_steps"}
     for name in how_it_runs:
         changed = PriorSettings(unet=replace(UnetRecipe(), **{name: _another(getattr(UnetRecipe(), name))}))
         args = PseudoLabelArgs(data=Path("x"), backend="prior", prior=changed)
@@ -485,6 +485,50 @@ def test_labelled_only_steps_draw_no_reprojected_crop_before_them(monkeypatch):
     assert draws[5:] == [(2, labelled_batch), (3, pseudo_batch)] * 3  # then both pools, as without the setting
     with pytest.raises(PriorError, match=r"--prior.labelled-only-steps must lie in \[0, --prior.steps\), got 8"):
         prior_module.check_settings(replace(settings, labelled_only_steps=8))
+
+
+def test_labels_made_beside_the_prior_give_the_pseudo_labels_of_labels_made_before_it(town_with_depth, tmp_path):
+    """--prior.labelled-only-steps: the pipeline makes the reprojected labels in a thread beside the prior's first
+    steps; the pseudo labels are those of the same prior given the labels before it starts."""
+    from semsplat_ns.pseudo import prior as prior_module
+    from semsplat_ns.pseudo.scene import read_labels, read_photos, read_scene
+
+    source, depth_dir = town_with_depth
+    settings = fast(labelled_only_steps=40)
+    beside = _copy(source, tmp_path / "beside")
+    record = run(PseudoLabelArgs(data=beside, backend="prior", depth_dir=depth_dir, prior=settings))
+    assert record["counts"]["reprojected_beside_prior"] and record["prior"]["reprojected_views"] >= 1
+    assert {"depth", "reproject", "prior_train", "prior_wait", "prior_predict"} <= set(record["times_s"])
+
+    # the same prior given, before it starts, the reprojected labels (the reproject backend writes them)
+    reprojected = _copy(source, tmp_path / "reprojected")
+    run(PseudoLabelArgs(data=reprojected, backend="reproject", depth_dir=depth_dir))
+    scene = read_scene(beside)
+    labels_of = {i: read_labels(scene, i) for i in scene.labelled}
+    photos = read_photos(scene, sorted(set(scene.targets) | set(scene.labelled)))
+    carried_of = {
+        i: irt_io.read_pseudo_label(reprojected / "train" / "pseudo" / f"{scene.stems[i]}.png") for i in scene.targets
+    }
+    times = {}
+    pseudo_of, _, _ = prior_module.prior_pseudo_labels(
+        settings, scene, labels_of, photos, carried_of, list(scene.targets), torch.device("cpu"), times
+    )
+    for i in scene.targets:
+        written = irt_io.read_pseudo_label(beside / "train" / "pseudo" / f"{scene.stems[i]}.png")
+        assert np.array_equal(pseudo_of[i], written), scene.stems[i]
+
+    # the late labels are asked for when they join the batches, not before
+    started, asked = [], []
+    late = prior_module.LateLabels(
+        start=lambda: started.append(len(asked)),
+        result=lambda: asked.append(1) or carried_of,
+        sizes=[scene.sizes[i] for i in scene.targets],
+    )
+    late_pseudo, _, _ = prior_module.prior_pseudo_labels(
+        settings, scene, labels_of, photos, late, list(scene.targets), torch.device("cpu"), times
+    )
+    assert started == [0] and len(asked) == 2  # at the join, then once more for the fusion
+    assert all(np.array_equal(late_pseudo[i], pseudo_of[i]) for i in scene.targets)
 
 
 def test_cudnn_settings_follow_the_recipe_and_are_restored():
