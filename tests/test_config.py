@@ -10,6 +10,7 @@ import pytest
 
 from semsplat_ns.config import (
     FAST_PRIOR_CROP,
+    FAST_PRIOR_LABELLED_ONLY_STEPS,
     FAST_STEPS,
     PAPER_STEPS,
     PRESET_STEPS,
@@ -72,7 +73,13 @@ def test_presets_compress_the_whole_schedule():
     assert isinstance(preset_datamanager, SemSplatDataManagerConfig)
     assert preset_datamanager.pseudo_prior.unet.crop == UnetRecipe().crop == 256
     assert fast_datamanager.pseudo_prior.unet.crop == FAST_PRIOR_CROP == 192
-    fast_prior = replace(fast_datamanager.pseudo_prior, unet=replace(fast_datamanager.pseudo_prior.unet, crop=256))
+    assert fast_datamanager.pseudo_prior.labelled_only_steps == FAST_PRIOR_LABELLED_ONLY_STEPS == 2000
+    assert preset_datamanager.pseudo_prior.labelled_only_steps == 0
+    fast_prior = replace(
+        fast_datamanager.pseudo_prior,
+        unet=replace(fast_datamanager.pseudo_prior.unet, crop=256),
+        labelled_only_steps=0,
+    )
     assert replace(fast_datamanager, pseudo_prior=fast_prior) == preset_datamanager
     # the pseudo-label weights and the thin-object settings the preset was measured with
     assert preset_model.pseudo_weight_by_label_support and preset_model.pseudo_weight_by_agreement
