@@ -178,11 +178,18 @@ def prior_pools(
     """
     brightness = settings.unet.brightness
     sampler = CropSampler([p for p, _ in labelled], [lab for _, lab in labelled], crop, brightness, device)
-    pools = [(sampler, settings.unet.labelled_batch)]
-    if propagated and settings.pseudo_batch > 0:
-        sampler = CropSampler([p for p, _ in propagated], [c for _, c in propagated], crop, brightness, device)
-        pools.append((sampler, settings.pseudo_batch))
-    return pools
+    return [(sampler, settings.unet.labelled_batch)] + reprojected_pool(propagated, settings, crop, device)
+
+
+def reprojected_pool(
+    propagated: Sequence[Tuple[np.ndarray, np.ndarray]], settings: PriorSettings, crop: int, device: torch.device
+) -> List[Tuple[CropSampler, int]]:
+    """The pool of the views with reprojected labels (:func:`prior_pools`): ``pseudo_batch`` crops per step; none
+    without such views or with a pseudo-batch of 0."""
+    if not propagated or settings.pseudo_batch <= 0:
+        return []
+    photos, labels = [p for p, _ in propagated], [c for _, c in propagated]
+    return [(CropSampler(photos, labels, crop, settings.unet.brightness, device), settings.pseudo_batch)]
 
 
 @dataclass
@@ -259,7 +266,7 @@ def train_prior(
             if late is not None:
                 assert callable(propagated)
                 arrived = [(photo, carried) for photo, carried in propagated() if (carried != IGNORE_ID).any()]
-                both = [labelled_pool] + prior_pools(labelled, arrived, settings, crop, device)[1:]
+                both = [labelled_pool] + reprojected_pool(arrived, settings, crop, device)
             if len(both) > 1:
                 training.use_pools(both)
 
