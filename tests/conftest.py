@@ -32,9 +32,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import pytest
 
 from semsplat_ns.synthetic.scene_writer import make_scene
+
+
+def look_at_opencv(position: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """OpenCV camera-to-world [4, 4] at ``position`` looking at ``target``, world up = +z (x right, y down)."""
+    forward = target - position
+    forward = forward / np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([right, down, forward], axis=1)
+    c2w[:3, 3] = position
+    return c2w
+
 
 DemoTown = Callable[..., Path]
 

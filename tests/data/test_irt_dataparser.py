@@ -16,6 +16,7 @@ from PIL import Image
 from semsplat_ns.data import classes, irt_io
 from semsplat_ns.data.irt_dataparser import IRTDataParserConfig, resolve_scene_dir
 from semsplat_ns.data.irt_io import IRTDataError
+from tests.conftest import look_at_opencv
 
 WIDTH, HEIGHT = 16, 12  # non-square, so a width/height swap shows
 NUM_CLASSES = 3
@@ -32,19 +33,6 @@ METADATA_KEYS = {
 }
 
 
-def _look_at_opencv(position: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """OpenCV camera-to-world [4, 4] at ``position`` looking at ``target``, world up = +z."""
-    forward = target - position
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, down, forward], axis=1)
-    c2w[:3, 3] = position
-    return c2w
-
-
 def _write_matrix(path: Path, matrix: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(" ".join(f"{v:.10g}" for v in row) for row in matrix) + "\n")
@@ -59,7 +47,7 @@ def _intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 def _build_view(split_dir: Path, stem: str, index: int, label: np.ndarray | None, rng) -> None:
     angle = 0.7 * index
     position = np.array([3.0 * np.cos(angle) + 0.5, 3.0 * np.sin(angle) - 0.2, 2.0 + 0.1 * index])
-    _write_matrix(split_dir / "pose" / f"{stem}.txt", _look_at_opencv(position, np.array([0.5, -0.2, 0.0])))
+    _write_matrix(split_dir / "pose" / f"{stem}.txt", look_at_opencv(position, np.array([0.5, -0.2, 0.0])))
     _write_matrix(split_dir / "intrinsics" / f"{stem}.txt", _intrinsics(20.0 + index, 21.0 + index, 8.0, 6.0))
     (split_dir / "color").mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(split_dir / "color" / f"{stem}.png")

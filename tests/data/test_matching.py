@@ -14,6 +14,7 @@ from semsplat_ns.data.matching import (
     mutual_nearest,
     sampson_distance,
 )
+from tests.conftest import look_at_opencv
 
 
 def _descriptors(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -28,18 +29,6 @@ def _noisy(rng: np.random.Generator, descriptors: np.ndarray, noise: float) -> n
     values = descriptors.astype(np.float64) + rng.normal(0, noise, descriptors.shape).clip(min=0)
     values *= DESCRIPTOR_NORM / np.linalg.norm(values, axis=1, keepdims=True)
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
-
-
-def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Camera-to-world [4, 4], OpenCV axes (+z towards the target, +y down, world +z up)."""
-    forward = (target - centre) / np.linalg.norm(target - centre)
-    right = np.cross(forward, np.array([0.0, 0.0, 1.0]))
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, down, forward], axis=1)
-    c2w[:3, 3] = centre
-    return c2w
 
 
 def _project(K: np.ndarray, c2w: np.ndarray, xyz: np.ndarray) -> np.ndarray:
@@ -89,8 +78,8 @@ def test_mutual_nearest_keeps_only_matches_that_are_nearest_both_ways():
 def test_sampson_distance_is_zero_on_true_correspondences_and_grows_off_the_epipolar_line():
     rng = np.random.default_rng(3)
     K = np.array([[500.0, 0, 256], [0, 500.0, 256], [0, 0, 1]])
-    c2w1 = _look_at(np.array([0.0, -3.0, 2.0]), np.zeros(3))
-    c2w2 = _look_at(np.array([1.5, -2.5, 2.2]), np.zeros(3))
+    c2w1 = look_at_opencv(np.array([0.0, -3.0, 2.0]), np.zeros(3))
+    c2w2 = look_at_opencv(np.array([1.5, -2.5, 2.2]), np.zeros(3))
     xyz = rng.uniform(-0.8, 0.8, (50, 3))  # [50, 3]
     pixels1, pixels2 = _project(K, c2w1, xyz), _project(K, c2w2, xyz)
     F = torch.from_numpy(fundamental_matrix(K, K, c2w1, c2w2))
@@ -108,7 +97,7 @@ def test_match_pairs_keeps_true_matches_and_drops_those_off_the_known_geometry()
     K = np.array([[500.0, 0, 256], [0, 500.0, 256], [0, 0, 1]])
     Ks = np.stack([K, K, K])
     c2ws = np.stack(
-        [_look_at(np.array(c), np.zeros(3)) for c in ([0.0, -3.0, 2.0], [1.5, -2.5, 2.2], [-1.5, -2.5, 2.2])]
+        [look_at_opencv(np.array(c), np.zeros(3)) for c in ([0.0, -3.0, 2.0], [1.5, -2.5, 2.2], [-1.5, -2.5, 2.2])]
     )
     xyz = rng.uniform(-0.8, 0.8, (300, 3))  # [300, 3]: every view sees every point
     features = _descriptors(rng, 300)  # one descriptor per 3D point
