@@ -463,6 +463,34 @@ def test_pools_changed_before_a_step_train_as_a_loop_that_changes_them_there():
     assert not all(torch.equal(unchanged[name], reference[name]) for name in reference)  # the change mattered
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA-graph step needs CUDA")
+def test_cuda_graph_step_reads_the_class_weights_use_pools_rewrites():
+    """On CUDA the CUDA-graph step replays the cross-entropy it captured: after use_pools it must weigh the classes
+    with the new pools' weights, as the eager step does (the same network)."""
+    generator = np.random.default_rng(3)
+    photos = [generator.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)]
+    labels = [generator.integers(0, 4, (40, 40), dtype=np.uint8) for _ in range(3)]
+    labels[2][:, :30] = 3  # the later pool weighs class 3 far less
+    cuda = torch.device("cuda")
+    first = CropSampler(photos[:1], labels[:1], 16, 0.2, cuda)
+    second = CropSampler(photos[1:], labels[1:], 16, 0.2, cuda)
+    early, later = [(first, 4)], [(first, 2), (second, 2)]
+    recipe = UnetRecipe(steps=14, crop=16, width=4, levels=2, seed=5)
+
+    def switch(step: int, training) -> None:
+        if step == 8:  # after the graph's capture (step 3)
+            training.use_pools(later)
+
+    def network(runner: str, before_step=switch) -> Dict[str, torch.Tensor]:
+        trained = train_unet(early, 4, replace(recipe, step_runner=runner), cuda, before_step=before_step)[0]
+        return {name: value.float() for name, value in trained.state_dict().items()}
+
+    eager, graph = network("eager"), network("cuda-graph")
+    assert max(float((eager[name] - graph[name]).abs().max()) for name in eager) < 1e-5
+    unswitched = network("cuda-graph", before_step=lambda step, training: None)
+    assert max(float((eager[name] - unswitched[name]).abs().max()) for name in eager) > 1e-3  # the switch matters
+
+
 def test_labelled_only_steps_draw_no_reprojected_crop_before_them(monkeypatch):
     from semsplat_ns.pseudo import prior as prior_module
 
@@ -510,8 +538,9 @@ def test_labels_made_beside_the_prior_give_the_pseudo_labels_of_labels_made_befo
         i: irt_io.read_pseudo_label(reprojected / "train" / "pseudo" / f"{scene.stems[i]}.png") for i in scene.targets
     }
     times = {}
+    device = prior_module.resolve_device(settings)  # where the pipeline trained it (CUDA when there is one)
     pseudo_of, _, _ = prior_module.prior_pseudo_labels(
-        settings, scene, labels_of, photos, carried_of, list(scene.targets), torch.device("cpu"), times
+        settings, scene, labels_of, photos, carried_of, list(scene.targets), device, times
     )
     for i in scene.targets:
         written = irt_io.read_pseudo_label(beside / "train" / "pseudo" / f"{scene.stems[i]}.png")
@@ -525,7 +554,7 @@ def test_labels_made_beside_the_prior_give_the_pseudo_labels_of_labels_made_befo
         sizes=[scene.sizes[i] for i in scene.targets],
     )
     late_pseudo, _, _ = prior_module.prior_pseudo_labels(
-        settings, scene, labels_of, photos, late, list(scene.targets), torch.device("cpu"), times
+        settings, scene, labels_of, photos, late, list(scene.targets), device, times
     )
     assert started == [0] and len(asked) == 2  # at the join, then once more for the fusion
     assert all(np.array_equal(late_pseudo[i], pseudo_of[i]) for i in scene.targets)
