@@ -1,7 +1,9 @@
-"""Triangulation of SIFT features from the KNOWN poses with pycolmap (CPU only).
+"""Triangulation of SIFT features from the KNOWN poses with pycolmap.
 
-The poses and intrinsics are never refined: COLMAP only matches features and triangulates them with the
-cameras held fixed, so the points come back in the input world frame.
+The poses and intrinsics are never refined: COLMAP extracts features on the CPU and triangulates them with the
+cameras held fixed, so the points come back in the input world frame. The pairs' features are matched by
+:mod:`semsplat_ns.data.matching` on a GPU when there is one, else by pycolmap on the CPU
+(:attr:`TriangulationOptions.matcher`).
 
 Pixel convention: the IRT data and COLMAP agree -- the top-left image corner is (0, 0) and pixel centres
 lie at +0.5, so a centred principal point is cx = W / 2 in both. K is handed to COLMAP unchanged.

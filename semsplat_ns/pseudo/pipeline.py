@@ -18,7 +18,9 @@ views' classes carried into the other views by depth-tested reprojection) and ``
 where it gives no class, a small 2D network trained per scene on the labelled views plus the reprojected
 labels of every other training view; see :mod:`semsplat_ns.pseudo.prior`). B always comes from depth-tested
 reprojection against the labelled views; depth from triangulated points (default), a trained nerfstudio
-model (``--depth-config``) or ``.npy`` files (``--depth-dir``).
+model (``--depth-config``) or ``.npy`` files (``--depth-dir``). With ``--prior.labelled-only-steps K`` the prior's
+first K steps train on the labelled views alone while depth and reprojection (on a scene's first run, the
+triangulation of its points too) run in a thread beside them.
 
 Files are written atomically (temp file + rename) and the run is resumable: views whose files all exist are
 skipped unless ``--overwrite``. Labels (``rgb/``, a capture's ``labels/``) and photos are never written, and
