@@ -10,7 +10,7 @@ import pytest
 
 from semsplat_ns.config import (
     FAST_PRIOR_CROP,
-    FAST_PRIOR_LABELLED_ONLY_STEPS,
+    FAST_PRIOR_LABELLED_ONLY_SHARE,
     FAST_STEPS,
     PAPER_STEPS,
     PRESET_STEPS,
@@ -21,6 +21,7 @@ from semsplat_ns.config import (
 )
 from semsplat_ns.data.datamanager import SemSplatDataManagerConfig
 from semsplat_ns.model.semsplat_model import SemSplatModelConfig
+from semsplat_ns.pseudo.prior import labelled_only_steps
 from semsplat_ns.pseudo.unet import UnetRecipe
 from semsplat_ns.trainer import SemSplatTrainerConfig
 
@@ -73,12 +74,13 @@ def test_presets_compress_the_whole_schedule():
     assert isinstance(preset_datamanager, SemSplatDataManagerConfig)
     assert preset_datamanager.pseudo_prior.unet.crop == UnetRecipe().crop == 256
     assert fast_datamanager.pseudo_prior.unet.crop == FAST_PRIOR_CROP == 192
-    assert fast_datamanager.pseudo_prior.labelled_only_steps == FAST_PRIOR_LABELLED_ONLY_STEPS == 2000
-    assert preset_datamanager.pseudo_prior.labelled_only_steps == 0
+    assert fast_datamanager.pseudo_prior.labelled_only_share == FAST_PRIOR_LABELLED_ONLY_SHARE == 1 / 3
+    assert labelled_only_steps(fast_datamanager.pseudo_prior) == 2000  # as measured (a step count then)
+    assert preset_datamanager.pseudo_prior.labelled_only_share == 0
     fast_prior = replace(
         fast_datamanager.pseudo_prior,
         unet=replace(fast_datamanager.pseudo_prior.unet, crop=256),
-        labelled_only_steps=0,
+        labelled_only_share=0.0,
     )
     assert replace(fast_datamanager, pseudo_prior=fast_prior) == preset_datamanager
     # the pseudo-label weights and the thin-object settings the preset was measured with

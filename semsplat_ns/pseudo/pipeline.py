@@ -18,8 +18,8 @@ views' classes carried into the other views by depth-tested reprojection) and ``
 where it gives no class, a small 2D network trained per scene on the labelled views plus the reprojected
 labels of every other training view; see :mod:`semsplat_ns.pseudo.prior`). B always comes from depth-tested
 reprojection against the labelled views; depth from triangulated points (default), a trained nerfstudio
-model (``--depth-config``) or ``.npy`` files (``--depth-dir``). With ``--prior.labelled-only-steps K`` the prior's
-first K steps train on the labelled views alone while depth and reprojection (on a scene's first run, the
+model (``--depth-config``) or ``.npy`` files (``--depth-dir``). With ``--prior.labelled-only-share`` the prior's
+first steps train on the labelled views alone while depth and reprojection (on a scene's first run, the
 triangulation of its points too) run in a thread beside them.
 
 Files are written atomically (temp file + rename) and the run is resumable: views whose files all exist are
@@ -477,7 +477,7 @@ def run(args: PseudoLabelArgs, origin: str = "semsplat-pseudo-labels", dataparse
         sam2_frames: Dict = {}
         confidence_of: Dict[int, np.ndarray] = {}
         prior_labels_of: Dict[int, np.ndarray] = {}
-        if args.backend == "prior" and args.prior.labelled_only_steps > 0 and needs_depth:
+        if args.backend == "prior" and prior_lib.labelled_only_steps(args.prior) > 0 and needs_depth:
             # The labelled-only steps of the prior run while its reprojected labels are made beside them: a scene's
             # first run triangulates its points there (CPU cores) while the prior trains (GPU).
             assert prior_device is not None

@@ -68,10 +68,12 @@ class PriorSettings:
     threshold: float = 0.9
     """Where reprojection gives no class, the prior's class is kept where its softmax probability is at least
     this; below it the pixel gets no pseudo label (255)."""
-    labelled_only_steps: int = 0
-    """The prior's first steps draw all their crops (labelled-batch + pseudo-batch) from the labelled views; the
-    reprojected labels join the batches after them, with the class weights of both pools. 0: every step has both
-    kinds of crop. (With no reprojected label at all, the labelled views fill every batch to the end.)"""
+    labelled_only_share: float = 0.0
+    """Share of the prior's steps, from its start, that draw all their crops (labelled-batch + pseudo-batch) from the
+    labelled views (:meth:`labelled_only_steps`); the reprojected labels join the batches after them, with the class
+    weights of both pools, and the pseudo-label pipeline makes them beside those steps (on a scene's first run with
+    its seed points' triangulation). 0: every step has both kinds of crop. (With no reprojected label at all, the
+    labelled views fill every batch to the end.)"""
     margin: int = 0
     """Where the prior gives the class, keep it only if the prior's class is the same within this many pixels
     (a (2 margin + 1)^2 window): no pseudo label on the prior's class edges, where thin objects it half sees
@@ -80,6 +82,14 @@ class PriorSettings:
     """Torch device of the prior (cuda, cuda:1, cpu); default: CUDA when available, else the CPU."""
     save_weights: Optional[Path] = None
     """Also save the trained network here (.pt), e.g. to score it on the test views (benchmarks/prior.py)."""
+
+
+def labelled_only_steps(settings: PriorSettings) -> int:
+    """The prior's first steps on the labelled views alone: ``labelled_only_share`` of its steps, rounded, and at most
+    all but the last (the reprojected labels join at the latest for it)."""
+    if settings.labelled_only_share <= 0:
+        return 0
+    return min(round(settings.labelled_only_share * settings.unet.steps), settings.unet.steps - 1)
 
 
 class PriorError(UserInputError):
@@ -95,11 +105,8 @@ def check_settings(settings: PriorSettings) -> None:
         problems.append(f"--prior.threshold must lie in [0, 1], got {settings.threshold}")
     if settings.margin < 0:
         problems.append(f"--prior.margin must be at least 0, got {settings.margin}")
-    if not 0 <= settings.labelled_only_steps < settings.unet.steps:
-        problems.append(
-            f"--prior.labelled-only-steps must lie in [0, --prior.steps), got {settings.labelled_only_steps} "
-            f"(steps {settings.unet.steps})"
-        )
+    if not 0.0 <= settings.labelled_only_share < 1.0:
+        problems.append(f"--prior.labelled-only-share must lie in [0, 1), got {settings.labelled_only_share}")
     if problems:
         raise PriorError("; ".join(problems))
 
@@ -195,7 +202,7 @@ def reprojected_pool(
 @dataclass
 class LateLabels:
     """Reprojected labels still being made when the prior starts (on a scene's first run, beside its seed points'
-    triangulation); they join the batches after ``labelled_only_steps`` steps. Pass a labelled-only-steps prior."""
+    triangulation); they join the batches after :func:`labelled_only_steps` steps, which the prior must have."""
 
     start: Callable[[], None]
     """Starts making them; called once the prior's step runner captures nothing more on the device (their CUDA work
@@ -226,19 +233,20 @@ def train_prior(
         settings: The recipe.
         device: Where to train.
         progress: Rich progress display; None trains silently.
-        late: Reprojected labels still being made (:class:`LateLabels`); needs ``settings.labelled_only_steps``.
+        late: Reprojected labels still being made (:class:`LateLabels`); needs :func:`labelled_only_steps`.
 
     Returns:
         The trained network (eval mode), the training wall time in seconds, and the crop side used.
     """
     if not labelled:
         raise PriorError("the prior needs at least one labelled view")
+    labelled_only = labelled_only_steps(settings)
     if late is None:
         assert not callable(propagated)
         known = [(photo, carried) for photo, carried in propagated if (carried != IGNORE_ID).any()]
         sizes = [photo.shape[:2] for photo, _ in list(labelled) + known]
     else:
-        assert callable(propagated) and settings.labelled_only_steps > 0, "late labels join after labelled-only steps"
+        assert callable(propagated) and labelled_only > 0, "late labels join after labelled-only steps"
         known = []
         sizes = [photo.shape[:2] for photo, _ in labelled] + list(late.sizes)
     crop = fitting_crop(settings, sizes)
@@ -248,20 +256,20 @@ def train_prior(
     CONSOLE.print(
         f"prior: {recipe.steps} steps on {device}, {len(labelled)} labelled views and "
         + (f"{len(known)} views with reprojected labels" if late is None else "the reprojected labels being made")
-        + (f" (from step {settings.labelled_only_steps})" if settings.labelled_only_steps else "")
+        + (f" (from step {labelled_only})" if labelled_only else "")
     )
     pools = prior_pools(labelled, known, settings, crop, device)
     before_step: Optional[Callable[[int, UnetTraining], None]] = None
-    if settings.labelled_only_steps > 0:
+    if labelled_only > 0:
         labelled_pool = pools[0]
         both = pools
         pools = [(labelled_pool[0], settings.unet.labelled_batch + settings.pseudo_batch)]  # labelled crops only
 
         def join_reprojected(step: int, training: UnetTraining) -> None:
             nonlocal both
-            if late is not None and step == min(training.capturing_steps, settings.labelled_only_steps):
+            if late is not None and step == min(training.capturing_steps, labelled_only):
                 late.start()
-            if step != settings.labelled_only_steps:
+            if step != labelled_only:
                 return
             if late is not None:
                 assert callable(propagated)
@@ -410,7 +418,7 @@ def prior_pseudo_labels(
         labels_of: Labels of the labelled views.
         photos: Photos of the labelled and unlabelled views.
         carried_of: Reprojected class ids (255 = none) of the unlabelled views (empty without depth), or the
-            :class:`LateLabels` that will give them (a labelled-only-steps prior then starts before they exist).
+            :class:`LateLabels` that will give them (a prior with labelled-only steps then starts before they exist).
         pending: Views to predict.
         device: Where the prior runs.
         times: Step times, filled in ("prior_train", "prior_predict"; with late labels also "prior_wait": how long

@@ -305,7 +305,7 @@ def test_unet_recipe_is_declared_once_and_keyed_whole():
     assert PriorSettings().unet.class_balance == "inverse-sqrt-frequency"  # the prior's own default
     key = cache_fields(PriorSettings())
     how_it_runs = {"step_runner", "cudnn_benchmark"}  # like device and save_weights: not in the key
-    assert set(key) == recipe_names - how_it_runs | {"pseudo_batch", "threshold", "margin", "labelled_only_steps"}
+    assert set(key) == recipe_names - how_it_runs | {"pseudo_batch", "threshold", "margin", "labelled_only_share"}
     for name in how_it_runs:
         changed = PriorSettings(unet=replace(UnetRecipe(), **{name: _another(getattr(UnetRecipe(), name))}))
         args = PseudoLabelArgs(data=Path("x"), backend="prior", prior=changed)
@@ -506,23 +506,26 @@ def test_labelled_only_steps_draw_no_reprojected_crop_before_them(monkeypatch):
         return original(self, count, generator)
 
     monkeypatch.setattr(CropSampler, "sample", counted)
-    settings = fast(unet=UnetRecipe(steps=8, crop=32, width=4, levels=2), labelled_only_steps=5)
+    settings = fast(unet=UnetRecipe(steps=8, crop=32, width=4, levels=2), labelled_only_share=0.6)
+    assert prior_module.labelled_only_steps(settings) == 5  # 4.8, rounded
     prior_module.train_prior(3, labelled, propagated, settings, torch.device("cpu"))
     labelled_batch, pseudo_batch = settings.unet.labelled_batch, settings.pseudo_batch
     assert draws[:5] == [(2, labelled_batch + pseudo_batch)] * 5  # the labelled views fill the first batches
     assert draws[5:] == [(2, labelled_batch), (3, pseudo_batch)] * 3  # then both pools, as without the setting
-    with pytest.raises(PriorError, match=r"--prior.labelled-only-steps must lie in \[0, --prior.steps\), got 8"):
-        prior_module.check_settings(replace(settings, labelled_only_steps=8))
+    with pytest.raises(PriorError, match=r"--prior.labelled-only-share must lie in \[0, 1\), got 1.0"):
+        prior_module.check_settings(replace(settings, labelled_only_share=1.0))
+    # never every step: the reprojected labels join for the last one at the latest
+    assert prior_module.labelled_only_steps(replace(settings, labelled_only_share=0.99)) == 7
 
 
 def test_labels_made_beside_the_prior_give_the_pseudo_labels_of_labels_made_before_it(town_with_depth, tmp_path):
-    """--prior.labelled-only-steps: the pipeline makes the reprojected labels in a thread beside the prior's first
+    """--prior.labelled-only-share: the pipeline makes the reprojected labels in a thread beside the prior's first
     steps; the pseudo labels are those of the same prior given the labels before it starts."""
     from semsplat_ns.pseudo import prior as prior_module
     from semsplat_ns.pseudo.scene import read_labels, read_photos, read_scene
 
     source, depth_dir = town_with_depth
-    settings = fast(labelled_only_steps=40)
+    settings = fast(labelled_only_share=0.4)  # 40 of 100 steps
     beside = _copy(source, tmp_path / "beside")
     record = run(PseudoLabelArgs(data=beside, backend="prior", depth_dir=depth_dir, prior=settings))
     assert record["counts"]["reprojected_beside_prior"] and record["prior"]["reprojected_views"] >= 1
