@@ -45,6 +45,16 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def copy_without_caches(scene: Path, folder: Path) -> Path:
+    """A copy of ``scene`` under ``folder`` without what semsplat made from it (:data:`CACHES`): as on its first run
+    (the scene itself is never written)."""
+    copy = folder / scene.name
+    shutil.copytree(scene, copy)
+    for cache in CACHES:
+        shutil.rmtree(copy / cache, ignore_errors=True)
+    return copy
+
+
 def parse_seconds(scene: Path) -> float:
     """Seconds of one ``irt-data`` parse of the training split (seed points included)."""
     from semsplat_ns.data.irt_dataparser import IRTDataParserConfig
@@ -80,10 +90,7 @@ def measure(scene: Path) -> dict:
 def _measure(scene: Path) -> dict:
     """The row's parse times and points, from a copy of ``scene`` without its caches."""
     with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / scene.name
-        shutil.copytree(scene, copy)
-        for cache in CACHES:
-            shutil.rmtree(copy / cache, ignore_errors=True)
+        copy = copy_without_caches(scene, Path(folder))
         first = parse_seconds(copy)
         cached = parse_seconds(copy)
         from semsplat_ns.data.points import read_points_ply

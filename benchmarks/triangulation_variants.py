@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import device_name, git_commit  # noqa: E402
-from benchmarks.seed_points_speed import CACHES, cpu_name  # noqa: E402
+from benchmarks.seed_points_speed import copy_without_caches, cpu_name  # noqa: E402
 from semsplat_ns.atomic import write_json_atomic  # noqa: E402
 from semsplat_ns.data.triangulation import Matcher  # noqa: E402
 
@@ -80,10 +80,7 @@ def measure(scene: Path, refinements: list[int]) -> dict:
     pycolmap.logging.minloglevel = 2
     row: dict = dict(scene=scene.name, cores=len(os.sched_getaffinity(0)), cpu=cpu_name(), device=device_name())
     with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / scene.name
-        shutil.copytree(scene, copy)
-        for cache in CACHES:
-            shutil.rmtree(copy / cache, ignore_errors=True)
+        copy = copy_without_caches(scene, Path(folder))
         image_paths, Ks, c2ws = scene_cameras(copy)
         Ks, c2ws = triangulation._check_inputs(image_paths, Ks, c2ws)
         options = triangulation.TriangulationOptions()
@@ -131,31 +128,17 @@ def measure(scene: Path, refinements: list[int]) -> dict:
 
 def triangulate(work: Path, database: str, names: list[str], c2ws: np.ndarray, matcher: str, rounds: int) -> dict:
     """One variant: triangulated from ``database`` with ``rounds`` refinement rounds, read back as semsplat does."""
-    import pycolmap
-
     import semsplat_ns.data.triangulation as triangulation
 
     options = triangulation.TriangulationOptions(matcher=cast(Matcher, matcher), refinements=rounds)
-    reconstruction = triangulation._known_pose_reconstruction(work / database, names, c2ws)
-    pipeline_options = pycolmap.IncrementalPipelineOptions()
-    pipeline_options.num_threads = options.num_threads
-    pipeline_options.ba_global_max_refinements = options.refinements
-    pipeline_options.triangulation.ignore_two_view_tracks = False
-    output = work / f"sparse_{matcher}_{rounds}"
-    output.mkdir()
+    variant_work = work / f"variant_{matcher}_{rounds}"  # its own sparse/ output, the shared images linked in
+    variant_work.mkdir()
+    (variant_work / "images").symlink_to(work / "images", target_is_directory=True)
     started = time.perf_counter()
-    reconstruction = pycolmap.triangulate_points(
-        reconstruction,
-        work / database,
-        work / "images",
-        output,
-        clear_points=True,
-        options=pipeline_options,
-        refine_intrinsics=False,
-    )
+    reconstruction = triangulation._triangulate_matches(work / database, variant_work, names, c2ws, options, work)
     triangulate_s = time.perf_counter() - started
     started = time.perf_counter()
-    result = triangulation._collect(reconstruction, output / "points", names, options)
+    result = triangulation._collect(reconstruction, variant_work / "points", names, options)
     collect_s = time.perf_counter() - started
     variant = dict(
         matcher=matcher,

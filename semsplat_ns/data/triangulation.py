@@ -182,28 +182,39 @@ def triangulate(
             _extract_features(database_path, work / "images", names, image_paths, Ks, options, scene, progress)
             _match_pairs(database_path, work, names, pairs, Ks, c2ws, options, scene, progress)
             task = progress.add_task("Triangulating from the known poses", total=1)
-            reconstruction = _known_pose_reconstruction(database_path, names, c2ws)
-            pipeline_options = pycolmap.IncrementalPipelineOptions()
-            pipeline_options.num_threads = options.num_threads
-            pipeline_options.ba_global_max_refinements = options.refinements
-            # Known poses make two-view points as trustworthy as others; the filters below judge them.
-            pipeline_options.triangulation.ignore_two_view_tracks = False
-            try:
-                reconstruction = pycolmap.triangulate_points(
-                    reconstruction,
-                    database_path,
-                    work / "images",
-                    work / "sparse",
-                    clear_points=True,
-                    options=pipeline_options,
-                    refine_intrinsics=False,
-                )
-            except Exception as error:
-                raise TriangulationError(f"{scene}: pycolmap triangulation failed: {error}") from error
+            reconstruction = _triangulate_matches(database_path, work, names, c2ws, options, scene)
             progress.update(task, completed=1)
             return _collect(reconstruction, work / "points", names, options)
     finally:
         pycolmap.logging.minloglevel = old_log_level
+
+
+def _triangulate_matches(
+    database_path: Path, work: Path, names: List[str], c2ws: np.ndarray, options: TriangulationOptions, scene: Path
+):
+    """pycolmap's triangulation of the database's verified matches, the cameras held at their known poses (images
+    under ``work/images``, its own output under ``work/sparse``); the pycolmap.Reconstruction it returns."""
+    import pycolmap
+
+    reconstruction = _known_pose_reconstruction(database_path, names, c2ws)
+    pipeline_options = pycolmap.IncrementalPipelineOptions()
+    pipeline_options.num_threads = options.num_threads
+    pipeline_options.ba_global_max_refinements = options.refinements
+    # Known poses make two-view points as trustworthy as others; the filters of _collect judge them.
+    pipeline_options.triangulation.ignore_two_view_tracks = False
+    (work / "sparse").mkdir(exist_ok=True)
+    try:
+        return pycolmap.triangulate_points(
+            reconstruction,
+            database_path,
+            work / "images",
+            work / "sparse",
+            clear_points=True,
+            options=pipeline_options,
+            refine_intrinsics=False,
+        )
+    except Exception as error:
+        raise TriangulationError(f"{scene}: pycolmap triangulation failed: {error}") from error
 
 
 def _check_inputs(image_paths: List[Path], Ks: np.ndarray, c2ws_opencv: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -50,7 +50,7 @@ class BatchArgs:
     """semsplat-pseudo-labels --backend, run on each scene before training (--overwrite), as a timed stage of its
     own. It writes into SCENE/train/pseudo, replacing what is there; prior gives what ns-train semsplat would make
     itself. none: no pseudo-label stage; training keeps what SCENE/train/pseudo holds, and makes the prior's where
-    it holds none (with --preset semsplat-fast, its prior on smaller crops)."""
+    it holds none (with --preset semsplat-fast, its own prior: smaller crops, labelled-only first steps)."""
     max_num_iterations: Optional[int] = None
     """ns-train --max-num-iterations; default: the preset's."""
     device: Literal["auto", "cuda", "cpu"] = "auto"
