@@ -20,7 +20,11 @@ adds to splatfacto's step:
 ``--out``/kernels[_<label>].json holds the wall ms per step of that window, the GPU's busy ms per step (the CUDA
 kernels' and copies' own time, summed) and the kernels taking most of it, and the host's side: aten operators launched
 per step and the operators with most own host time; ``kernels[_<label>].txt`` and ``host_ops[_<label>].txt`` are
-torch's tables by GPU and by host time.
+torch's tables by GPU and by host time. The same window runs each phase of ``step_trace.phase_targets`` (forward,
+gsplat's calls, losses, backward, optimiser, ...) inside a profiler range of its name, so the json also says where the
+host's operators come from: ``phases`` (each phase's host ms and aten operators per step, an operator counted in the
+innermost phase around it, those in the autograd engine's threads under the backward function that ran them) and
+``backward_nodes`` (the autograd functions run per step and their host ms).
 GPU busy time well under the wall time says the step waits on the host (Python, launches, syncs), not the GPU.
 
 ``--sync-debug`` (CUDA) adds one more run of the first variant with ``torch.cuda.set_sync_debug_mode("warn")`` over
@@ -48,7 +52,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch._C._autograd import DeviceType  # the profiler events' device kind (torch.autograd re-exports it privately)
@@ -253,28 +257,107 @@ class SyncDebugWindow:
             self._recording = None
 
 
+def _in_range(name: str, function: Callable) -> Callable:
+    """``function`` run inside a profiler range named ``name``."""
+
+    def ranged(*args, **kwargs):
+        with torch.profiler.record_function(name):
+            return function(*args, **kwargs)
+
+    return ranged
+
+
+NODE_PREFIX = "autograd::engine::evaluate_function: "
+"""What torch's profiler names the range of one autograd function run by the engine (the function's name follows)."""
+
+
+def ops_by_phase(events: Iterable, phases: Iterable[str], steps: int) -> Dict[str, List[dict]]:
+    """Where a profiled window's host operators come from.
+
+    Each aten operator the host called (the outermost only: not one called inside another) is counted in the innermost
+    range around it that is a phase (a name in ``phases``) or an autograd function run by the engine ("backward node:
+    <name>"); one with neither around it is counted under "<outside any phase>". The engine runs a CUDA graph's
+    backward functions in its own thread, so their operators are found under the function's range, not a phase.
+
+    Args:
+        events: The window's events (``torch.profiler.profile.events()``).
+        phases: Names of the profiler ranges that are phases.
+        steps: Steps in the window (the figures are per step).
+
+    Returns:
+        "phases": each range with operators or host time (phase or backward node, most operators first) as
+        ``name``, ``aten_ops_per_step`` and ``host_ms_per_step`` (the range's host time, its callees included, for a
+        phase or node; the operators' for "<outside any phase>"); "backward_nodes": each autograd function, its calls
+        and host ms per step (most time first).
+    """
+    names = set(phases)
+    ops: Counter = Counter()
+    op_ms: Counter = Counter()
+    range_ms: Counter = Counter()
+    node_calls: Counter = Counter()
+    for event in events:
+        name = event.name
+        if name in names or name.startswith(NODE_PREFIX):
+            key = name if name in names else "backward node: " + name[len(NODE_PREFIX) :]
+            range_ms[key] += event.cpu_time_total / 1000
+            if name.startswith(NODE_PREFIX):
+                node_calls[key] += 1
+            continue
+        nested = event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::")
+        if not name.startswith("aten::") or nested:
+            continue
+        owner, parent = "<outside any phase>", event.cpu_parent
+        while parent is not None:
+            if parent.name in names or parent.name.startswith(NODE_PREFIX):
+                owner = parent.name if parent.name in names else "backward node: " + parent.name[len(NODE_PREFIX) :]
+                break
+            parent = parent.cpu_parent
+        ops[owner] += 1
+        op_ms[owner] += event.cpu_time_total / 1000
+    rows = [
+        dict(name=key, aten_ops_per_step=ops[key] / steps, host_ms_per_step=range_ms.get(key, op_ms[key]) / steps)
+        for key in set(ops) | set(range_ms)
+    ]
+    nodes = [
+        dict(name=key, calls_per_step=node_calls[key] / steps, host_ms_per_step=range_ms[key] / steps)
+        for key in node_calls
+    ]
+    return dict(
+        phases=sorted(rows, key=lambda row: (-row["aten_ops_per_step"], row["name"])),
+        backward_nodes=sorted(nodes, key=lambda row: (-row["host_ms_per_step"], row["name"])),
+    )
+
+
 class KernelWindow:
     """Training callbacks that run torch's profiler (CPU and CUDA activity) over steps ``first`` to
-    ``first + steps - 1``, and time that window's wall clock (a CUDA sync at each end).
+    ``first + steps - 1``, and time that window's wall clock (a CUDA sync at each end). While the profiler runs, each
+    phase of a step (``step_trace.phase_targets``) runs inside a profiler range of its name.
 
     Args:
         first: First step profiled.
         steps: Steps profiled.
+        phases: The trainer's phases as (owner, attribute, name) (None: no ranges).
     """
 
-    def __init__(self, first: int, steps: int) -> None:
+    def __init__(self, first: int, steps: int, phases: Optional[List[Tuple[object, str, str]]] = None) -> None:
         self.first = first
         self.last = first + steps - 1
+        self.phases = list(phases or [])
         self.profiler: Optional[torch.profiler.profile] = None
         self.wall_s = 0.0
         """Wall seconds of the profiled steps (profiler overhead included)."""
         self.steps = 0
         """Steps profiled so far."""
         self._start = 0.0
+        self._undo: List[Callable[[], None]] = []
 
     def before_step(self, step: int) -> None:
         """Starts the profiler at step ``first``."""
         if step == self.first and self.profiler is None:
+            from benchmarks.step_trace import replace_attribute
+
+            for owner, attribute, name in self.phases:
+                self._undo.append(replace_attribute(owner, attribute, functools.partial(_in_range, name)))
             activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             self.profiler = torch.profiler.profile(activities=activities)
             torch.cuda.synchronize()
@@ -291,6 +374,15 @@ class KernelWindow:
             self.wall_s = time.perf_counter() - self._start
             self.profiler.stop()
             self._start = 0.0
+            while self._undo:
+                self._undo.pop()()
+
+    def phase_summary(self) -> dict:
+        """:func:`ops_by_phase` of the window."""
+        assert self.profiler is not None and self.steps > 0, "no step was profiled"
+        events = self.profiler.events()
+        assert events is not None, "the profiler holds no events"
+        return ops_by_phase(events, (name for _, _, name in self.phases), self.steps)
 
     def summary(self, top: int = 30) -> dict:
         """The window's wall and GPU-busy ms per step and its ``top`` kernels by their own GPU time."""
@@ -391,6 +483,10 @@ def run_variant(
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     window: Optional[SyncDebugWindow | KernelWindow] = kernel_window
+    if kernel_window is not None:
+        from benchmarks.step_trace import phase_targets
+
+        kernel_window.phases = phase_targets(trainer)
     if sync_locations is not None:
         window = SyncDebugWindow(iterations // 2, sync_locations)
     if window is not None:
@@ -481,11 +577,14 @@ def main() -> None:
         row = run_variant(args.scene, variants[0], args.iterations, args.output_dir, kernel_window=kernels)
         print(row, flush=True)
         summary = kernels.summary()
+        phases = kernels.phase_summary()
         write_json_atomic(
             args.out / labelled("kernels", label, "json"),
-            dict(**common, variant=variants[0], **summary, **kernels.host_summary()),
+            dict(**common, variant=variants[0], **summary, **kernels.host_summary(), **phases),
             indent=1,
         )
+        for entry in phases["phases"][:25]:
+            print(f"  {entry['aten_ops_per_step']:6.1f} ops {entry['host_ms_per_step']:6.2f} ms  {entry['name']}")
         (args.out / labelled("kernels", label, "txt")).write_text(kernels.table())
         (args.out / labelled("host_ops", label, "txt")).write_text(kernels.host_table())
         print(

@@ -8,6 +8,7 @@ called it, not on torch's.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 
@@ -19,6 +20,7 @@ from benchmarks.profile_train_step import (
     TORCH_DIR,
     KernelWindow,
     SyncLocations,
+    _in_range,
     outside_torch,
     preset_config,
 )
@@ -145,3 +147,43 @@ def test_kernel_window_host_summary_counts_the_operators_each_step_launches():
     window.wall_s = 0.01
     summary = window.summary()
     assert summary["gpu_busy_ms_per_step"] == 0 and summary["kernels"] == [] and summary["wall_ms_per_step"] == 5.0
+
+
+class _ToyStep:
+    """A "training step" of two phases, one inside the other, whose backward runs three autograd functions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.shift(x) * 2).sum()  # mul and sum here, add in shift
+
+    def shift(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+
+def test_operators_are_counted_in_the_innermost_phase_or_backward_function_around_them():
+    from benchmarks.profile_train_step import ops_by_phase
+    from benchmarks.step_trace import replace_attribute
+
+    toy = _ToyStep()
+    phases = [(toy, "forward", "forward"), (toy, "shift", "forward/shift")]
+    window = KernelWindow(first=0, steps=2, phases=phases)
+    undo = [replace_attribute(owner, attribute, functools.partial(_in_range, name)) for owner, attribute, name in phases]
+    x = torch.ones(8, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(2):
+            toy.forward(x).backward()  # the backward outside any phase
+            torch.zeros(3)  # outside any phase, no autograd
+    for restore in undo:
+        restore()
+    assert "forward" not in vars(toy) and toy.forward(x).item() == 32.0  # unwrapped
+    summary = ops_by_phase(profiler.events(), [name for _, _, name in window.phases], steps=2)
+    rows = {row["name"]: row for row in summary["phases"]}
+    assert rows["forward"]["aten_ops_per_step"] == 2  # mul, sum: the add is shift's, inner ops are not counted
+    assert rows["forward/shift"]["aten_ops_per_step"] == 1
+    assert rows["forward"]["host_ms_per_step"] >= rows["forward/shift"]["host_ms_per_step"] > 0
+    assert rows["<outside any phase>"]["aten_ops_per_step"] >= 1  # zeros (and backward's seed gradient)
+    nodes = {row["name"]: row for row in summary["backward_nodes"]}
+    for node in ("SumBackward0", "MulBackward0", "AddBackward0"):
+        assert nodes[f"backward node: {node}"]["calls_per_step"] == 1
+        assert rows[f"backward node: {node}"]["host_ms_per_step"] > 0
+    assert nodes["backward node: MulBackward0"]["host_ms_per_step"] > 0
+    assert rows["backward node: MulBackward0"]["aten_ops_per_step"] >= 1  # the gradient's mul
