@@ -387,8 +387,10 @@ class KernelWindow:
     def summary(self, top: int = 30) -> dict:
         """The window's wall and GPU-busy ms per step and its ``top`` kernels by their own GPU time."""
         assert self.profiler is not None and self.steps > 0, "no step was profiled"
-        # the kernels and copies themselves: an operator's own device time repeats its kernels' (counted twice)
-        events = self._busiest(DeviceType.CUDA, "self_device_time_total")
+        # the kernels and copies themselves: an operator's own device time repeats its kernels' (counted twice), and
+        # the phases' ranges appear on the device too, spanning the kernels launched inside them
+        phases = {name for _, _, name in self.phases}
+        events = [e for e in self._busiest(DeviceType.CUDA, "self_device_time_total") if e.key not in phases]
         busy_us = sum(e.self_device_time_total for e in events)
         return dict(
             steps=self.steps,

@@ -65,7 +65,8 @@ class TrainViewCamera(Cameras):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # exact intrinsics values [9] -> that matrix on the pose's device [1, 3, 3]; shared by this camera's copies
+        # exact (fx, fy, cx, cy) -> that intrinsics matrix on the pose's device [1, 3, 3]; shared by this camera's
+        # copies
         self._device_intrinsics: Dict[Tuple[float, ...], torch.Tensor] = {}
 
     @classmethod
@@ -101,6 +102,10 @@ class TrainViewCamera(Cameras):
             scaling_factor: The factor, as for :meth:`Cameras.rescale_output_resolution`.
             scale_rounding_mode: "floor", "round" or "ceil".
         """
+        if isinstance(scaling_factor, (float, int)) and scaling_factor == 1:
+            # nerfstudio's result would hold the same values (x * 1, and whole sizes floored, rounded or ceiled stay
+            # themselves): splatfacto rescales by 1 and back on every full-resolution step, ~16 host operators
+            return
         if isinstance(scaling_factor, (float, int)):
             # the tensor nerfstudio builds (same dtype: float32 for a float, int64 for an int), on the host
             scaling_factor = torch.tensor([scaling_factor]).broadcast_to(self.cx.shape)  # [1, 1]
@@ -113,10 +118,12 @@ class TrainViewCamera(Cameras):
         ``.cuda()``; the matrix of each resolution is moved once and reused (a no-op ``.cuda()`` afterwards). Shared
         between steps: read it, never change it.
         """
-        matrices = super().get_intrinsics_matrices()  # [1, 3, 3] on the host
-        key = tuple(matrices.reshape(-1).tolist())  # host values: no wait for the device
+        # the values the matrix is made of (nerfstudio's: fx, fy, cx, cy and constants), read on the host: no wait
+        # for the device, and a few host reads instead of the ~15 operators that build the matrix
+        key = (float(self.fx), float(self.fy), float(self.cx), float(self.cy))
         on_device = self._device_intrinsics.get(key)
         if on_device is None:
+            matrices = super().get_intrinsics_matrices()  # [1, 3, 3] on the host
             on_device = self._device_intrinsics[key] = matrices.to(self.device)
         return on_device
 

@@ -185,6 +185,11 @@ def camera_centres(viewmats: torch.Tensor) -> torch.Tensor:
     return -torch.bmm(rotation.transpose(1, 2), translation)[..., 0]  # [C, 3]
 
 
+def _first_camera_centre(viewmats: torch.Tensor) -> torch.Tensor:
+    """World position of the first camera [3] of world-to-camera transforms [C, 4, 4] (:func:`camera_centres`)."""
+    return camera_centres(viewmats)[0]
+
+
 def intrinsics(camera: Cameras) -> torch.Tensor:
     """Pinhole intrinsics of one camera [1, 3, 3] (float32), built on the camera's device.
 
@@ -298,6 +303,11 @@ class SemSplatModel(ResumableSplatfacto):
         # size, which splatfacto computes twice per step (metrics and losses) from the same image.
         self._step_label_maps = DerivedTensors()
         self._step_gt_images = DerivedTensors(capacity=1)
+        # A training view's pose is one tensor on every draw (the datamanager's prepared camera), so its
+        # world-to-camera transform and camera centre are computed once per view instead of once per step (~20
+        # host operators a step); a pose the camera optimiser moves (one with a gradient) is computed every step.
+        self._step_viewmats = DerivedTensors()
+        self._step_camera_centres = DerivedTensors()
         # Labelled pixels per class seen in training (class_balance); counted again after a resume.
         self.register_buffer("labelled_class_pixels", torch.zeros(self.num_classes), persistent=False)
 
@@ -376,7 +386,8 @@ class SemSplatModel(ResumableSplatfacto):
         # splatfacto's camera transform is compiled: ~3 s of compilation at the first training step and ~0.4 ms of
         # host time per step in its guards and wrappers (H200 profile, profile_semsplat_aa28cb5.txt); world_to_camera
         # is its arithmetic, eager
-        with rasterization_override(rasterize), viewmat_override(world_to_camera), cuda_calls_stay_on(self.device):
+        to_camera = self._training_view_transform if self.training else world_to_camera
+        with rasterization_override(rasterize), viewmat_override(to_camera), cuda_calls_stay_on(self.device):
             outputs = super().get_outputs(camera)
         rgb = outputs["rgb"]  # [H, W, 3]
         assert isinstance(rgb, torch.Tensor)
@@ -390,6 +401,13 @@ class SemSplatModel(ResumableSplatfacto):
         elif not self.training:  # nothing rendered (empty crop box): no support either
             outputs["label_support"] = rgb.new_zeros(*rgb.shape[:2], 1)
         return outputs
+
+    def _training_view_transform(self, camera_to_worlds: torch.Tensor) -> torch.Tensor:
+        """:func:`world_to_camera` of a training pose [1, 3, 4] -> [1, 4, 4], kept per pose tensor when the pose has
+        no gradient (read it, never change it)."""
+        if camera_to_worlds.requires_grad:
+            return world_to_camera(camera_to_worlds)
+        return self._step_viewmats.get(camera_to_worlds, camera_to_worlds._version, world_to_camera)
 
     def _rasterize(
         self,
@@ -411,8 +429,9 @@ class SemSplatModel(ResumableSplatfacto):
             **kwargs: Splatfacto's other arguments (its Gaussians, camera, render mode, ...).
 
         Returns:
-            What splatfacto expects from gsplat: the render with only RGB (and depth last, when asked)
-            [1, H, W, 3 (+1)], alphas [1, H, W, 1] and the info dict of the pass that renders RGB.
+            What splatfacto expects from gsplat: the render with RGB first and, when asked, the depth as channel 3
+            ([1, H, W, 3 + 1]; without depth RGB and maybe the extra channels after it [1, H, W, 3 (+ E)]), alphas
+            [1, H, W, 1] and the info dict of the pass that renders RGB.
         """
         means = kwargs["means"]  # [M, 3]
         rgb = self._view_colors(colors, sh_degree, means, kwargs["viewmats"])  # [M, 3]
@@ -426,10 +445,13 @@ class SemSplatModel(ResumableSplatfacto):
         if self.config.semantic_grad_to_geometry:
             render, alpha, info = rasterization(colors=torch.cat([rgb, extra_colors], dim=-1), **kwargs)
             probe_channel = 3 + n_extra - 1
-            extra_render = render[0, ..., 3 : 3 + n_extra]  # [H, W, E]
             full_render = render  # [1, H, W, 3 + E (+1)]
-            # splatfacto reads RGB from channels 0-2 and the depth from channel 3
-            render = torch.cat([render[..., :3], render[..., 3 + n_extra :]], dim=-1)  # [1, H, W, 3 (+1)]
+            n_depth = render.shape[-1] - 3 - n_extra
+            # one split for all: RGB [H, W, 3], each extra [H, W, k], the depth [H, W, 0 or 1]
+            extra_renders = render[0].split([3, *widths, n_depth], dim=-1)[1 : 1 + len(widths)]
+            if n_depth:  # splatfacto reads RGB from channels 0-2 and the depth from channel 3
+                render = torch.cat([render[..., :3], render[..., 3 + n_extra :]], dim=-1)  # [1, H, W, 3 + 1]
+            # else splatfacto reads channels 0-2 only (a training render): the whole render, without a copy
         else:
             render, alpha, info = rasterization(colors=rgb, **kwargs)
             # A second pass on detached geometry: the semantic losses move the extra channels only.
@@ -437,12 +459,12 @@ class SemSplatModel(ResumableSplatfacto):
             arguments = {**kwargs, **detached, "render_mode": "RGB", "absgrad": False}
             full_render = rasterization(colors=extra_colors, **arguments)[0]  # [1, H, W, E]
             probe_channel = n_extra - 1
-            extra_render = full_render[0]  # [H, W, E]
+            extra_renders = full_render[0].split(widths, dim=-1)  # [H, W, k] each
         if probe_view is not None and full_render.requires_grad:
             unit_gradient_on(full_render, probe_channel)
             # read back by step_post_backward, like the rest of this render's info
             info["label_support_probe"], info["label_support_view"] = extras["label_support_probe"], probe_view
-        rendered.update(zip(extras, extra_render.split(widths, dim=-1)))
+        rendered.update(zip(extras, extra_renders))
         if "label_support" in rendered:  # the share of each pixel's colour from Gaussians a labelled view sees
             rendered["label_support"] = normalised_support(rendered["label_support"], alpha[0].detach())  # [H, W, 1]
         return render, alpha, info
@@ -499,7 +521,10 @@ class SemSplatModel(ResumableSplatfacto):
         """
         if sh_degree is None:
             return colors  # splatfacto applied the sigmoid already (config sh_degree = 0)
-        camera_position = camera_centres(viewmats)[0]  # [3]
+        if self.training and not viewmats.requires_grad:  # a kept transform (_training_view_transform) or a new one
+            camera_position = self._step_camera_centres.get(viewmats, viewmats._version, _first_camera_centre)  # [3]
+        else:
+            camera_position = _first_camera_centre(viewmats)  # [3]
         # Same convention as gsplat's SH path (Inria's +0.5 offset, clamped at 0).
         return torch.clamp_min(spherical_harmonics(sh_degree, means - camera_position, colors) + 0.5, 0.0)
 

@@ -2,10 +2,11 @@
 
 The lean step (issue #13): the datamanager hands out each view's prepared camera (:class:`TrainViewCamera`) instead of
 nerfstudio's per-step copy; the model keeps the label maps and the photo it derives from a view's cached tensors
-(:class:`DerivedTensors`), builds L2D's neighbour offsets once, and takes the camera's position from its rigid
-transform (``camera_centres``) instead of ``torch.inverse``. The reference run takes the code paths before that
-change: nerfstudio's own ``next_train``, splatfacto's own ``get_gt_img``, label maps and offsets computed afresh every
-step, ``torch.inverse``.
+(:class:`DerivedTensors`) and the world-to-camera transform and camera position it derives from a view's pose, builds
+L2D's neighbour offsets once, and takes the camera's position from its rigid transform (``camera_centres``) instead of
+``torch.inverse``. The reference run takes the code paths before that change: nerfstudio's own ``next_train`` (its
+cameras rescaled by 1 and back, their intrinsics built every step), splatfacto's own ``get_gt_img``, label maps,
+transforms and offsets computed afresh every step, ``torch.inverse``.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def test_lean_step_took_its_own_paths(lean_and_reference):
     )
     # label maps were kept at the downscaled size (full-size maps are their own source and not kept)
     assert len(model._step_label_maps) > 0 and len(model._step_gt_images) == 1
+    # one transform and camera position per view drawn, kept from its first draw
+    drawn = len(datamanager._train_view_cameras)
+    assert len(model._step_viewmats) == len(model._step_camera_centres) == drawn > 0
     assert not reference_trainer.pipeline.datamanager.__dict__.get("_train_view_cameras")
 
 
