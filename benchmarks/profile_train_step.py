@@ -295,10 +295,17 @@ def ops_by_phase(events: Iterable, phases: Iterable[str], steps: int) -> Dict[st
     op_ms: Counter = Counter()
     range_ms: Counter = Counter()
     node_calls: Counter = Counter()
+
+    def range_of(name: str) -> Optional[str]:
+        """The row a range counts under: a phase's name, "backward node: <function>", or None (not a range)."""
+        if name in names:
+            return name
+        return "backward node: " + name[len(NODE_PREFIX) :] if name.startswith(NODE_PREFIX) else None
+
     for event in events:
         name = event.name
-        if name in names or name.startswith(NODE_PREFIX):
-            key = name if name in names else "backward node: " + name[len(NODE_PREFIX) :]
+        key = range_of(name)
+        if key is not None:
             range_ms[key] += event.cpu_time_total / 1000
             if name.startswith(NODE_PREFIX):
                 node_calls[key] += 1
@@ -306,12 +313,10 @@ def ops_by_phase(events: Iterable, phases: Iterable[str], steps: int) -> Dict[st
         nested = event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::")
         if not name.startswith("aten::") or nested:
             continue
-        owner, parent = "<outside any phase>", event.cpu_parent
-        while parent is not None:
-            if parent.name in names or parent.name.startswith(NODE_PREFIX):
-                owner = parent.name if parent.name in names else "backward node: " + parent.name[len(NODE_PREFIX) :]
-                break
-            parent = parent.cpu_parent
+        owner, parent = None, event.cpu_parent
+        while parent is not None and owner is None:
+            owner, parent = range_of(parent.name), parent.cpu_parent
+        owner = owner or "<outside any phase>"
         ops[owner] += 1
         op_ms[owner] += event.cpu_time_total / 1000
     rows = [

@@ -451,7 +451,7 @@ def prior_pseudo_labels(
             model, train_s, crop = train_prior(scene.num_classes, labelled, arrived, settings, device, progress, late)
             carried_of = late.result()  # made (and waited for) while training; the prior is done with them
             times["prior_wait"] = waited
-        propagated = propagated_of(carried_of)
+            propagated = propagated_of(carried_of)
         times["prior_train"] = train_s
         if settings.save_weights is not None:
             save_prior(model, settings.save_weights, settings)
